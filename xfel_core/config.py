@@ -1,0 +1,228 @@
+"""The beamtime configuration (`beamtime.yaml`): loading, validation and derived paths.
+
+One YAML file describes one beamtime. Its path comes from the environment variable
+``XFEL_BEAMTIME`` (see :func:`beamtime_path_from_env`). Relative paths inside it are taken
+relative to the folder holding the YAML file. Every key is validated on load: an unknown,
+missing or wrong key is a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .exceptions import ConfigError
+
+ENV_VAR = "XFEL_BEAMTIME"
+DEFAULT_BEAMTIME = Path("demo") / "beamtime" / "beamtime.yaml"
+RUN_KEY_RE = re.compile(r"^r(\d{4})$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DetectorConfig(_Strict):
+    """Which detector to read: its source names, file names and module geometry."""
+
+    name: str = "SCS_DET_DSSC1M-1"
+    #: Karabo source of one module; ``{module}`` is the module number (0-15).
+    source: str = "SCS_DET_DSSC1M-1/DET/{module}CH0:xtdf"
+    #: Aggregator part of the raw file names; ``RAW-R0042-DSSC07-S00000.h5`` for module 7.
+    aggregator: str = "DSSC{module:02d}"
+    modules: list[Annotated[int, Field(ge=0, le=15)]] = Field(
+        default_factory=lambda: list(range(16)), min_length=1
+    )
+    #: Pixels of one module as (y, x), slow-scan then fast-scan.
+    module_shape: tuple[int, int] = (128, 512)
+
+    @field_validator("modules")
+    @classmethod
+    def _unique_modules(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"module numbers repeat: {v}")
+        return sorted(v)
+
+    def source_for(self, module: int) -> str:
+        return self.source.format(module=module)
+
+    def aggregator_for(self, module: int) -> str:
+        return self.aggregator.format(module=module)
+
+
+class Binning(_Strict):
+    """How scan values become scan points: exactly one of bin_width, nbins or values."""
+
+    bin_width: float | None = Field(default=None, gt=0)
+    nbins: int | None = Field(default=None, ge=1)
+    values: list[float] | None = Field(default=None, min_length=1)
+    #: With ``values``: the largest distance of a train's value from a listed value.
+    tolerance: float = Field(default=1e-6, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Binning:
+        given = [k for k in ("bin_width", "nbins", "values") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of bin_width, nbins or values "
+                f"(given: {', '.join(given) if given else 'none'})"
+            )
+        return self
+
+
+class ScanVariableConfig(_Strict):
+    """The per-train scan variable (for example the pump-probe delay) and its binning."""
+
+    source: str
+    key: str
+    units: str = ""
+    binning: Binning
+
+
+class FramemaskConfig(_Strict):
+    """Rules that reject frames: low X-ray pulse energy and explicit exclusions."""
+
+    #: Source and key of the gas monitor's pulse energy per pulse (uJ), one row per train.
+    xgm_source: str | None = "SCS_BLU_XGM/XGM/DOOCS:output"
+    xgm_key: str = "data.intensitySa3TD"
+    #: Frames of X-ray pulses below this energy (uJ) are rejected; null: no energy rule.
+    min_pulse_energy_uj: float | None = None
+    exclude_trains: list[int] = Field(default_factory=list)
+    #: Frame positions within every train to reject (0 is the first frame of a train).
+    exclude_frames: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+
+
+class ExecutionConfig(_Strict):
+    """How Dagster runs the steps."""
+
+    #: Steps at once in the multiprocess executor; null: the number of CPUs.
+    max_concurrent: int | None = Field(default=None, ge=1)
+    #: Threads of the reduction kernel in one step; null: the number of CPUs.
+    kernel_threads: int | None = Field(default=None, ge=1)
+
+    def resolved_max_concurrent(self) -> int:
+        return self.max_concurrent or os.cpu_count() or 1
+
+    def resolved_kernel_threads(self) -> int:
+        return self.kernel_threads or os.cpu_count() or 1
+
+
+class BeamtimeConfig(_Strict):
+    """One beamtime: where its data lives and how its runs are reduced."""
+
+    name: str
+    raw_root: Path
+    processed_root: Path
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    scan_variable: ScanVariableConfig
+    #: Frame names repeating within each train; names containing "dark" are dark frames.
+    frame_pattern: list[str] = Field(min_length=1)
+    framemask: FramemaskConfig = Field(default_factory=FramemaskConfig)
+    #: At most this many frames of each train are used; null: all.
+    maxframes: int | None = Field(default=None, ge=1)
+    #: Run number of the dark run whose per-cell mean is subtracted; null: no dark subtraction.
+    dark_run: int | None = Field(default=None, ge=0, le=9999)
+    #: Frames read from HDF5 at a time.
+    chunk_frames: int = Field(default=1024, ge=1)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    #: The YAML file this came from (set by :func:`load_beamtime`).
+    source_file: Path | None = None
+
+    @field_validator("frame_pattern")
+    @classmethod
+    def _unique_names(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"frame names repeat: {v}")
+        return v
+
+    @property
+    def module_keys(self) -> list[str]:
+        """The static `module` partition keys, "00" ... "15"."""
+        return [module_key(m) for m in self.detector.modules]
+
+    @property
+    def dark_run_key(self) -> str | None:
+        return None if self.dark_run is None else run_key(self.dark_run)
+
+    def run_dir(self, run: str) -> Path:
+        """The raw folder of a run (``<raw_root>/r0042``)."""
+        return self.raw_root / parse_run_key(run)[1]
+
+    def output_dir(self, run: str) -> Path:
+        return self.processed_root / parse_run_key(run)[1]
+
+    def output_path(self, run: str, asset: str, module: int | None = None) -> Path:
+        """``<processed root>/<run>/<asset>.h5``, or ``<asset>_<module>.h5`` per module."""
+        name = asset if module is None else f"{asset}_{module:02d}"
+        return self.output_dir(run) / f"{name}.h5"
+
+    def yaml_text(self) -> str:
+        """The configuration as YAML, for provenance attributes of the outputs."""
+        data = self.model_dump(mode="json", exclude={"source_file"})
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def run_key(run_number: int) -> str:
+    return f"r{int(run_number):04d}"
+
+
+def module_key(module: int) -> str:
+    return f"{int(module):02d}"
+
+
+def parse_run_key(run: str) -> tuple[int, str]:
+    """Validate a run partition key such as ``r0042``; returns (42, "r0042")."""
+    m = RUN_KEY_RE.match(run)
+    if not m:
+        raise ConfigError(f"run key {run!r} is not of the form r0042 (r and four digits)")
+    return int(m.group(1)), run
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"invalid beamtime configuration {path}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see README 'Configuration')")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
+    """Read and validate a beamtime YAML file; relative paths are resolved against its folder."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"beamtime configuration {path} does not exist (set {ENV_VAR} to its path, "
+            "or run 'xfel-assets demo-beamtime DIR' to make a demo)"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"beamtime configuration {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"beamtime configuration {path} must be a mapping of keys, got {type(data).__name__}")
+    data = dict(data)
+    for key in ("raw_root", "processed_root"):
+        if isinstance(data.get(key), str):
+            data[key] = str((path.parent / data[key]).resolve())
+    data["source_file"] = str(path)
+    try:
+        return BeamtimeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(path, e)) from None
+
+
+def beamtime_path_from_env() -> Path:
+    """The beamtime YAML named by ``XFEL_BEAMTIME``, else the demo's (relative to the cwd)."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_BEAMTIME).resolve()

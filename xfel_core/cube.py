@@ -1,0 +1,86 @@
+"""Join the per-module sums of a run into the binned cube (an xarray Dataset written as HDF5).
+
+Dimensions: (scan_variable, frame_type, module, y, x). Variables: ``mean`` and ``sem``
+(standard error of the mean) in ADU, ``count`` (frames averaged), and, where the frame
+pattern has both "pumped" and "unpumped", ``difference`` = mean(pumped) - mean(unpumped)
+with ``difference_sem``. Means are per frame: every kept frame weighs the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .binning_kernel import finalize
+from .exceptions import RunDataError
+from .outputs import atomic_path
+from .preprocess import read_module_sums
+
+
+def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None, units: str,
+               attrs: dict) -> xr.Dataset:
+    """Read every module's sums and make the cube; modules must share scan points and frame types."""
+    modules = sorted(module_files)
+    first = None
+    mean = sem = count = None
+    for i, m in enumerate(modules):
+        d = read_module_sums(module_files[m])
+        if first is None:
+            first = d
+            nb, nt = d["count"].shape
+            shape = (nb, nt, len(modules)) + d["sum"].shape[2:]
+            mean = np.empty(shape, np.float32)
+            sem = np.empty(shape, np.float32)
+            count = np.zeros((nb, nt, len(modules)), np.int64)
+        elif not (np.array_equal(d["scan_variable"], first["scan_variable"]) and d["frame_type"] == first["frame_type"]
+                  and d["sum"].shape == first["sum"].shape):
+            raise RunDataError(f"{module_files[m]} was made with other scan points, frame types or module "
+                               f"shape than {module_files[modules[0]]}; rematerialize the run's modules")
+        mu, se = finalize(d["sum"], d["sumsq"], d["count"])
+        mean[:, :, i] = mu
+        sem[:, :, i] = se
+        count[:, :, i] = d["count"]
+
+    ftypes = first["frame_type"]
+    ny, nx = mean.shape[-2:]
+    coords = {
+        "scan_variable": ("scan_variable", first["scan_variable"], {"units": units, "long_name": "scan point"}),
+        "frame_type": ("frame_type", np.array(ftypes, dtype=object)),
+        "module": ("module", np.array(modules, dtype=np.int64)),
+        "y": ("y", np.arange(ny), {"units": "pixel", "long_name": "slow-scan pixel index"}),
+        "x": ("x", np.arange(nx), {"units": "pixel", "long_name": "fast-scan pixel index"}),
+    }
+    dims5 = ("scan_variable", "frame_type", "module", "y", "x")
+    data = {
+        "mean": (dims5, mean, {"units": "ADU", "long_name": "mean dark-subtracted intensity per frame"}),
+        "sem": (dims5, sem, {"units": "ADU", "long_name": "standard error of the mean"}),
+        "count": (dims5[:3], count, {"units": "frames", "long_name": "frames averaged"}),
+    }
+    if trains_per_bin is not None:
+        data["trains"] = (("scan_variable",), np.asarray(trains_per_bin, np.int64),
+                          {"units": "trains", "long_name": "trains with this scan point"})
+    if "pumped" in ftypes and "unpumped" in ftypes:
+        p, u = ftypes.index("pumped"), ftypes.index("unpumped")
+        dims4 = ("scan_variable", "module", "y", "x")
+        data["difference"] = (dims4, mean[:, p] - mean[:, u],
+                              {"units": "ADU", "long_name": "pumped minus unpumped mean"})
+        data["difference_sem"] = (dims4, np.hypot(sem[:, p], sem[:, u]),
+                                  {"units": "ADU", "long_name": "standard error of the difference"})
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    return ds
+
+
+def write_cube(path: Path, ds: xr.Dataset) -> None:
+    """Write the cube as HDF5 (netCDF4 flavour) that ``xarray.open_dataset(path, engine="h5netcdf")`` opens."""
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
+
+
+def cube_attrs(run: str, provenance_attrs: dict, kept_frames: int) -> dict:
+    attrs = dict(provenance_attrs)
+    attrs.update(run=run, frames_kept=int(kept_frames), dimensions=json.dumps(
+        ["scan_variable", "frame_type", "module", "y", "x"]))
+    return attrs

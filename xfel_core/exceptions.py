@@ -1,0 +1,17 @@
+"""Errors raised by xfel_core; each message names the file or key at fault and what to do."""
+
+
+class XfelError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(XfelError, ValueError):
+    """The beamtime configuration is missing a key, has an unknown key or a wrong value."""
+
+
+class RunDataError(XfelError, ValueError):
+    """A raw run cannot be used as it is: missing, truncated or inconsistent files."""
+
+
+class MissingInputError(XfelError, FileNotFoundError):
+    """An upstream output that this step needs has not been produced yet."""

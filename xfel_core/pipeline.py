@@ -1,0 +1,183 @@
+"""One function per asset of the DSSC pipeline: read inputs, compute, write the output atomically.
+
+Each returns a plain dict of what a scientist checks first (counts, output path, seconds), which
+the Dagster layer turns into materialization metadata. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import binning_kernel, framemask, scan
+from .config import BeamtimeConfig, run_key
+from .cube import build_cube, cube_attrs, write_cube
+from .exceptions import RunDataError
+from .outputs import provenance
+from .preprocess import (
+    FrameStats, assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
+)
+from .readers import euxfel
+from .run_summary import read_frames_per_train, summarize_run, write_run_summary
+
+
+def _done(path: Path, t0: float, **info) -> dict:
+    info.update(path=path, size_bytes=path.stat().st_size, seconds=time.perf_counter() - t0)
+    return info
+
+
+def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
+    """Open and validate a run; write its train and frame summary (raw_run.h5)."""
+    t0 = time.perf_counter()
+    s, _ = summarize_run(cfg, run)
+    if s.ntrains == 0:
+        raise RunDataError(f"run {run} ({s.path}) has no valid trains")
+    path = cfg.output_path(run, "raw_run")
+    write_run_summary(path, s, cfg)
+    missing = {f"{m:02d}": int((~s.present[i]).sum()) for i, m in enumerate(s.modules)}
+    fpt = s.frames_per_train[s.present]
+    return _done(path, t0, trains=s.ntrains, first_train=int(s.train_ids[0]), last_train=int(s.train_ids[-1]),
+                 frames_per_train=int(fpt.max()) if fpt.size else 0, modules=len(s.modules),
+                 missing_trains_per_module=missing, raw_size_bytes=s.size_bytes, files=len(s.files),
+                 sources=s.sources, suspect_trains=s.suspect_trains,
+                 zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()))
+
+
+def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
+    """Read the scan variable per train and bin it into scan points (scan_variable.h5)."""
+    t0 = time.perf_counter()
+    sv = cfg.scan_variable
+    run_dir = cfg.run_dir(run)
+    dc = euxfel.open_run(run_dir)
+    tids, values = euxfel.train_values(dc, sv.source, sv.key)
+    if values.ndim != 1:
+        raise RunDataError(f"run {run}: {sv.source} / {sv.key} has shape {values.shape[1:]} per train; "
+                           "the scan variable must be one number per train")
+    bins = scan.bin_scan_values(tids, values, sv.binning)
+    path = cfg.output_path(run, "scan_variable")
+    scan.write_scan_bins(path, bins, sv.units, provenance(
+        cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source, key=sv.key))
+    run_trains = len(dc.train_ids)
+    return _done(path, t0, scan_points=bins.nbins, centres=bins.centres.tolist(), units=sv.units,
+                 trains_per_point=bins.trains_per_bin().tolist(), trains_with_value=len(tids),
+                 trains_without_value=run_trains - int((bins.bin_index >= 0).sum()))
+
+
+def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
+    """Build the (trains x frames) mask from the gas monitor and the config's exclusions (framemask.h5)."""
+    t0 = time.perf_counter()
+    tids, _, fpt = read_frames_per_train(cfg.output_path(run, "raw_run"))
+    nframes = int(fpt.max()) if fpt.size else 0
+    if cfg.maxframes is not None:
+        nframes = min(nframes, cfg.maxframes)
+    rules = cfg.framemask
+    ptids = energy = None
+    inputs: list[str] = []
+    if rules.xgm_source and rules.min_pulse_energy_uj is not None:
+        run_dir = cfg.run_dir(run)
+        dc = euxfel.open_run(run_dir)
+        ptids, energy = euxfel.train_values(dc, rules.xgm_source, rules.xgm_key)
+        if energy.ndim != 2:
+            raise RunDataError(f"run {run}: {rules.xgm_source} / {rules.xgm_key} must be (trains, pulses), "
+                               f"got shape {energy.shape}")
+        inputs = [str(p) for p in euxfel.run_files(run_dir)]
+    fm = framemask.build_framemask(tids, nframes, cfg.frame_pattern, rules, ptids, energy)
+    path = cfg.output_path(run, "framemask")
+    framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run))
+    per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
+    return _done(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
+                 frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
+                 kept_fraction=float(fm.mask.mean()) if fm.mask.size else 0.0,
+                 kept_fraction_per_train=per_train)
+
+
+def _module_frames(cfg: BeamtimeConfig, run: str, module: int):
+    run_dir = cfg.run_dir(run)
+    files = euxfel.files_of_aggregator(euxfel.run_files(run_dir), cfg.detector.aggregator_for(module))
+    if not files:
+        raise RunDataError(f"run {run}: module {module:02d} has no files "
+                           f"(expected {run_dir}/RAW-R*-{cfg.detector.aggregator_for(module)}-S*.h5)")
+    dc = euxfel.open_run(run_dir, files)
+    # Align to the run's trains: trains the module has but the run excludes (suspect) are dropped.
+    return euxfel.module_frames(dc, cfg.detector.source_for(module), module, cfg.detector.module_shape)
+
+
+def dark_path(cfg: BeamtimeConfig, module: int) -> Path:
+    return cfg.output_path(cfg.dark_run_key, "dark", module)
+
+
+def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
+    """Per memory cell mean and noise of one module in the configured dark run (dark_MM.h5)."""
+    t0 = time.perf_counter()
+    if cfg.dark_run is None:
+        raise RunDataError("dark_run is null in the config: there is no dark to compute")
+    run = run_key(cfg.dark_run)
+    binning_kernel.set_threads(cfg.execution.resolved_kernel_threads())
+    frames = _module_frames(cfg, run, module)
+    if frames.nframes == 0:
+        raise RunDataError(f"dark run {run}: module {module:02d} has no frames")
+    dark = compute_dark(frames, cfg.chunk_frames)
+    path = dark_path(cfg, module)
+    write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module))
+    return _done(path, t0, dark_run=run, cells=len(dark.cell_id), frames=int(dark.count.sum()),
+                 mean_adu=float(np.mean(dark.mean)), median_noise_adu=float(np.median(dark.std)),
+                 dark_version=dark_version(path))
+
+
+def dark_version(path: Path) -> str:
+    """A short content hash of a dark file's constants, recorded in everything made with it."""
+    import hashlib
+
+    import h5py
+
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        for name in ("cell_id", "mean"):
+            h.update(np.ascontiguousarray(f[name][()]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict:
+    """Dark-subtract, sort and sum one module's frames per (scan point, frame type) (preprocessed_module_MM.h5)."""
+    t0 = time.perf_counter()
+    bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
+    fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
+    dark = dversion = None
+    if cfg.dark_run is not None:
+        dpath = dark_path(cfg, module)
+        dark = read_dark(dpath)
+        dversion = dark_version(dpath)
+    binning_kernel.set_threads(cfg.execution.resolved_kernel_threads())
+    frames = _module_frames(cfg, run, module)
+    ntypes = len(cfg.frame_pattern)
+    group, stats = assign_groups(frames, bins, fm, ntypes)
+    sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats)
+    path = cfg.output_path(run, "preprocessed_module", module)
+    attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, dark_version=dversion,
+                       dark_run=cfg.dark_run_key, frames_total=stats.total, frames_kept=stats.kept)
+    write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
+    return _done(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
+                 kernel_seconds=stats.seconds, bytes_read=stats.bytes_read,
+                 frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
+                 counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
+                 dark_version=dversion)
+
+
+def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
+    """Join the modules' sums into the (scan_variable, frame_type, module, y, x) cube (binned_cube.h5)."""
+    t0 = time.perf_counter()
+    bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
+    files = {m: cfg.output_path(run, "preprocessed_module", m) for m in cfg.detector.modules}
+    ds = build_cube(files, bins.trains_per_bin(), units, {})
+    kept = int(ds["count"].sum())
+    ds.attrs = cube_attrs(run, provenance(cfg.yaml_text(), [str(p) for p in files.values()], run=run,
+                                          dark_run=cfg.dark_run_key), kept)
+    path = cfg.output_path(run, "binned_cube")
+    write_cube(path, ds)
+    counts = ds["count"].sum("module").values  # (scan points, frame types)
+    return _done(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
+                 frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
+                 counts=counts, has_difference="difference" in ds,
+                 nan_fraction=float(np.isnan(ds["mean"].values).mean()))

@@ -1,0 +1,172 @@
+"""Reduce one detector module of one run: sum, sum of squares and count per (scan point, frame type).
+
+The `preprocessed_module` asset: frames are read in blocks, the dark of their memory cell is
+subtracted, each frame goes to the group of its train's scan point and its frame type (its
+position in the train modulo the frame pattern), and masked frames are skipped. The `dark`
+asset is the same reduction grouped by memory cell instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import binning_kernel
+from .exceptions import MissingInputError, RunDataError
+from .framemask import REASONS, FrameMask
+from .outputs import atomic_h5
+from .readers.euxfel import ModuleFrames, iter_frame_blocks
+from .scan import ScanBins, lookup_rows
+
+
+@dataclass
+class DarkConstants:
+    """Per memory cell: the mean and standard deviation of each pixel in a dark run (ADU)."""
+
+    cell_id: np.ndarray  # (cells,)
+    mean: np.ndarray  # (cells, y, x) float32
+    std: np.ndarray  # (cells, y, x) float32
+    count: np.ndarray  # (cells,) frames averaged
+    source: str = ""
+
+    def rows_for(self, cells: np.ndarray, what: str) -> np.ndarray:
+        """Row of each memory cell in the constants; fails naming cells the dark lacks."""
+        order = np.argsort(self.cell_id)
+        rows = lookup_rows(self.cell_id[order], cells, order)
+        if (rows < 0).any():
+            missing = np.unique(np.asarray(cells)[rows < 0])
+            raise RunDataError(f"{what}: memory cells {missing.tolist()[:20]} have no dark "
+                               f"(the dark {self.source} has cells {self.cell_id.tolist()[:20]}...)")
+        return rows
+
+
+@dataclass
+class FrameStats:
+    """How many frames were read and why frames were not used."""
+
+    total: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.total / self.seconds if self.seconds > 0 else 0.0
+
+
+def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: int) -> tuple[np.ndarray, FrameStats]:
+    """Group of every frame (scan point x frame types + frame type), -1 if not used; and why."""
+    n = frames.nframes
+    pos = frames.position.astype(np.int64)
+    bins = scan.bins_of(frames.train_id)
+    row = lookup_rows(fm.train_id, frames.train_id, np.arange(len(fm.train_id)))
+    nfm = fm.mask.shape[1]
+    in_mask = (row >= 0) & (pos < nfm)
+    reason = np.full(n, 255, np.uint8)  # 255: outside the framemask
+    reason[in_mask] = fm.reason[row[in_mask], pos[in_mask]]
+    keep = (reason == 0) & (bins >= 0)
+    group = np.where(keep, bins * ntypes + pos % ntypes, -1)
+
+    stats = FrameStats(total=n, kept=int(keep.sum()))
+    rejected = {"no scan value": int(((bins < 0) & in_mask).sum()),
+                "beyond maxframes or framemask": int((~in_mask).sum())}
+    for code, name in REASONS.items():
+        if code:
+            rejected[name] = int(((reason == code) & (bins >= 0)).sum())
+    stats.rejected = {k: v for k, v in rejected.items() if v}
+    return group, stats
+
+
+def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: DarkConstants | None,
+                  block_frames: int, stats: FrameStats | None = None):
+    """Run the binning kernel over the wanted frames; returns (sums, sumsq, counts)."""
+    npix = frames.npixels
+    sums = np.zeros((ngroups, npix), np.float64)
+    sumsq = np.zeros((ngroups, npix), np.float64)
+    counts = np.zeros(ngroups, np.int64)
+    wanted = group >= 0
+    dark_mean = dark_rows = None
+    if dark is not None and wanted.any():
+        dark_rows = np.full(frames.nframes, -1, np.int64)
+        dark_rows[wanted] = dark.rows_for(frames.cell_id[wanted], f"module {frames.module:02d} ({frames.source})")
+        dark_mean = dark.mean.reshape(len(dark.cell_id), -1)
+        if dark_mean.shape[1] != npix:
+            raise RunDataError(f"dark {dark.source} has {dark_mean.shape[1]} pixels per frame, "
+                               f"module {frames.module:02d} has {npix}")
+    t0 = time.perf_counter()
+    nbytes = 0
+    for a, b, block in iter_frame_blocks(frames, block_frames, wanted):
+        binning_kernel.accumulate(block, group[a:b], None if dark_rows is None else dark_rows[a:b],
+                                  dark_mean, sums, sumsq, counts)
+        nbytes += block.nbytes
+    if stats is not None:
+        stats.seconds = time.perf_counter() - t0
+        stats.bytes_read = nbytes
+    return sums, sumsq, counts
+
+
+def compute_dark(frames: ModuleFrames, block_frames: int) -> DarkConstants:
+    """Per memory cell mean and standard deviation of every pixel of a dark run."""
+    cells, group = np.unique(frames.cell_id, return_inverse=True)
+    sums, sumsq, counts = reduce_frames(frames, group.astype(np.int64), len(cells), None, block_frames)
+    mean, sem = binning_kernel.finalize(sums, sumsq, counts)
+    std = sem * np.sqrt(counts.astype(np.float64))[:, None]
+    shape = (len(cells),) + tuple(frames.entry_shape[-2:])
+    return DarkConstants(cells, mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32),
+                         counts, source=frames.source)
+
+
+def write_dark(path: Path, dark: DarkConstants, attrs: dict) -> None:
+    with atomic_h5(path) as f:
+        f["cell_id"] = dark.cell_id
+        f["mean"] = dark.mean
+        f["mean"].attrs.update(units="ADU", axes="cell, y, x")
+        f["std"] = dark.std
+        f["std"].attrs.update(units="ADU", axes="cell, y, x")
+        f["count"] = dark.count
+        f.attrs.update(attrs)
+        f.attrs["source"] = dark.source
+
+
+def read_dark(path: Path) -> DarkConstants:
+    try:
+        with h5py.File(path, "r") as f:
+            return DarkConstants(f["cell_id"][()], f["mean"][()], f["std"][()], f["count"][()],
+                                 source=str(path))
+    except FileNotFoundError:
+        raise MissingInputError(f"{path} does not exist: materialize the dark for this module first") from None
+
+
+def write_module_sums(path: Path, sums, sumsq, counts, scan: ScanBins, pattern: list[str],
+                      frame_shape: tuple[int, int], units: str, attrs: dict) -> None:
+    """The preprocessed_module output: float64 sums (scan point, frame type, y, x) and counts."""
+    shape = (scan.nbins, len(pattern)) + tuple(frame_shape)
+    with atomic_h5(path) as f:
+        f["sum"] = sums.reshape(shape)
+        f["sumsq"] = sumsq.reshape(shape)
+        for name in ("sum", "sumsq"):
+            f[name].attrs.update(units="ADU" if name == "sum" else "ADU^2", axes="scan_variable, frame_type, y, x")
+        f["count"] = counts.reshape(shape[:2])
+        f["count"].attrs["axes"] = "scan_variable, frame_type"
+        f["scan_variable"] = scan.centres
+        f["scan_variable"].attrs["units"] = units
+        f["frame_type"] = np.array(pattern, dtype=h5py.string_dtype())
+        f.attrs.update(attrs)
+
+
+def read_module_sums(path: Path) -> dict:
+    try:
+        with h5py.File(path, "r") as f:
+            return {
+                "sum": f["sum"][()], "sumsq": f["sumsq"][()], "count": f["count"][()],
+                "scan_variable": f["scan_variable"][()],
+                "frame_type": [s.decode() if isinstance(s, bytes) else s for s in f["frame_type"][()]],
+                "attrs": dict(f.attrs),
+            }
+    except FileNotFoundError:
+        raise MissingInputError(f"{path} does not exist: materialize preprocessed_module for it first") from None

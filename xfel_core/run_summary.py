@@ -1,0 +1,99 @@
+"""Open and validate a raw run; summarise its trains, frames and modules (the `raw_run` asset)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .config import BeamtimeConfig
+from .exceptions import MissingInputError, RunDataError
+from .outputs import atomic_h5, provenance
+from .readers import euxfel
+
+
+@dataclass
+class RunSummary:
+    run: str
+    path: Path
+    files: list[Path]
+    size_bytes: int
+    train_ids: np.ndarray  # (trains,) valid trains of the run, ascending
+    modules: list[int]
+    frames_per_train: np.ndarray  # (modules, trains) frames of each module in each train; 0 if missing
+    present: np.ndarray  # (modules, trains) bool: the module has the train (possibly with 0 frames)
+    sources: list[str]
+    suspect_trains: int
+
+    @property
+    def ntrains(self) -> int:
+        return len(self.train_ids)
+
+    def missing_trains(self, i: int) -> np.ndarray:
+        return self.train_ids[~self.present[i]]
+
+
+def expected_files_present(cfg: BeamtimeConfig, run_dir: Path) -> tuple[list[Path], list[str]]:
+    """(the run's raw files, what is missing: modules without files, no control file)."""
+    files = euxfel.run_files(run_dir)
+    problems = []
+    for m in cfg.detector.modules:
+        agg = cfg.detector.aggregator_for(m)
+        if not euxfel.files_of_aggregator(files, agg):
+            problems.append(f"module {m:02d} has no files (expected {run_dir}/RAW-R*-{agg}-S*.h5)")
+    det_aggs = {cfg.detector.aggregator_for(m) for m in range(16)}
+    if not [p for p in files if euxfel.FILE_RE.match(p.name).group(2) not in det_aggs]:
+        problems.append(f"no control-data file (RAW-R*-DA*-S*.h5) in {run_dir}")
+    return files, problems
+
+
+def summarize_run(cfg: BeamtimeConfig, run: str):
+    """Open the run folder, check every configured module is there; returns (summary, run)."""
+    run_dir = cfg.run_dir(run)
+    files, problems = expected_files_present(cfg, run_dir)
+    if problems:
+        raise RunDataError(f"run {run} is incomplete: " + "; ".join(problems))
+    dc = euxfel.open_run(run_dir, files)
+    tids = np.asarray(dc.train_ids, dtype=np.uint64)
+    mods = cfg.detector.modules
+    fpt = np.zeros((len(mods), len(tids)), dtype=np.int64)
+    present = np.zeros((len(mods), len(tids)), dtype=bool)
+    for i, m in enumerate(mods):
+        src = cfg.detector.source_for(m)
+        if src not in dc.instrument_sources:
+            raise RunDataError(f"run {run}: no source {src!r} for module {m:02d} in "
+                               f"{[str(p) for p in euxfel.files_of_aggregator(files, cfg.detector.aggregator_for(m))]}")
+        frames = euxfel.module_frames(dc, src, m, cfg.detector.module_shape)
+        mt, mc = frames.frames_per_train()
+        pos = np.searchsorted(tids, mt)
+        fpt[i, pos] = mc
+        present[i, pos] = True
+    summary = RunSummary(
+        run=run, path=run_dir, files=files, size_bytes=sum(p.stat().st_size for p in files),
+        train_ids=tids, modules=list(mods), frames_per_train=fpt, present=present,
+        sources=sorted(dc.all_sources), suspect_trains=euxfel.suspect_train_count(dc),
+    )
+    return summary, dc
+
+
+def write_run_summary(path: Path, s: RunSummary, cfg: BeamtimeConfig) -> None:
+    with atomic_h5(path) as f:
+        f["train_id"] = s.train_ids
+        f["module"] = np.asarray(s.modules, dtype=np.int64)
+        f["frames_per_train"] = s.frames_per_train
+        f["frames_per_train"].attrs["axes"] = "module, train_id"
+        f["present"] = s.present
+        f.attrs.update(provenance(cfg.yaml_text(), [str(p) for p in s.files], run=s.run,
+                                  sources=json.dumps(s.sources), size_bytes=s.size_bytes,
+                                  suspect_trains=s.suspect_trains))
+
+
+def read_frames_per_train(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train ids, modules, frames per train (modules, trains)) from a raw_run output."""
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist: materialize raw_run for this run first")
+    with h5py.File(path, "r") as f:
+        return f["train_id"][()], f["module"][()], f["frames_per_train"][()]

@@ -1,0 +1,107 @@
+"""The scan variable: one value per train (for example the pump-probe delay), binned into scan points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Binning
+
+
+@dataclass
+class ScanBins:
+    """Per train (``train_id`` ascending): the value and its scan point (-1: not used)."""
+
+    train_id: np.ndarray  # (trains,) uint64
+    value: np.ndarray  # (trains,) float64, in the scan variable's units
+    bin_index: np.ndarray  # (trains,) int64, -1 where the value fits no scan point
+    centres: np.ndarray  # (scan points,) float64
+
+    @property
+    def nbins(self) -> int:
+        return len(self.centres)
+
+    def trains_per_bin(self) -> np.ndarray:
+        b = self.bin_index[self.bin_index >= 0]
+        return np.bincount(b, minlength=self.nbins)
+
+    def bins_of(self, train_ids: np.ndarray) -> np.ndarray:
+        """Scan point of each given train; -1 for trains without a (binned) value."""
+        return lookup_rows(self.train_id, train_ids, self.bin_index)
+
+
+def lookup_rows(sorted_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, missing=-1) -> np.ndarray:
+    """``values[i]`` where ``sorted_keys[i] == key`` for each key; ``missing`` where absent."""
+    keys = np.asarray(keys, dtype=sorted_keys.dtype)
+    if len(sorted_keys) == 0:
+        return np.full(len(keys), missing, dtype=np.asarray(values).dtype)
+    idx = np.searchsorted(sorted_keys, keys)
+    idx_c = np.minimum(idx, len(sorted_keys) - 1)
+    found = (idx < len(sorted_keys)) & (sorted_keys[idx_c] == keys)
+    return np.where(found, np.asarray(values)[idx_c], missing)
+
+
+def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning) -> ScanBins:
+    """Assign each train's value to a scan point as the config says (bin_width, nbins or values).
+
+    - ``bin_width``: scan points at whole multiples of the width; a value goes to the nearest.
+    - ``nbins``: equal-width bins spanning the run's smallest to largest value; centres.
+    - ``values``: the listed values; a train further than ``tolerance`` from all is dropped.
+    NaN values are dropped.
+    """
+    order = np.argsort(train_ids, kind="stable")
+    tids = np.asarray(train_ids, dtype=np.uint64)[order]
+    v = np.asarray(values, dtype=np.float64)[order]
+    finite = np.isfinite(v)
+    idx = np.full(len(v), -1, dtype=np.int64)
+    if binning.bin_width is not None:
+        w = binning.bin_width
+        labels = np.rint(v[finite] / w).astype(np.int64)
+        uniq, inv = np.unique(labels, return_inverse=True)
+        idx[finite] = inv
+        centres = uniq * w
+    elif binning.nbins is not None:
+        n = binning.nbins
+        lo, hi = (v[finite].min(), v[finite].max()) if finite.any() else (0.0, 1.0)
+        if hi == lo:
+            hi = lo + 1.0
+        edges = np.linspace(lo, hi, n + 1)
+        idx[finite] = np.clip(np.searchsorted(edges, v[finite], side="right") - 1, 0, n - 1)
+        centres = 0.5 * (edges[:-1] + edges[1:])
+    else:
+        centres = np.unique(np.asarray(binning.values, dtype=np.float64))
+        near = np.abs(v[finite, None] - centres[None, :])
+        best = near.argmin(axis=1)
+        ok = near[np.arange(len(best)), best] <= binning.tolerance
+        idx[np.flatnonzero(finite)[ok]] = best[ok]
+    return ScanBins(tids, v, idx, np.asarray(centres, dtype=np.float64))
+
+
+def write_scan_bins(path, scan: ScanBins, units: str, attrs: dict) -> None:
+    """Write the scan_variable output: per-train values and scan points, and the scan points."""
+    from .outputs import atomic_h5
+
+    with atomic_h5(path) as f:
+        f["train_id"] = scan.train_id
+        f["value"] = scan.value
+        f["value"].attrs["units"] = units
+        f["bin_index"] = scan.bin_index
+        f["centres"] = scan.centres
+        f["centres"].attrs["units"] = units
+        f["trains_per_bin"] = scan.trains_per_bin()
+        f.attrs.update(attrs)
+        f.attrs["units"] = units
+
+
+def read_scan_bins(path) -> tuple[ScanBins, str]:
+    """(the scan points, their units) from a scan_variable output."""
+    import h5py
+
+    from .exceptions import MissingInputError
+
+    try:
+        with h5py.File(path, "r") as f:
+            return ScanBins(f["train_id"][()], f["value"][()], f["bin_index"][()], f["centres"][()]), str(f.attrs["units"])
+    except FileNotFoundError:
+        raise MissingInputError(f"{path} does not exist: materialize scan_variable for this run first") from None
