@@ -1,0 +1,35 @@
+# xfel-assets: the two set-up commands are `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := $(CURDIR)/demo
+export XFEL_BEAMTIME ?= $(DEMO)/beamtime/beamtime.yaml
+export DAGSTER_HOME ?= $(DEMO)/dagster_home
+
+.PHONY: install demo test ui clean-demo
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Generate the demo beamtime and materialize every asset of every run through Dagster.
+demo: $(STAMP)
+	$(BIN)/xfel-assets demo $(DEMO)/beamtime
+
+## Run the whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Dagster web UI (127.0.0.1:3000) and daemon, on the demo beamtime.
+ui: $(STAMP)
+	@test -f $(XFEL_BEAMTIME) || $(BIN)/xfel-assets demo-beamtime $(DEMO)/beamtime
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,64 @@
+"""Shared fixtures: small runs in the real European XFEL raw layout, written per test session.
+
+The Dagster definitions read the module list from $XFEL_BEAMTIME when imported, so the session
+beamtime is created and the variable set here, before any test imports xfel_assets.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
+
+MODULES = [0, 1]
+SHAPE = (16, 32)
+PATTERN = ["pumped", "unpumped"]
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="xfel-assets-tests-"))
+SESSION_BEAMTIME = _SESSION_DIR / "beamtime"
+
+
+def make_beamtime(root: Path, runs: list[RunSpec], dark: RunSpec | None = None, **config) -> Path:
+    """Write the runs (and a dark run) under root/raw and a beamtime.yaml for them."""
+    if dark is not None:
+        write_run(root / "raw", dark)
+    for spec in runs:
+        write_run(root / "raw", spec)
+    cfg = beamtime_config(root, MODULES, SHAPE, dark_run=None if dark is None else dark.run_number,
+                          frame_pattern=runs[0].frame_pattern if runs else PATTERN)
+    cfg.update(config)
+    return write_config(root, cfg)
+
+
+def small_run(run_number: int, **kw) -> RunSpec:
+    kw.setdefault("ntrains", 12)
+    kw.setdefault("frames_per_train", 6)
+    return RunSpec(run_number=run_number, modules=MODULES, module_shape=SHAPE, **kw)
+
+
+def dark_run(run_number: int = 1, frames: int = 6) -> RunSpec:
+    return RunSpec(run_number=run_number, ntrains=8, frames_per_train=frames, modules=MODULES,
+                   module_shape=SHAPE, dark=True)
+
+
+# The session beamtime the Dagster tests run on: a dark run and two pump-probe runs.
+_SESSION_CONFIG = make_beamtime(
+    SESSION_BEAMTIME,
+    [small_run(2, trains_per_sequence=5, missing_trains={0: [3]}, zero_frame_trains=[7],
+               control_missing_trains=[10]), small_run(3)],
+    dark=dark_run(), chunk_frames=7,
+)
+os.environ["XFEL_BEAMTIME"] = str(_SESSION_CONFIG)
+# Tests never touch the user's Dagster home.
+(_SESSION_DIR / "dagster_home").mkdir()
+os.environ["DAGSTER_HOME"] = str(_SESSION_DIR / "dagster_home")
+os.environ["NUMBA_NUM_THREADS"] = os.environ.get("NUMBA_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def session_beamtime() -> Path:
+    return _SESSION_CONFIG

@@ -1,0 +1,190 @@
+"""The Dagster layer for real: definitions from workspace.yaml, materializing with the multiprocess
+executor on a persistent instance, the sensor against a temporary raw root."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import MODULES, make_beamtime, small_run
+from xfel_core.config import load_beamtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_load_from_workspace_yaml(session_beamtime):
+    """`dagster definitions validate` loads the code location exactly as `dagster dev` does."""
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    from xfel_assets.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"raw_run", "scan_variable", "framemask", "dark", "preprocessed_module", "binned_cube"}
+    pdef = defs.resolve_assets_def("preprocessed_module").partitions_def
+    assert isinstance(pdef, dg.MultiPartitionsDefinition)
+    assert {d.name for d in pdef.partitions_defs} == {"run", "module"}
+
+
+@pytest.fixture(scope="module")
+def materialized_instance(tmp_path_factory):
+    """Materialize the session beamtime through Dagster (multiprocess executor, persistent SQLite instance)."""
+    from xfel_assets.materialize import materialize_runs
+
+    home = tmp_path_factory.mktemp("dagster_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            outcomes = materialize_runs(["r0002", "r0003"], instance, 2, dark_modules=["00", "01"])
+            yield instance, outcomes
+
+
+def test_materialize_all_assets_through_dagster(materialized_instance, session_beamtime):
+    instance, outcomes = materialized_instance
+    assert all(o.success for o in outcomes), [o.error for o in outcomes if not o.success]
+    assert len(outcomes) == 2 + 2 + 2 * 2 + 2
+    cfg = load_beamtime(session_beamtime)
+    # Every partition is recorded as materialized, with typed metadata.
+    assert set(instance.get_materialized_partitions(dg.AssetKey("binned_cube"))) == {"r0002", "r0003"}
+    pm = instance.get_materialized_partitions(dg.AssetKey("preprocessed_module"))
+    assert {str(k) for k in pm} == {"00|r0002", "01|r0002", "00|r0003", "01|r0003"}
+    event = instance.get_latest_materialization_event(dg.AssetKey("preprocessed_module"))
+    md = event.asset_materialization.metadata
+    assert isinstance(md["frames_kept"], dg.IntMetadataValue)
+    assert isinstance(md["output_path"], dg.PathMetadataValue)
+    assert isinstance(md["frames_rejected_by_reason"], dg.TableMetadataValue)
+    assert isinstance(md["frames_per_second"], dg.FloatMetadataValue)
+    for run in ("r0002", "r0003"):
+        ds = xr.open_dataset(cfg.output_path(run, "binned_cube"), engine="h5netcdf")
+        assert ds["mean"].dims == ("scan_variable", "frame_type", "module", "y", "x")
+        assert list(ds["module"].values) == MODULES
+        assert int(ds["count"].sum()) > 0
+
+
+def test_failed_partition_names_the_file_and_writes_nothing(materialized_instance, session_beamtime):
+    """A truncated module file fails its step with the file named; no output file appears."""
+    from xfel_assets.materialize import materialize_runs
+
+    instance, _ = materialized_instance
+    cfg = load_beamtime(session_beamtime)
+    bad = cfg.raw_root / "r0004"
+    shutil.copytree(cfg.raw_root / "r0003", bad)
+    victim = sorted(bad.glob("*DSSC01*.h5"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    try:
+        outcomes = materialize_runs(["r0004"], instance, 2, log=lambda *a: None)
+        failed = [o for o in outcomes if not o.success]
+        assert failed and all(o.partition == "r0004" for o in failed)
+        assert victim.name in failed[0].error and "truncated" in failed[0].error
+        assert not cfg.output_dir("r0004").exists() or not list(cfg.output_dir("r0004").glob("*.h5"))
+    finally:
+        shutil.rmtree(bad)
+
+
+# ---------------------------------------------------------------- sensor
+
+
+def _sensor_tick(instance, config_path: Path, cursor):
+    from xfel_assets.definitions import defs
+    from xfel_assets.resources import BeamtimeResource
+    from xfel_assets.sensors import new_run_sensor
+
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                  resources={"beamtime": BeamtimeResource(config_path=str(config_path))})
+    result = new_run_sensor(ctx)
+    return result, ctx.cursor if not isinstance(result, dg.SensorResult) else result.cursor
+
+
+def _requested(result) -> dict[str, set[str]]:
+    """Asset -> partition keys requested by a sensor result's backfill requests."""
+    out: dict[str, set[str]] = {}
+    for req in result.run_requests:
+        subset = req.asset_graph_subset
+        for key, ps in subset.partitions_subsets_by_asset_key.items():
+            out.setdefault(key.to_user_string(), set()).update(str(k) for k in ps.get_partition_keys())
+    return out
+
+
+def test_sensor_requests_complete_runs_once_and_never_half_written(tmp_path):
+    root = tmp_path / "bt"
+    config_path = make_beamtime(root, [small_run(2)], dark=None)
+    with dg.instance_for_test() as instance:
+        # Tick 1 sees r0002 complete but waits a tick to be sure it is no longer changing.
+        result, cursor = _sensor_tick(instance, config_path, None)
+        assert isinstance(result, dg.SkipReason) and "waiting one tick" in result.skip_message
+        # Meanwhile r0003 is being written: one module's files are not there yet.
+        from xfel_core.demo.beamtime import write_run
+
+        write_run(root / "raw", small_run(3))
+        for p in (root / "raw" / "r0003").glob("*DSSC01*"):
+            p.unlink()
+        # A third run whose file is half-written (truncated).
+        write_run(root / "raw", small_run(5))
+        half = sorted((root / "raw" / "r0005").glob("*DSSC00*"))[0]
+        half.write_bytes(half.read_bytes()[:2000])
+
+        result, cursor = _sensor_tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SensorResult)
+        assert result.dynamic_partitions_requests[0].partition_keys == ["r0002"]
+        req = _requested(result)
+        assert req["raw_run"] == {"r0002"} and req["binned_cube"] == {"r0002"}
+        assert req["preprocessed_module"] == {"00|r0002", "01|r0002"}
+        assert "dark" not in req  # no dark run configured
+        assert json.loads(cursor)["done"] == ["r0002"]
+
+        # Same run again: not requested; the incomplete ones: not requested, with the reason.
+        instance.add_dynamic_partitions("runs", ["r0002"])
+        result, cursor = _sensor_tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SkipReason)
+        assert "r0002" not in result.skip_message
+        assert "r0003: module 01 has no files" in result.skip_message
+        assert "r0005" in result.skip_message and half.name in result.skip_message
+
+        # r0003's missing module arrives: requested after one unchanged tick, r0005 still not.
+        write_run(root / "raw", small_run(3))
+        result, cursor = _sensor_tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SkipReason)
+        result, cursor = _sensor_tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SensorResult)
+        assert result.dynamic_partitions_requests[0].partition_keys == ["r0003"]
+
+
+def test_sensor_includes_missing_darks(tmp_path):
+    from conftest import dark_run
+
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run())
+    with dg.instance_for_test() as instance:
+        _, cursor = _sensor_tick(instance, config_path, None)
+        result, _ = _sensor_tick(instance, config_path, cursor)
+        req = _requested(result)
+        assert req["dark"] == {"00", "01"}
+        assert "r0001" not in json.dumps(sorted(req["raw_run"]))  # the dark run is not a data run
+
+
+def test_numbers_from_dagster_equal_direct_pipeline(materialized_instance, session_beamtime, tmp_path):
+    """The cube made through Dagster equals the one the plain functions make."""
+    from xfel_core import pipeline
+
+    cfg = load_beamtime(session_beamtime)
+    other = cfg.model_copy(update={"processed_root": tmp_path / "processed"})
+    for m in other.detector.modules:
+        pipeline.make_dark(other, m)
+    for step in (pipeline.make_raw_run, pipeline.make_scan_variable, pipeline.make_framemask):
+        step(other, "r0002")
+    for m in other.detector.modules:
+        pipeline.make_preprocessed_module(other, "r0002", m)
+    pipeline.make_binned_cube(other, "r0002")
+    a = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
+    b = xr.open_dataset(other.output_path("r0002", "binned_cube"), engine="h5netcdf")
+    np.testing.assert_array_equal(a["mean"].values, b["mean"].values)
+    np.testing.assert_array_equal(a["count"].values, b["count"].values)

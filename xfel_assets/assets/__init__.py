@@ -1,0 +1,10 @@
+"""The assets of the DSSC pump-probe pipeline, one module per asset."""
+
+from .binned_cube import binned_cube
+from .dark import dark
+from .framemask import framemask
+from .preprocessed_module import preprocessed_module
+from .raw_run import raw_run
+from .scan_variable import scan_variable
+
+ALL_ASSETS = [raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube]

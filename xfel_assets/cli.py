@@ -1,0 +1,142 @@
+"""The `xfel-assets` command: make demo data, materialize runs through Dagster, print what was made."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from xfel_core.config import ENV_VAR, RUN_KEY_RE, load_beamtime, run_key
+from xfel_core.exceptions import XfelError
+
+DAGSTER_YAML = """\
+# Dagster instance of xfel-assets: SQLite storage in this folder (the embedded default).
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: {max_runs}
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 60
+"""
+
+
+def ensure_dagster_home(home: Path, max_runs: int) -> Path:
+    """Create the Dagster home (SQLite storage) with our dagster.yaml unless it has one."""
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(DAGSTER_YAML.format(max_runs=max_runs))
+    return home
+
+
+def parse_runs(spec: str | None, available: list[str]) -> list[str]:
+    """'r0002-r0005', 'r0002,r0007' or None (all available runs)."""
+    if not spec:
+        return available
+    runs: list[str] = []
+    for part in spec.split(","):
+        a, _, b = part.strip().partition("-")
+        for key in (a, b) if b else (a,):
+            if not RUN_KEY_RE.match(key):
+                raise XfelError(f"--runs: {key!r} is not a run key like r0042")
+        if b:
+            runs += [run_key(n) for n in range(int(a[1:]), int(b[1:]) + 1)]
+        else:
+            runs.append(a)
+    return [r for r in runs if r in available] if available else runs
+
+
+def _available_runs(cfg) -> list[str]:
+    if not cfg.raw_root.is_dir():
+        return []
+    return sorted(p.name for p in cfg.raw_root.iterdir()
+                  if p.is_dir() and RUN_KEY_RE.match(p.name) and p.name != cfg.dark_run_key)
+
+
+def cmd_demo_beamtime(args) -> int:
+    from xfel_core.demo.beamtime import write_demo_beamtime
+
+    path = write_demo_beamtime(Path(args.dir), runs=args.runs, trains=args.trains, frames=args.frames,
+                               modules=args.modules)
+    print(f"wrote demo beamtime {path}")
+    return 0
+
+
+def cmd_materialize(args) -> int:
+    cfg_path = Path(args.beamtime or os.environ.get(ENV_VAR) or "demo/beamtime/beamtime.yaml").resolve()
+    os.environ[ENV_VAR] = str(cfg_path)
+    cfg = load_beamtime(cfg_path)
+    home = Path(os.environ.get("DAGSTER_HOME") or cfg_path.parent.parent / "dagster_home").resolve()
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, cfg.execution.resolved_max_concurrent()))
+    runs = parse_runs(args.runs, _available_runs(cfg))
+    if not runs:
+        print(f"no runs to process in {cfg.raw_root}", file=sys.stderr)
+        return 1
+
+    import dagster as dg
+
+    from xfel_core.report import format_table, run_rows
+
+    from .materialize import materialize_runs
+
+    instance = dg.DagsterInstance.get()
+    done_darks = set(instance.get_materialized_partitions(dg.AssetKey("dark")))
+    darks = [] if cfg.dark_run is None else [m for m in cfg.module_keys if args.redo_dark or m not in done_darks]
+    print(f"beamtime {cfg.name}: {len(runs)} runs x {len(cfg.module_keys)} modules; Dagster home {home}")
+    outcomes = materialize_runs(runs, instance, cfg.execution.resolved_max_concurrent(), darks)
+    print()
+    print(format_table(run_rows(cfg, runs)))
+    failed = [o for o in outcomes if not o.success]
+    n = len(outcomes)
+    print(f"\n{n - len(failed)} of {n} Dagster runs succeeded; mean {sum(o.seconds for o in outcomes) / max(n, 1):.1f} s per run")
+    return 1 if failed else 0
+
+
+def cmd_demo(args) -> int:
+    root = Path(args.dir)
+    if not (root / "beamtime.yaml").exists():
+        cmd_demo_beamtime(args)
+    args.beamtime = str(root / "beamtime.yaml")
+    args.runs = None
+    return cmd_materialize(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xfel-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def demo_args(p):
+        p.add_argument("dir", help="folder for the beamtime (raw/, processed/, beamtime.yaml)")
+        p.add_argument("--runs", type=int, default=3, help="pump-probe runs (a dark run r0001 comes too)")
+        p.add_argument("--trains", type=int, default=40)
+        p.add_argument("--frames", type=int, default=10, help="frames per train")
+        p.add_argument("--modules", type=int, default=4, help="DSSC modules (1-16)")
+
+    p = sub.add_parser("demo-beamtime", help="write a demo beamtime in the European XFEL raw layout")
+    demo_args(p)
+    p.set_defaults(func=cmd_demo_beamtime)
+
+    p = sub.add_parser("materialize", help="materialize every asset of runs through Dagster (no daemon needed)")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+    p.add_argument("--runs", help="r0002-r0005 or r0002,r0007 (default: every run in the raw root)")
+    p.add_argument("--redo-dark", action="store_true", help="recompute the darks even if materialized")
+    p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("demo", help="write the demo beamtime (if absent) and materialize all its runs")
+    demo_args(p)
+    p.add_argument("--redo-dark", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except XfelError as e:
+        print(f"xfel-assets: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

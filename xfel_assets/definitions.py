@@ -1,0 +1,17 @@
+"""The Dagster definitions of xfel-assets: loaded by `dagster dev` through workspace.yaml."""
+
+import dagster as dg
+
+from .assets import ALL_ASSETS
+from .executor import make_executor
+from .jobs import ALL_JOBS
+from .resources import default_beamtime_resource
+from .sensors import new_run_sensor
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=ALL_JOBS,
+    sensors=[new_run_sensor],
+    resources={"beamtime": default_beamtime_resource()},
+    executor=make_executor(),
+)

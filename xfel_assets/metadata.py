@@ -1,0 +1,59 @@
+"""Turn the result dicts of xfel_core.pipeline into typed Dagster metadata (int, float, path, table, md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+
+def common(info: dict) -> dict:
+    """Output path and size, seconds spent: shown for every materialization."""
+    return {
+        "output_path": dg.MetadataValue.path(str(info["path"])),
+        "output_size_bytes": dg.MetadataValue.int(int(info["size_bytes"])),
+        "seconds": dg.MetadataValue.float(round(float(info["seconds"]), 3)),
+    }
+
+
+def scalar(value) -> dg.MetadataValue:
+    if isinstance(value, (bool, np.bool_)):
+        return dg.MetadataValue.bool(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return dg.MetadataValue.int(int(value))
+    if isinstance(value, (float, np.floating)):
+        return dg.MetadataValue.float(float(value))
+    if isinstance(value, Path):
+        return dg.MetadataValue.path(str(value))
+    return dg.MetadataValue.text(str(value))
+
+
+def scalars(info: dict, *keys: str) -> dict:
+    return {k: scalar(info[k]) for k in keys if info.get(k) is not None}
+
+
+def counts_table(counts: dict[str, int], name: str = "reason", value: str = "frames") -> dg.MetadataValue:
+    """A two-column table, e.g. frames rejected per reason."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, "string"), dg.TableColumn(value, "int")])
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({name: str(k), value: int(v)}) for k, v in counts.items()], schema=schema
+    )
+
+
+def scan_points_table(centres, units: str, trains=None, frame_counts=None, frame_types=()) -> dg.MetadataValue:
+    """One row per scan point: its value, trains, frames per frame type."""
+    label = f"scan value ({units})" if units else "scan value"
+    cols = [dg.TableColumn(label, "float")]
+    if trains is not None:
+        cols.append(dg.TableColumn("trains", "int"))
+    cols += [dg.TableColumn(f"frames {t}", "int") for t in frame_types]
+    rows = []
+    for i, c in enumerate(np.asarray(centres, dtype=float)):
+        row = {label: round(float(c), 6)}
+        if trains is not None:
+            row["trains"] = int(trains[i])
+        for j, t in enumerate(frame_types):
+            row[f"frames {t}"] = int(frame_counts[i][j])
+        rows.append(dg.TableRecord(row))
+    return dg.MetadataValue.table(records=rows, schema=dg.TableSchema(columns=cols))

@@ -1,0 +1,37 @@
+"""The beamtime resource: which beamtime.yaml the assets work on."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import dagster as dg
+
+from xfel_core.config import ENV_VAR, BeamtimeConfig, beamtime_path_from_env, load_beamtime
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int) -> BeamtimeConfig:
+    return load_beamtime(path)
+
+
+class BeamtimeResource(dg.ConfigurableResource):
+    """The beamtime configuration file; by default the one named by $XFEL_BEAMTIME."""
+
+    config_path: str
+
+    def load(self) -> BeamtimeConfig:
+        """The validated configuration (re-read when the file changes)."""
+        import os
+
+        try:
+            mtime = os.stat(self.config_path).st_mtime_ns
+        except FileNotFoundError:
+            mtime = 0
+        return _load(self.config_path, mtime)
+
+
+def default_beamtime_resource() -> BeamtimeResource:
+    return BeamtimeResource(config_path=str(beamtime_path_from_env()))
+
+
+__all__ = ["BeamtimeResource", "default_beamtime_resource", "ENV_VAR"]

@@ -1,0 +1,121 @@
+"""`new_run_sensor`: add a `run` partition for every complete new raw run and materialize all its assets.
+
+A run folder is taken only when it is complete: every configured module has files, there is a
+control-data file, every file opens as HDF5 with a train index, and the folder's file names,
+sizes and modification times are the same as at the previous tick (a run being written is
+never picked up half-way). The request is one asset backfill per run, so Dagster runs the
+assets in dependency order: raw_run, scan_variable, framemask, the missing darks,
+preprocessed_module for every module, binned_cube.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.events import AssetKeyPartitionKey
+
+from xfel_core.config import RUN_KEY_RE, BeamtimeConfig
+from xfel_core.exceptions import RunDataError, XfelError
+from xfel_core.readers.euxfel import check_openable
+from xfel_core.run_summary import expected_files_present
+
+from .partitions import RUNS_PARTITION_SET, run_module_key
+from .resources import BeamtimeResource
+
+#: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
+MAX_RUNS_PER_TICK = 20
+RUN_ASSETS = ("raw_run", "scan_variable", "framemask", "binned_cube")
+
+
+def folder_fingerprint(run_dir: Path) -> str:
+    """A hash of the folder's file names, sizes and modification times."""
+    h = hashlib.sha1()
+    for p in sorted(run_dir.iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def run_readiness(cfg: BeamtimeConfig, run: str) -> str | None:
+    """None if the run's files are all there and readable, else why not."""
+    try:
+        files, problems = expected_files_present(cfg, cfg.run_dir(run))
+        if problems:
+            return "; ".join(problems)
+        for p in files:
+            check_openable(p)
+    except (XfelError, OSError) as e:
+        return str(e)
+    return None
+
+
+def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str]) -> set[AssetKeyPartitionKey]:
+    """Every asset partition to materialize for a new run."""
+    keys = {AssetKeyPartitionKey(dg.AssetKey(a), run) for a in RUN_ASSETS}
+    keys |= {AssetKeyPartitionKey(dg.AssetKey("preprocessed_module"), run_module_key(run, m)) for m in modules}
+    keys |= {AssetKeyPartitionKey(dg.AssetKey("dark"), m) for m in missing_darks}
+    return keys
+
+
+@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           asset_selection=dg.AssetSelection.all())
+def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
+    """Watch the raw root; add each complete new run as a partition and materialize all its assets."""
+    cfg = beamtime.load()
+    state = json.loads(context.cursor) if context.cursor else {}
+    pending: dict[str, str] = state.get("pending", {})
+    done: list[str] = state.get("done", [])
+    known = set(context.instance.get_dynamic_partitions(RUNS_PARTITION_SET)) | set(done)
+
+    raw_root = cfg.raw_root
+    if not raw_root.is_dir():
+        return dg.SkipReason(f"raw root {raw_root} does not exist")
+    candidates = sorted(p.name for p in raw_root.iterdir() if p.is_dir() and RUN_KEY_RE.match(p.name))
+    candidates = [r for r in candidates if r not in known and r != cfg.dark_run_key]
+
+    ready, waiting = [], []
+    for run in candidates[:MAX_RUNS_PER_TICK]:
+        why = run_readiness(cfg, run)
+        if why:
+            pending.pop(run, None)
+            waiting.append(f"{run}: {why}")
+            continue
+        fp = folder_fingerprint(cfg.run_dir(run))
+        if pending.get(run) == fp:
+            ready.append(run)
+            pending.pop(run)
+        else:
+            pending[run] = fp
+            waiting.append(f"{run}: complete, waiting one tick to see it unchanged")
+
+    new_cursor = json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
+    if not ready:
+        context.update_cursor(new_cursor)
+        detail = "; ".join(waiting) if waiting else f"no new run folders in {raw_root}"
+        return dg.SkipReason(f"nothing new to process: {detail}")
+
+    dark_done = set()
+    if cfg.dark_run is not None:
+        dark_done = set(context.instance.get_materialized_partitions(dg.AssetKey("dark")))
+    missing_darks = [] if cfg.dark_run is None else [m for m in cfg.module_keys if m not in dark_done]
+    asset_graph = context.repository_def.asset_graph
+    requests = []
+    for i, run in enumerate(ready):
+        subset = AssetGraphSubset.from_asset_partition_set(
+            run_asset_partitions(run, cfg.module_keys, missing_darks if i == 0 else []), asset_graph)
+        # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
+        requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={"xfel/run": run}))
+    context.log.info(f"new complete runs: {ready}")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[dg.DynamicPartitionsDefinition(name=RUNS_PARTITION_SET).build_add_request(ready)],
+        cursor=new_cursor,
+    )
+
+
+__all__ = ["new_run_sensor", "folder_fingerprint", "run_readiness", "RunDataError"]
