@@ -56,7 +56,6 @@ os.environ["XFEL_BEAMTIME"] = str(_SESSION_CONFIG)
 # Tests never touch the user's Dagster home.
 (_SESSION_DIR / "dagster_home").mkdir()
 os.environ["DAGSTER_HOME"] = str(_SESSION_DIR / "dagster_home")
-os.environ["NUMBA_NUM_THREADS"] = os.environ.get("NUMBA_NUM_THREADS", "2")
 
 
 @pytest.fixture(scope="session")

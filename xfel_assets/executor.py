@@ -10,7 +10,7 @@ import dagster as dg
 
 from xfel_core.config import beamtime_path_from_env, load_beamtime
 
-PRELOAD_MODULES = ["numpy", "h5py", "xarray", "extra_data", "numba", "xfel_core.pipeline", "xfel_assets.definitions"]
+PRELOAD_MODULES = ["xfel_assets.preload"]
 
 
 def _max_concurrent() -> int:

@@ -6,8 +6,8 @@ dark). Frames with group -1 are skipped and cost no arithmetic. Accumulators are
 counts. Two implementations with the same contract:
 
 - :func:`accumulate_numpy`: plain numpy, the reference (and the fallback when numba is missing);
-- :func:`accumulate_numba`: compiled, threads split the pixels so no two threads write the
-  same accumulator element.
+- :func:`accumulate_numba`: compiled, one thread; parallelism comes from one process per
+  module (a serial kernel can be compiled in the executor's forkserver and survive the fork).
 
 Array shapes: ``frames`` (n, pixels); ``group``, ``dark_row`` (n,); ``dark`` (cells, pixels)
 or None; ``sums``, ``sumsq`` (groups, pixels); ``counts`` (groups,).
@@ -44,11 +44,11 @@ def accumulate_numpy(frames, group, dark_row, dark, sums, sumsq, counts) -> None
 
 if numba is not None:
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @numba.njit(cache=True, nogil=True)
     def _accumulate_kernel(frames, group, dark_row, dark, use_dark, sums, sumsq):
         n, npix = frames.shape
         nblocks = (npix + _PIXEL_BLOCK - 1) // _PIXEL_BLOCK
-        for b in numba.prange(nblocks):
+        for b in range(nblocks):
             p0 = b * _PIXEL_BLOCK
             p1 = min(npix, p0 + _PIXEL_BLOCK)
             for i in range(n):
@@ -85,10 +85,15 @@ def accumulate_numba(frames, group, dark_row, dark, sums, sumsq, counts) -> None
 accumulate = accumulate_numba if numba is not None else accumulate_numpy
 
 
-def set_threads(n: int) -> None:
-    """Threads the compiled kernel may use in this process."""
-    if numba is not None:
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+def warm_up() -> None:
+    """Compile (or load from the disk cache) the kernel for 16-bit and float32 frames, without running it."""
+    if numba is None:
+        return
+    for frame_type in (numba.uint16, numba.float32):
+        _accumulate_kernel.compile((
+            frame_type[:, ::1], numba.int64[::1], numba.int64[::1], numba.float32[:, ::1], numba.boolean,
+            numba.float64[:, ::1], numba.float64[:, ::1],
+        ))
 
 
 def finalize(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -102,14 +102,9 @@ class ExecutionConfig(_Strict):
 
     #: Steps at once in the multiprocess executor; null: the number of CPUs.
     max_concurrent: int | None = Field(default=None, ge=1)
-    #: Threads of the reduction kernel in one step; null: the number of CPUs.
-    kernel_threads: int | None = Field(default=None, ge=1)
 
     def resolved_max_concurrent(self) -> int:
         return self.max_concurrent or os.cpu_count() or 1
-
-    def resolved_kernel_threads(self) -> int:
-        return self.kernel_threads or os.cpu_count() or 1
 
 
 class BeamtimeConfig(_Strict):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import binning_kernel, framemask, scan
+from . import framemask, scan
 from .config import BeamtimeConfig, run_key
 from .cube import build_cube, cube_attrs, write_cube
 from .exceptions import RunDataError
@@ -114,7 +114,6 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     if cfg.dark_run is None:
         raise RunDataError("dark_run is null in the config: there is no dark to compute")
     run = run_key(cfg.dark_run)
-    binning_kernel.set_threads(cfg.execution.resolved_kernel_threads())
     frames = _module_frames(cfg, run, module)
     if frames.nframes == 0:
         raise RunDataError(f"dark run {run}: module {module:02d} has no frames")
@@ -149,7 +148,6 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
         dpath = dark_path(cfg, module)
         dark = read_dark(dpath)
         dversion = dark_version(dpath)
-    binning_kernel.set_threads(cfg.execution.resolved_kernel_threads())
     frames = _module_frames(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)

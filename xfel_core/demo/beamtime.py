@@ -261,7 +261,7 @@ def beamtime_config(
         "maxframes": maxframes,
         "dark_run": dark_run,
         "chunk_frames": chunk_frames,
-        "execution": {"max_concurrent": None, "kernel_threads": None},
+        "execution": {"max_concurrent": None},
     }
 
 
@@ -298,5 +298,6 @@ def write_demo_beamtime(
             zero_frame_trains=[(nt // 3) % nt],
             control_missing_trains=[(nt - 2) % nt],
         ))
-    return write_config(root, beamtime_config(root, mods, module_shape, dark_run=1,
-                                              frame_pattern=pattern))
+    config = beamtime_config(root, mods, module_shape, dark_run=1, frame_pattern=pattern)
+    config["name"] = "demo"
+    return write_config(root, config)
