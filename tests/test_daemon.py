@@ -1,0 +1,54 @@
+"""The real thing: the Dagster daemon runs new_run_sensor, which launches the backfill of a new run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import xarray as xr
+
+from conftest import dark_run, make_beamtime, small_run
+from xfel_assets.cli import ensure_dagster_home
+from xfel_core.config import load_beamtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_daemon_sensor_materializes_a_new_run(tmp_path):
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run())
+    home = ensure_dagster_home(tmp_path / "home", max_runs=2)
+    env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config_path))
+    log = open(tmp_path / "daemon.log", "w")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            while time.monotonic() < deadline:
+                if "r0002" in instance.get_materialized_partitions(dg.AssetKey("binned_cube")):
+                    break
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+                time.sleep(3)
+            else:
+                raise AssertionError("no binned_cube after 300 s:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
+            assert instance.get_dynamic_partitions("runs") == ["r0002"]  # the dark run r0001 is not a data run
+            assert set(instance.get_materialized_partitions(dg.AssetKey("dark"))) == {"00", "01"}
+            done = {str(k) for k in instance.get_materialized_partitions(dg.AssetKey("preprocessed_module"))}
+            assert done == {"00|r0002", "01|r0002"}
+        cfg = load_beamtime(config_path)
+        ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
+        assert int(ds["count"].sum()) > 0
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()
