@@ -6,6 +6,8 @@ and our packages, instead of each step starting a fresh interpreter (spawn).
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from xfel_core.config import beamtime_path_from_env, load_beamtime
@@ -15,8 +17,6 @@ PRELOAD_MODULES = ["xfel_assets.preload"]
 
 def _max_concurrent() -> int:
     path = beamtime_path_from_env()
-    import os
-
     if path.exists():
         return load_beamtime(path).execution.resolved_max_concurrent()
     return os.cpu_count() or 1

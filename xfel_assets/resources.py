@@ -6,7 +6,9 @@ from functools import lru_cache
 
 import dagster as dg
 
-from xfel_core.config import ENV_VAR, BeamtimeConfig, beamtime_path_from_env, load_beamtime
+import os
+
+from xfel_core.config import BeamtimeConfig, beamtime_path_from_env, load_beamtime
 
 
 @lru_cache(maxsize=8)
@@ -21,8 +23,6 @@ class BeamtimeResource(dg.ConfigurableResource):
 
     def load(self) -> BeamtimeConfig:
         """The validated configuration (re-read when the file changes)."""
-        import os
-
         try:
             mtime = os.stat(self.config_path).st_mtime_ns
         except FileNotFoundError:
@@ -33,5 +33,3 @@ class BeamtimeResource(dg.ConfigurableResource):
 def default_beamtime_resource() -> BeamtimeResource:
     return BeamtimeResource(config_path=str(beamtime_path_from_env()))
 
-
-__all__ = ["BeamtimeResource", "default_beamtime_resource", "ENV_VAR"]

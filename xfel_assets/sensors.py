@@ -19,7 +19,7 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from xfel_core.config import RUN_KEY_RE, BeamtimeConfig
-from xfel_core.exceptions import RunDataError, XfelError
+from xfel_core.exceptions import XfelError
 from xfel_core.readers.euxfel import check_openable
 from xfel_core.run_summary import expected_files_present
 
@@ -117,5 +117,3 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
         cursor=new_cursor,
     )
 
-
-__all__ = ["new_run_sensor", "folder_fingerprint", "run_readiness", "RunDataError"]

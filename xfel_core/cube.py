@@ -8,7 +8,6 @@ with ``difference_sem``. Means are per frame: every kept frame weighs the same.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from .preprocess import read_module_sums
 
 
 def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None, units: str,
-               attrs: dict) -> xr.Dataset:
+               attrs: dict | None = None) -> xr.Dataset:
     """Read every module's sums and make the cube; modules must share scan points and frame types."""
     modules = sorted(module_files)
     first = None
@@ -69,8 +68,7 @@ def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None,
                               {"units": "ADU", "long_name": "pumped minus unpumped mean"})
         data["difference_sem"] = (dims4, np.hypot(sem[:, p], sem[:, u]),
                                   {"units": "ADU", "long_name": "standard error of the difference"})
-    ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    return ds
+    return xr.Dataset(data, coords=coords, attrs=attrs or {})
 
 
 def write_cube(path: Path, ds: xr.Dataset) -> None:
@@ -79,8 +77,3 @@ def write_cube(path: Path, ds: xr.Dataset) -> None:
         ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
 
 
-def cube_attrs(run: str, provenance_attrs: dict, kept_frames: int) -> dict:
-    attrs = dict(provenance_attrs)
-    attrs.update(run=run, frames_kept=int(kept_frames), dimensions=json.dumps(
-        ["scan_variable", "frame_type", "module", "y", "x"]))
-    return attrs

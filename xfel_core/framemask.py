@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import FramemaskConfig
+from .scan import lookup_rows
 
 #: Why a frame was rejected, by the code stored in ``FrameMask.reason``.
 REASONS = {
@@ -59,20 +60,16 @@ def build_framemask(
         slot = np.cumsum(xray) - 1  # pulse slot of each X-ray frame
         ptids = np.asarray(pulse_train_ids, dtype=np.uint64)
         order = np.argsort(ptids)
-        ptids, energy = ptids[order], np.asarray(pulse_energy_uj)[order]
-        idx = np.minimum(np.searchsorted(ptids, tids), max(len(ptids) - 1, 0))
-        has = (len(ptids) > 0) & (ptids[idx] == tids) if len(ptids) else np.zeros(len(tids), bool)
-        nslots = energy.shape[1] if energy.ndim == 2 else 0
-        cols = np.flatnonzero(xray & (slot < nslots))
-        if len(ptids):
-            e = energy[idx][:, slot[cols]]
-            low = (e < rules.min_pulse_energy_uj) & has[:, None]
-            sub = reason[:, cols]
-            sub[low] = 1
-            reason[:, cols] = sub
+        row = lookup_rows(ptids[order], tids, order)  # gas-monitor row of each train, -1: none
+        energy = np.asarray(pulse_energy_uj)
+        cols = np.flatnonzero(xray & (slot < energy.shape[1]))
+        has = row >= 0
+        low = np.zeros(reason.shape, bool)
+        low[np.ix_(has, cols)] = energy[row[has]][:, slot[cols]] < rules.min_pulse_energy_uj
+        reason[low] = 1
         # X-ray frames of trains without gas-monitor data, or beyond its pulse slots.
         reason[np.ix_(~has, np.flatnonzero(xray))] = 2
-        reason[:, np.flatnonzero(xray & (slot >= nslots))] = 2
+        reason[:, np.flatnonzero(xray & (slot >= energy.shape[1]))] = 2
 
     if rules.exclude_trains:
         reason[np.isin(tids, np.asarray(rules.exclude_trains, dtype=np.uint64))] = 3

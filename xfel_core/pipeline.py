@@ -13,11 +13,11 @@ import numpy as np
 
 from . import framemask, scan
 from .config import BeamtimeConfig, run_key
-from .cube import build_cube, cube_attrs, write_cube
+from .cube import build_cube, write_cube
 from .exceptions import RunDataError
 from .outputs import provenance
 from .preprocess import (
-    FrameStats, assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
+    assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
 )
 from .readers import euxfel
 from .run_summary import read_frames_per_train, summarize_run, write_run_summary
@@ -100,7 +100,7 @@ def _module_frames(cfg: BeamtimeConfig, run: str, module: int):
         raise RunDataError(f"run {run}: module {module:02d} has no files "
                            f"(expected {run_dir}/RAW-R*-{cfg.detector.aggregator_for(module)}-S*.h5)")
     dc = euxfel.open_run(run_dir, files)
-    # Align to the run's trains: trains the module has but the run excludes (suspect) are dropped.
+    # Only this module's files: the other modules' files need not be opened (nor be readable) for it.
     return euxfel.module_frames(dc, cfg.detector.source_for(module), module, cfg.detector.module_shape)
 
 
@@ -168,10 +168,10 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     t0 = time.perf_counter()
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
     files = {m: cfg.output_path(run, "preprocessed_module", m) for m in cfg.detector.modules}
-    ds = build_cube(files, bins.trains_per_bin(), units, {})
+    ds = build_cube(files, bins.trains_per_bin(), units)
     kept = int(ds["count"].sum())
-    ds.attrs = cube_attrs(run, provenance(cfg.yaml_text(), [str(p) for p in files.values()], run=run,
-                                          dark_run=cfg.dark_run_key), kept)
+    ds.attrs = provenance(cfg.yaml_text(), [str(p) for p in files.values()], run=run,
+                          dark_run=cfg.dark_run_key, frames_kept=kept)
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
     counts = ds["count"].sum("module").values  # (scan points, frame types)

@@ -54,10 +54,6 @@ class FrameStats:
     seconds: float = 0.0
     bytes_read: int = 0
 
-    @property
-    def frames_per_second(self) -> float:
-        return self.total / self.seconds if self.seconds > 0 else 0.0
-
 
 def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: int) -> tuple[np.ndarray, FrameStats]:
     """Group of every frame (scan point x frame types + frame type), -1 if not used; and why."""

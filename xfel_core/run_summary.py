@@ -32,9 +32,6 @@ class RunSummary:
     def ntrains(self) -> int:
         return len(self.train_ids)
 
-    def missing_trains(self, i: int) -> np.ndarray:
-        return self.train_ids[~self.present[i]]
-
 
 def expected_files_present(cfg: BeamtimeConfig, run_dir: Path) -> tuple[list[Path], list[str]]:
     """(the run's raw files, what is missing: modules without files, no control file)."""
