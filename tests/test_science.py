@@ -124,27 +124,34 @@ def test_pump_probe_signal_recovers_with_delay(tmp_path):
     assert drop[2] > drop[3] > drop[4] > drop[5]  # exponential recovery
 
 
-def test_kernel_matches_numpy_reference():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_matches_numpy_reference(threads):
     rng = np.random.default_rng(3)
-    n, npix, ngroups = 300, 5000, 7
+    n, npix, ngroups = 700, 5000, 7  # several kernel batches
     for dtype in (np.uint16, np.float32, np.int32):
         frames = (rng.random((n, npix)) * 1000).astype(dtype)
+        # frames scattered in a flat array, as in a file with gaps between chunks
+        offsets = np.arange(n, dtype=np.int64)[::-1] * (npix + 3)
+        data = np.zeros(n * (npix + 3), dtype)
+        data[offsets[:, None] + np.arange(npix)] = frames
         group = rng.integers(-1, ngroups, n)
+        group[100:400] = -1  # a whole masked batch
         dark_row = rng.integers(0, 4, n)
         dark = rng.random((4, npix)).astype(np.float32) * 50
         for d in (dark, None):
-            out = []
-            for fn in (binning_kernel.accumulate_numba, binning_kernel.accumulate_numpy):
-                acc = (np.zeros((ngroups, npix)), np.zeros((ngroups, npix)), np.zeros(ngroups, np.int64))
-                fn(frames, group, dark_row, d, *acc)
-                out.append(acc)
-            for a, b in zip(*out):
+            acc = binning_kernel.Accumulators(ngroups, npix, threads)
+            acc.add(data, offsets, group, dark_row, d)
+            got = acc.result()
+            ref = (np.zeros((ngroups, npix)), np.zeros((ngroups, npix)), np.zeros(ngroups, np.int64))
+            binning_kernel.accumulate_numpy(data, offsets, npix, group, dark_row, d, *ref)
+            for a, b in zip(got, ref):
                 np.testing.assert_allclose(a, b, rtol=1e-12)
             # and a direct float64 computation of one group
             sel = group == 2
             x = frames[sel].astype(np.float64) - (d[dark_row[sel]] if d is not None else 0)
-            np.testing.assert_allclose(out[0][0][2], x.sum(0), rtol=1e-12)
-            assert out[0][2][2] == sel.sum()
+            np.testing.assert_allclose(got[0][2], x.sum(0), rtol=1e-12)
+            np.testing.assert_allclose(got[1][2], (x * x).sum(0), rtol=1e-12)
+            assert got[2][2] == sel.sum()
 
 
 def test_all_frames_masked_gives_nan_means_and_zero_counts(tmp_path):

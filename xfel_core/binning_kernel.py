@@ -6,10 +6,16 @@ dark). Frames with group -1 are skipped and cost no arithmetic. Accumulators are
 counts. Two implementations with the same contract:
 
 - :func:`accumulate_numpy`: plain numpy, the reference (and the fallback when numba is missing);
-- :func:`accumulate_numba`: compiled, one thread; parallelism comes from one process per
-  module (a serial kernel can be compiled in the executor's forkserver and survive the fork).
+- :func:`accumulate_numba`: compiled. Frames are taken in batches of consecutive frames, sorted
+  by group within a batch, and added pixel block by pixel block, so the few accumulator rows a
+  batch touches stay in cache while each frame's bytes are read once. With ``threads > 1``
+  threads take whole batches into private accumulators, summed at the end: no two threads
+  write the same memory.
 
-Array shapes: ``frames`` (n, pixels); ``group``, ``dark_row`` (n,); ``dark`` (cells, pixels)
+The frames are given as a flat array ``data`` and the element offset of each frame in it, so
+the same kernel reads a reused h5py buffer or a memory map of the raw file itself.
+
+Shapes: ``data`` (any,); ``offsets``, ``group``, ``dark_row`` (n,); ``dark`` (cells, pixels)
 or None; ``sums``, ``sumsq`` (groups, pixels); ``counts`` (groups,).
 """
 
@@ -22,78 +28,139 @@ try:
 except ImportError:  # pragma: no cover - numba is a pinned dependency
     numba = None
 
-#: Frames per numpy sub-block: bounds the reference's float64 temporaries.
+#: Consecutive frames per batch: a batch of raw DSSC frames is 32 MB.
+BATCH_FRAMES = 256
+#: Pixels per block: with a handful of groups per batch, their accumulator slices stay in L2.
+_PIXEL_BLOCK = 4096
 _NUMPY_BLOCK = 64
-#: Pixels per numba work item: a slice of accumulator rows that stays in cache.
-_PIXEL_BLOCK = 2048
 
 
-def accumulate_numpy(frames, group, dark_row, dark, sums, sumsq, counts) -> None:
-    """Reference: add ``frames - dark[dark_row]`` into the accumulators of their groups."""
-    for a in range(0, len(frames), _NUMPY_BLOCK):
-        g = group[a: a + _NUMPY_BLOCK]
-        for gid in np.unique(g[g >= 0]):
-            sel = np.flatnonzero(g == gid) + a
-            x = frames[sel].astype(np.float64)
-            if dark is not None:
-                x -= dark[dark_row[sel]]
+def accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts) -> None:
+    """Reference: add ``frame - dark[dark_row]`` into the accumulators of each frame's group."""
+    idx = np.flatnonzero(np.asarray(group) >= 0)
+    for a in range(0, len(idx), _NUMPY_BLOCK):
+        sel = idx[a: a + _NUMPY_BLOCK]
+        frames = data[np.asarray(offsets)[sel, None] + np.arange(npix)].astype(np.float64)
+        if dark is not None:
+            frames -= dark[np.asarray(dark_row)[sel]]
+        g = np.asarray(group)[sel]
+        for gid in np.unique(g):
+            x = frames[g == gid]
             sums[gid] += x.sum(axis=0)
             sumsq[gid] += (x * x).sum(axis=0)
-            counts[gid] += len(sel)
+            counts[gid] += len(x)
 
 
 if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
-    def _accumulate_kernel(frames, group, dark_row, dark, use_dark, sums, sumsq):
-        n, npix = frames.shape
-        nblocks = (npix + _PIXEL_BLOCK - 1) // _PIXEL_BLOCK
-        for b in range(nblocks):
-            p0 = b * _PIXEL_BLOCK
+    def _add_batch(data, offsets, group, dark_row, dark, use_dark, lo, hi, sums, sumsq):
+        """Frames lo:hi (sorted by group) into the accumulators, pixel block by pixel block."""
+        npix = sums.shape[1]
+        for p0 in range(0, npix, _PIXEL_BLOCK):
             p1 = min(npix, p0 + _PIXEL_BLOCK)
-            for i in range(n):
+            for i in range(lo, hi):
                 g = group[i]
-                if g < 0:
-                    continue
+                o = offsets[i]
                 if use_dark:
                     c = dark_row[i]
                     for p in range(p0, p1):
-                        v = np.float64(frames[i, p]) - np.float64(dark[c, p])
+                        v = np.float64(data[o + p]) - np.float64(dark[c, p])
                         sums[g, p] += v
                         sumsq[g, p] += v * v
                 else:
                     for p in range(p0, p1):
-                        v = np.float64(frames[i, p])
+                        v = np.float64(data[o + p])
                         sums[g, p] += v
                         sumsq[g, p] += v * v
 
+    @numba.njit(cache=True, nogil=True)
+    def _add_serial(data, offsets, group, dark_row, dark, use_dark, bounds, sums, sumsq):
+        for k in range(len(bounds) - 1):
+            _add_batch(data, offsets, group, dark_row, dark, use_dark, bounds[k], bounds[k + 1], sums, sumsq)
 
-def accumulate_numba(frames, group, dark_row, dark, sums, sumsq, counts) -> None:
-    """Compiled kernel with the contract of :func:`accumulate_numpy`."""
-    group = np.ascontiguousarray(group, dtype=np.int64)
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _add_parallel(data, offsets, group, dark_row, dark, use_dark, bounds, priv_sums, priv_sumsq):
+        nthreads = priv_sums.shape[0]
+        nbatches = len(bounds) - 1
+        for t in numba.prange(nthreads):
+            for k in range(t, nbatches, nthreads):
+                _add_batch(data, offsets, group, dark_row, dark, use_dark, bounds[k], bounds[k + 1],
+                           priv_sums[t], priv_sumsq[t])
+
+
+def _sorted_batches(offsets, group, dark_row):
+    """Wanted frames only, sorted by group within batches of consecutive frames; batch bounds."""
+    keep = np.flatnonzero(group >= 0)
+    batch = keep // BATCH_FRAMES  # ascending, as keep is
+    order = keep[np.lexsort((group[keep], batch))]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(batch)) + 1, [len(keep)]])
+    return (np.ascontiguousarray(offsets[order], np.int64), np.ascontiguousarray(group[order], np.int64),
+            np.ascontiguousarray(dark_row[order], np.int64), bounds.astype(np.int64))
+
+
+class Accumulators:
+    """Sum, sum of squares and count per group, with private copies for kernel threads."""
+
+    def __init__(self, ngroups: int, npix: int, threads: int = 1):
+        self.sums = np.zeros((ngroups, npix), np.float64)
+        self.sumsq = np.zeros((ngroups, npix), np.float64)
+        self.counts = np.zeros(ngroups, np.int64)
+        self.threads = max(1, threads)
+        self._priv = None
+        if self.threads > 1 and numba is not None:
+            self._priv = (np.zeros((self.threads, ngroups, npix)), np.zeros((self.threads, ngroups, npix)))
+
+    def add(self, data, offsets, group, dark_row=None, dark=None) -> None:
+        """Add frames ``data[offsets[i]:offsets[i] + pixels]`` to the groups ``group[i]`` (-1: skip)."""
+        accumulate(data, offsets, self.sums.shape[1], group, dark_row, dark, self.sums, self.sumsq, self.counts,
+                   self._priv)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sums, sums of squares, counts), the threads' private parts added in."""
+        if self._priv is not None:
+            self.sums += self._priv[0].sum(axis=0)
+            self.sumsq += self._priv[1].sum(axis=0)
+            self._priv = None
+        return self.sums, self.sumsq, self.counts
+
+
+def accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None) -> None:
+    """Compiled kernel with the contract of :func:`accumulate_numpy`; ``private`` for threads."""
+    group = np.asarray(group, np.int64)
     use_dark = dark is not None
-    if use_dark:
-        dark_row = np.ascontiguousarray(dark_row, dtype=np.int64)
-    else:
-        dark_row = np.zeros(1, np.int64)
+    if not use_dark:
+        dark_row = np.zeros(len(group), np.int64)
         dark = np.zeros((1, 1), np.float32)
-    _accumulate_kernel(frames, group, dark_row, dark, use_dark, sums, sumsq)
-    kept = group[group >= 0]
-    counts += np.bincount(kept, minlength=len(counts))[: len(counts)]
+    offs, grp, rows, bounds = _sorted_batches(np.asarray(offsets), group, np.asarray(dark_row))
+    counts += np.bincount(grp, minlength=len(counts))[: len(counts)]
+    if len(grp) == 0:
+        return
+    if private is None:
+        _add_serial(data, offs, grp, rows, dark, use_dark, bounds, sums, sumsq)
+    else:
+        _add_parallel(data, offs, grp, rows, dark, use_dark, bounds, private[0], private[1])
 
 
-accumulate = accumulate_numba if numba is not None else accumulate_numpy
+def accumulate(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None) -> None:
+    if numba is None:
+        accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts)
+    else:
+        accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private)
 
 
 def warm_up() -> None:
-    """Compile (or load from the disk cache) the kernel for 16-bit and float32 frames, without running it."""
+    """Compile (or load from the disk cache) the serial kernel for 16-bit and float32 frames.
+
+    Called in the executor's forkserver so forked steps inherit it. Only the serial kernel:
+    numba's parallel machinery does not survive a fork.
+    """
     if numba is None:
         return
+    i8 = numba.int64[::1]
     for frame_type in (numba.uint16, numba.float32):
-        _accumulate_kernel.compile((
-            frame_type[:, ::1], numba.int64[::1], numba.int64[::1], numba.float32[:, ::1], numba.boolean,
-            numba.float64[:, ::1], numba.float64[:, ::1],
-        ))
+        _add_serial.compile((frame_type[::1], i8, i8, i8, numba.float32[:, ::1], numba.boolean, i8,
+                             numba.float64[:, ::1], numba.float64[:, ::1]))
 
 
 def finalize(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -102,6 +102,8 @@ class ExecutionConfig(_Strict):
 
     #: Steps at once in the multiprocess executor; null: the number of CPUs.
     max_concurrent: int | None = Field(default=None, ge=1)
+    #: Threads of the binning kernel within one step (steps already run one per CPU).
+    kernel_threads: int = Field(default=1, ge=1)
 
     def resolved_max_concurrent(self) -> int:
         return self.max_concurrent or os.cpu_count() or 1

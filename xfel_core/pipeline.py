@@ -151,13 +151,14 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     frames = _module_frames(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)
-    sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats)
+    sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
+                                        threads=cfg.execution.kernel_threads)
     path = cfg.output_path(run, "preprocessed_module", module)
     attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, dark_version=dversion,
                        dark_run=cfg.dark_run_key, frames_total=stats.total, frames_kept=stats.kept)
     write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
     return _done(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
-                 kernel_seconds=stats.seconds, bytes_read=stats.bytes_read,
+                 kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
                  frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
                  counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
                  dark_version=dversion)

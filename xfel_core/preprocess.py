@@ -19,7 +19,8 @@ from . import binning_kernel
 from .exceptions import MissingInputError, RunDataError
 from .framemask import REASONS, FrameMask
 from .outputs import atomic_h5
-from .readers.euxfel import ModuleFrames, iter_frame_blocks
+from .readers import frame_map
+from .readers.euxfel import ModuleFrames, iter_segment_blocks
 from .scan import ScanBins, lookup_rows
 
 
@@ -53,6 +54,8 @@ class FrameStats:
     rejected: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     bytes_read: int = 0
+    #: How each file's frames were read: "memory map" or "h5py blocks (why not mapped)".
+    read_paths: dict[str, str] = field(default_factory=dict)
 
 
 def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: int) -> tuple[np.ndarray, FrameStats]:
@@ -79,12 +82,15 @@ def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: i
 
 
 def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: DarkConstants | None,
-                  block_frames: int, stats: FrameStats | None = None):
-    """Run the binning kernel over the wanted frames; returns (sums, sumsq, counts)."""
+                  block_frames: int, stats: FrameStats | None = None, threads: int = 1,
+                  direct: bool = True):
+    """Run the binning kernel over the wanted frames; returns (sums, sumsq, counts).
+
+    Each file's frames are read from a memory map of the file where its layout allows
+    (``direct``), else through h5py in blocks of ``block_frames`` into one reused buffer.
+    """
     npix = frames.npixels
-    sums = np.zeros((ngroups, npix), np.float64)
-    sumsq = np.zeros((ngroups, npix), np.float64)
-    counts = np.zeros(ngroups, np.int64)
+    acc = binning_kernel.Accumulators(ngroups, npix, threads)
     wanted = group >= 0
     dark_mean = dark_rows = None
     if dark is not None and wanted.any():
@@ -94,15 +100,39 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
         if dark_mean.shape[1] != npix:
             raise RunDataError(f"dark {dark.source} has {dark_mean.shape[1]} pixels per frame, "
                                f"module {frames.module:02d} has {npix}")
+    if dark_rows is None:
+        dark_rows = np.zeros(frames.nframes, np.int64)
     t0 = time.perf_counter()
-    nbytes = 0
-    for a, b, block in iter_frame_blocks(frames, block_frames, wanted):
-        binning_kernel.accumulate(block, group[a:b], None if dark_rows is None else dark_rows[a:b],
-                                  dark_mean, sums, sumsq, counts)
-        nbytes += block.nbytes
+    nbytes, paths = 0, {}
+    buf = None
+    start = 0
+    frame_bytes = npix * frames.dtype.itemsize
+    for seg in frames.segments:
+        sl = slice(start, start + seg.total)
+        start += seg.total
+        if not wanted[sl].any():
+            continue
+        mapped = frame_map.frame_element_offsets(seg.path, seg.dataset) if direct else "direct reads disabled"
+        if isinstance(mapped, tuple):
+            offsets, dtype = mapped
+            data = frame_map.map_file(seg.path, dtype)
+            acc.add(data, offsets[seg.first: seg.first + seg.total], group[sl], dark_rows[sl], dark_mean)
+            paths[seg.path] = "memory map"
+            nbytes += int(wanted[sl].sum()) * frame_bytes
+            del data
+            continue
+        paths[seg.path] = f"h5py blocks ({mapped})"
+        if buf is None:
+            buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
+        for a, b, block in iter_segment_blocks(seg, buf, wanted[sl]):
+            acc.add(block.ravel(), np.arange(b - a, dtype=np.int64) * npix, group[sl][a:b],
+                    dark_rows[sl][a:b], dark_mean)
+            nbytes += block.nbytes
+    sums, sumsq, counts = acc.result()
     if stats is not None:
         stats.seconds = time.perf_counter() - t0
         stats.bytes_read = nbytes
+        stats.read_paths = paths
     return sums, sumsq, counts
 
 

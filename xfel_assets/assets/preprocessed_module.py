@@ -32,6 +32,7 @@ def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeRes
         "frames_rejected": scalar(info["frames_total"] - info["frames_kept"]),
         "frames_per_second": scalar(round(info["frames_per_second"], 1)),
         "frames_rejected_by_reason": counts_table(info["rejected"]),
+        "read_path": dg.MetadataValue.md("\n".join(f"- `{p}`: {how}" for p, how in info["read_paths"].items())),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=frame_types),
     })

@@ -55,7 +55,10 @@ class RunSpec:
     trains_per_sequence: int | None = None
     #: Store per-frame trainId/pulseId/cellId as (frames, 1) and data as (frames, 1, y, x).
     trailing_axis: bool = True
+    #: Frames per HDF5 chunk of the pixel data; 0: contiguous layout.
     chunk_frames: int = 32
+    #: Rows of a frame per chunk; None: whole frames (chunks that split frames defeat direct reads).
+    chunk_rows: int | None = None
     compression: str | None = None
     #: Train indices (0-based) that a module's files lack entirely, per module.
     missing_trains: dict[int, list[int]] = field(default_factory=dict)
@@ -188,7 +191,9 @@ def write_run(raw_root: Path, spec: RunSpec) -> GeneratedRun:
                 "pulseId": pulse_id.reshape((n,) + shape_extra),
                 "cellId": frame_cell.reshape((n,) + shape_extra),
             }
-            chunks = {"data": (spec.chunk_frames,) + shape_extra + spec.module_shape}
+            rows = spec.chunk_rows or spec.module_shape[0]
+            chunks = {} if not spec.chunk_frames else {
+                "data": (spec.chunk_frames,) + shape_extra + (rows, spec.module_shape[1])}
             src = InstrumentSource(DSSC_SOURCE.format(module=m), "image", counts, datasets, chunks)
             path = run_dir / raw_file_name(spec.run_number, f"DSSC{m:02d}", seq)
             write_raw_file(path, train_ids=tids[sel], instrument=[src], flags=flags_all[sel],
@@ -261,7 +266,7 @@ def beamtime_config(
         "maxframes": maxframes,
         "dark_run": dark_run,
         "chunk_frames": chunk_frames,
-        "execution": {"max_concurrent": None},
+        "execution": {"max_concurrent": None, "kernel_threads": 1},
     }
 
 

@@ -187,24 +187,31 @@ def iter_frame_blocks(
     asking for the next.
     """
     buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
-    flat = buf.reshape(block_frames, -1)
     offset = 0
     for seg in frames.segments:
-        with h5py.File(seg.path, "r") as f:
-            ds = f[seg.dataset]
-            for a in range(0, seg.total, block_frames):
-                b = min(a + block_frames, seg.total)
-                hit = np.flatnonzero(wanted[offset + a: offset + b])
-                if hit.size == 0:
-                    continue
-                lo, hi = a + int(hit[0]), a + int(hit[-1]) + 1
-                try:
-                    ds.read_direct(buf, np.s_[seg.first + lo: seg.first + hi], np.s_[0: hi - lo])
-                except OSError as e:
-                    raise RunDataError(f"{seg.path}: reading frames {seg.first + lo}-{seg.first + hi} "
-                                       f"of {seg.dataset} failed ({e}); the file is corrupt") from None
-                yield offset + lo, offset + hi, flat[: hi - lo]
+        for a, b, block in iter_segment_blocks(seg, buf, wanted[offset: offset + seg.total]):
+            yield offset + a, offset + b, block
         offset += seg.total
+
+
+def iter_segment_blocks(seg: FrameSegment, buf: np.ndarray, wanted: np.ndarray):
+    """Like :func:`iter_frame_blocks` for one segment, reading into ``buf`` (block frames, *entry)."""
+    block_frames = len(buf)
+    flat = buf.reshape(block_frames, -1)
+    with h5py.File(seg.path, "r") as f:
+        ds = f[seg.dataset]
+        for a in range(0, seg.total, block_frames):
+            b = min(a + block_frames, seg.total)
+            hit = np.flatnonzero(wanted[a:b])
+            if hit.size == 0:
+                continue
+            lo, hi = a + int(hit[0]), a + int(hit[-1]) + 1
+            try:
+                ds.read_direct(buf, np.s_[seg.first + lo: seg.first + hi], np.s_[0: hi - lo])
+            except OSError as e:
+                raise RunDataError(f"{seg.path}: reading frames {seg.first + lo}-{seg.first + hi} "
+                                   f"of {seg.dataset} failed ({e}); the file is corrupt") from None
+            yield lo, hi, flat[: hi - lo]
 
 
 def train_values(dc, source: str, key: str) -> tuple[np.ndarray, np.ndarray]:

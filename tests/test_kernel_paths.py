@@ -1,0 +1,95 @@
+"""Every way the module reduction gets its frames' bytes, against a straightforward float64 computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SHAPE, small_run
+from xfel_core.config import Binning, FramemaskConfig
+from xfel_core.demo.beamtime import DSSC_SOURCE, write_run
+from xfel_core.framemask import build_framemask
+from xfel_core.preprocess import FrameStats, assign_groups, compute_dark, reduce_frames
+from xfel_core.readers import euxfel
+from xfel_core.scan import bin_scan_values
+
+PATHS = {
+    "per-frame chunks": (dict(chunk_frames=1), "memory map"),
+    "multi-frame chunks splitting trains": (dict(chunk_frames=5), "memory map"),
+    "contiguous": (dict(chunk_frames=0), "memory map"),
+    "float32 frames": (dict(detector_dtype="float32"), "memory map"),
+    "int32 frames": (dict(detector_dtype="int32"), "memory map"),
+    "compressed": (dict(compression="gzip"), "h5py blocks (the dataset is filtered"),
+    "chunks splitting frames": (dict(chunk_rows=4), "h5py blocks (chunks"),
+}
+
+
+def straightforward(gen, m, fm, scan, ntypes, dark):
+    """Loop over frames in float64: sums, sums of squares and counts per group."""
+    nb = scan.nbins
+    sums = np.zeros((nb * ntypes,) + SHAPE)
+    sq = np.zeros_like(sums)
+    n = np.zeros(nb * ntypes, np.int64)
+    for t, tid in enumerate(gen.train_ids):
+        b = scan.bin_index[np.searchsorted(scan.train_id, tid)]
+        row = np.searchsorted(fm.train_id, tid)
+        for p in range(gen.spec.frames_per_train):
+            if b < 0 or not fm.mask[row, p]:
+                continue
+            x = gen.frames[m][t, p].astype(np.float64) - (dark.mean[p] if dark is not None else 0)
+            g = b * ntypes + p % ntypes
+            sums[g] += x
+            sq[g] += x * x
+            n[g] += 1
+    return sums.reshape(len(n), -1), sq.reshape(len(n), -1), n
+
+
+def reduce(tmp_path, spec_kw, binning=Binning(bin_width=1.0), rules=None, threads=1, direct=True, dark=True):
+    gen = write_run(tmp_path, small_run(2, **spec_kw))
+    dc = euxfel.open_run(gen.path)
+    frames = euxfel.module_frames(dc, DSSC_SOURCE.format(module=0), 0, SHAPE)
+    scan = bin_scan_values(gen.train_ids, gen.delays, binning)
+    rules = rules or FramemaskConfig(min_pulse_energy_uj=300)
+    fm = build_framemask(gen.train_ids, gen.spec.frames_per_train, gen.spec.frame_pattern, rules,
+                         gen.train_ids, gen.pulse_energy)
+    dk = compute_dark(frames, 4) if dark else None  # this run's own per-cell mean serves as a dark
+    group, stats = assign_groups(frames, scan, fm, 2)
+    got = reduce_frames(frames, group, scan.nbins * 2, dk, block_frames=4, stats=stats, threads=threads,
+                        direct=direct)
+    return got, straightforward(gen, 0, fm, scan, 2, dk), stats
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_read_path_equals_float64_loop(tmp_path, name, threads):
+    spec_kw, expected_path = PATHS[name]
+    got, ref, stats = reduce(tmp_path, dict(spec_kw, low_pulse_fraction=0.1), threads=threads)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-6)
+    assert all(how.startswith(expected_path) for how in stats.read_paths.values()), stats.read_paths
+    assert got[2].sum() == stats.kept > 0
+
+
+def test_h5py_fallback_forced_equals_memory_map(tmp_path):
+    mapped, _, s1 = reduce(tmp_path / "a", {})
+    read, _, s2 = reduce(tmp_path / "b", {}, direct=False)
+    assert set(s1.read_paths.values()) == {"memory map"}
+    assert set(s2.read_paths.values()) == {"h5py blocks (direct reads disabled)"}
+    for a, b in zip(mapped, read):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_empty_scan_bins_all_masked_and_one_frame(tmp_path):
+    # nbins much larger than the scan points: most bins stay empty (count 0, sums 0)
+    got, ref, _ = reduce(tmp_path / "empty", {}, binning=Binning(nbins=50))
+    assert (got[2] == 0).sum() > 40
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-6)
+    # every frame masked: nothing read, all zero
+    got, _, stats = reduce(tmp_path / "masked", {}, rules=FramemaskConfig(exclude_frames=list(range(6))))
+    assert stats.kept == 0 and stats.read_paths == {} and not got[0].any() and not got[2].any()
+    # a run of a single frame
+    got, ref, _ = reduce(tmp_path / "one", dict(ntrains=1, frames_per_train=1, low_pulse_fraction=0.0),
+                         dark=False)
+    assert got[2].sum() == 1
+    np.testing.assert_allclose(got[0], ref[0])
