@@ -7,7 +7,7 @@ DEMO := $(CURDIR)/demo
 export XFEL_BEAMTIME ?= $(DEMO)/beamtime/beamtime.yaml
 export DAGSTER_HOME ?= $(DEMO)/dagster_home
 
-.PHONY: install demo test ui clean-demo
+.PHONY: install demo test ui bench clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ ui: $(STAMP)
 	@test -f $(XFEL_BEAMTIME) || $(BIN)/xfel-assets demo-beamtime $(DEMO)/beamtime
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## Reduction benchmark: prints a table and ratios (BENCH_ARGS="--size-gb 1" for a quicker run).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_reduce.py $(BENCH_ARGS)
 
 clean-demo:
 	rm -rf $(DEMO)

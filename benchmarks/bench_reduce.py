@@ -156,7 +156,7 @@ def worker_kernel(path: Path, cold: bool, threads: int) -> dict:
         dark = DarkConstants(cells, np.full((len(cells),) + SHAPE, 40, np.float32),
                              np.ones((len(cells),) + SHAPE, np.float32), np.ones(len(cells), np.int64))
         group, stats = assign_groups(frames, scan, fm, len(PATTERN))
-        sums, sumsq, counts = reduce_frames(frames, group, scan.nbins * len(PATTERN), dark, 2000, stats,
+        sums, sumsq, counts = reduce_frames(frames, group, scan.nbins * len(PATTERN), dark, 128, stats,
                                             threads=threads)
         seconds = time.perf_counter() - t0
     return {"seconds": seconds, "kernel_seconds": stats.seconds, "frames": frames.nframes,
@@ -230,7 +230,7 @@ def worker_check(path: Path) -> dict:
     frames = euxfel.module_frames(dc, SOURCE, 0, SHAPE)
     scan, _ = scan_and_mask(np.asarray(dc.train_ids))
     group = scan.bins_of(frames.train_id) * 2 + frames.position % 2
-    sums, _, counts = reduce_frames(frames, group, scan.nbins * 2, None, 2000)
+    sums, _, counts = reduce_frames(frames, group, scan.nbins * 2, None, 128)
     kernel_mean = sums / counts[:, None]
     ref = np.zeros_like(sums)
     with h5py.File(path, "r") as f:
@@ -401,7 +401,7 @@ def main() -> int:
         e2e = end_to_end(work, args.e2e_gb) if args.e2e_gb > 0 else None
 
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-        print(f"\nmachine: {os.cpu_count()} cores, {cpu}; module file {big.stat().st_size / 1e9:.2f} GB, "
+        print(f"\nmachine: {os.cpu_count()} cores, {cpu}, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB; module file {big.stat().st_size / 1e9:.2f} GB, "
               f"{res['kernel']['frames']} frames of 128 x 512 uint16; kernel threads per process: {t}; "
               f"kernel read path: {', '.join(res['kernel']['paths'])}\n")
         print("| way of reducing one module file | GB/s | frames/s | peak private MiB |")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SHAPE, small_run
+from xfel_core import binning_kernel
 from xfel_core.config import Binning, FramemaskConfig
 from xfel_core.demo.beamtime import DSSC_SOURCE, write_run
 from xfel_core.framemask import build_framemask
@@ -14,11 +15,11 @@ from xfel_core.readers import euxfel
 from xfel_core.scan import bin_scan_values
 
 PATHS = {
-    "per-frame chunks": (dict(chunk_frames=1), "memory map"),
-    "multi-frame chunks splitting trains": (dict(chunk_frames=5), "memory map"),
-    "contiguous": (dict(chunk_frames=0), "memory map"),
-    "float32 frames": (dict(detector_dtype="float32"), "memory map"),
-    "int32 frames": (dict(detector_dtype="int32"), "memory map"),
+    "per-frame chunks": (dict(chunk_frames=1), "direct file reads"),
+    "multi-frame chunks splitting trains": (dict(chunk_frames=5), "direct file reads"),
+    "contiguous": (dict(chunk_frames=0), "direct file reads"),
+    "float32 frames": (dict(detector_dtype="float32"), "direct file reads"),
+    "int32 frames": (dict(detector_dtype="int32"), "direct file reads"),
     "compressed": (dict(compression="gzip"), "h5py blocks (the dataset is filtered"),
     "chunks splitting frames": (dict(chunk_rows=4), "h5py blocks (chunks"),
 }
@@ -60,9 +61,12 @@ def reduce(tmp_path, spec_kw, binning=Binning(bin_width=1.0), rules=None, thread
 
 
 @pytest.mark.parametrize("name", list(PATHS))
-@pytest.mark.parametrize("threads", [1, 2])
-def test_every_read_path_equals_float64_loop(tmp_path, name, threads):
+@pytest.mark.parametrize("impl", ["numba 1 thread", "numba 2 threads", "numpy reference"])
+def test_every_read_path_equals_float64_loop(tmp_path, monkeypatch, name, impl):
     spec_kw, expected_path = PATHS[name]
+    threads = 2 if impl == "numba 2 threads" else 1
+    if impl == "numpy reference":
+        monkeypatch.setattr(binning_kernel, "numba", None)  # as on a machine without numba
     got, ref, stats = reduce(tmp_path, dict(spec_kw, low_pulse_fraction=0.1), threads=threads)
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-6)
@@ -70,10 +74,10 @@ def test_every_read_path_equals_float64_loop(tmp_path, name, threads):
     assert got[2].sum() == stats.kept > 0
 
 
-def test_h5py_fallback_forced_equals_memory_map(tmp_path):
+def test_h5py_fallback_forced_equals_direct_reads(tmp_path):
     mapped, _, s1 = reduce(tmp_path / "a", {})
     read, _, s2 = reduce(tmp_path / "b", {}, direct=False)
-    assert set(s1.read_paths.values()) == {"memory map"}
+    assert set(s1.read_paths.values()) == {"direct file reads"}
     assert set(s2.read_paths.values()) == {"h5py blocks (direct reads disabled)"}
     for a, b in zip(mapped, read):
         np.testing.assert_array_equal(a, b)

@@ -13,7 +13,8 @@ counts. Two implementations with the same contract:
   write the same memory.
 
 The frames are given as a flat array ``data`` and the element offset of each frame in it, so
-the same kernel reads a reused h5py buffer or a memory map of the raw file itself.
+the same kernel reads a block read by h5py or the raw byte span of a block read from the file
+(frames between small gaps of HDF5 metadata).
 
 Shapes: ``data`` (any,); ``offsets``, ``group``, ``dark_row`` (n,); ``dark`` (cells, pixels)
 or None; ``sums``, ``sumsq`` (groups, pixels); ``counts`` (groups,).

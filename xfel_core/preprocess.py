@@ -54,7 +54,7 @@ class FrameStats:
     rejected: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     bytes_read: int = 0
-    #: How each file's frames were read: "memory map" or "h5py blocks (why not mapped)".
+    #: How each file's frames were read: "direct file reads" or "h5py blocks (why not direct)".
     read_paths: dict[str, str] = field(default_factory=dict)
 
 
@@ -86,8 +86,9 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
                   direct: bool = True):
     """Run the binning kernel over the wanted frames; returns (sums, sumsq, counts).
 
-    Each file's frames are read from a memory map of the file where its layout allows
-    (``direct``), else through h5py in blocks of ``block_frames`` into one reused buffer.
+    Each file's frames are read in blocks of about ``block_frames`` frames into one reused
+    buffer: with plain file reads of the block's byte span where the layout allows
+    (``direct``), else through h5py.
     """
     npix = frames.npixels
     acc = binning_kernel.Accumulators(ngroups, npix, threads)
@@ -104,7 +105,7 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
         dark_rows = np.zeros(frames.nframes, np.int64)
     t0 = time.perf_counter()
     nbytes, paths = 0, {}
-    buf = None
+    buf = raw = None
     start = 0
     frame_bytes = npix * frames.dtype.itemsize
     for seg in frames.segments:
@@ -112,16 +113,19 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
         start += seg.total
         if not wanted[sl].any():
             continue
-        mapped = frame_map.frame_element_offsets(seg.path, seg.dataset) if direct else "direct reads disabled"
-        if isinstance(mapped, tuple):
-            offsets, dtype = mapped
-            data = frame_map.map_file(seg.path, dtype)
-            acc.add(data, offsets[seg.first: seg.first + seg.total], group[sl], dark_rows[sl], dark_mean)
-            paths[seg.path] = "memory map"
-            nbytes += int(wanted[sl].sum()) * frame_bytes
-            del data
+        located = frame_map.frame_byte_offsets(seg.path, seg.dataset) if direct else "direct reads disabled"
+        if isinstance(located, tuple):
+            offsets, dtype = located
+            if raw is None:  # room for the block's frames and the small gaps between chunks
+                raw = np.empty(block_frames * frame_bytes * 21 // 20 + frame_bytes, np.uint8)
+            g, r = group[sl], dark_rows[sl]
+            for a, b, data, elem in frame_map.iter_direct_blocks(
+                    seg.path, offsets[seg.first: seg.first + seg.total], frame_bytes, dtype, wanted[sl], raw):
+                acc.add(data, elem, g[a:b], r[a:b], dark_mean)
+                nbytes += (b - a) * frame_bytes
+            paths[seg.path] = "direct file reads"
             continue
-        paths[seg.path] = f"h5py blocks ({mapped})"
+        paths[seg.path] = f"h5py blocks ({located})"
         if buf is None:
             buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
         for a, b, block in iter_segment_blocks(seg, buf, wanted[sl]):
