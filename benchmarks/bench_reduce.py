@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,7 +135,7 @@ def warm(path: Path) -> None:
 
 
 def worker_kernel(path: Path, cold: bool, threads: int) -> dict:
-    from xfel_core.preprocess import DarkConstants, FrameStats, assign_groups, reduce_frames
+    from xfel_core.preprocess import DarkConstants, assign_groups, reduce_frames
     from xfel_core.readers import euxfel
 
     from xfel_core.binning_kernel import Accumulators
@@ -156,7 +155,7 @@ def worker_kernel(path: Path, cold: bool, threads: int) -> dict:
         dark = DarkConstants(cells, np.full((len(cells),) + SHAPE, 40, np.float32),
                              np.ones((len(cells),) + SHAPE, np.float32), np.ones(len(cells), np.int64))
         group, stats = assign_groups(frames, scan, fm, len(PATTERN))
-        sums, sumsq, counts = reduce_frames(frames, group, scan.nbins * len(PATTERN), dark, 128, stats,
+        sums, sumsq, counts = reduce_frames(frames, group, scan.nbins * len(PATTERN), dark, 256, stats,
                                             threads=threads)
         seconds = time.perf_counter() - t0
     return {"seconds": seconds, "kernel_seconds": stats.seconds, "frames": frames.nframes,
@@ -230,7 +229,7 @@ def worker_check(path: Path) -> dict:
     frames = euxfel.module_frames(dc, SOURCE, 0, SHAPE)
     scan, _ = scan_and_mask(np.asarray(dc.train_ids))
     group = scan.bins_of(frames.train_id) * 2 + frames.position % 2
-    sums, _, counts = reduce_frames(frames, group, scan.nbins * 2, None, 128)
+    sums, _, counts = reduce_frames(frames, group, scan.nbins * 2, None, 256)
     kernel_mean = sums / counts[:, None]
     ref = np.zeros_like(sums)
     with h5py.File(path, "r") as f:
@@ -286,6 +285,7 @@ def end_to_end(workdir: Path, size_gb: float) -> dict:
     from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
 
     root = workdir / "e2e"
+    shutil.rmtree(root, ignore_errors=True)
     frames = 10
     ntrains = max(2, int(size_gb * 1e9 / 16 / FRAME_BYTES / frames))
     mods = list(range(16))
@@ -398,7 +398,6 @@ def main() -> int:
         res["cold_kernel"] = median_of(3, lambda: run_worker("kernel", big, 1, t))
         warm(big)
         res["two"] = median_of(3, lambda: two_processes(big, other, t))
-        e2e = end_to_end(work, args.e2e_gb) if args.e2e_gb > 0 else None
 
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
         print(f"\nmachine: {os.cpu_count()} cores, {cpu}, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB; module file {big.stat().st_size / 1e9:.2f} GB, "
@@ -415,17 +414,18 @@ def main() -> int:
         print(row("our kernel, 1 process, cold cache", res["cold_kernel"]))
         print(row("our kernel, 2 processes on 2 module files, warm", res["two"]))
         gb = lambda r: r["bytes"] / r["seconds"]  # noqa: E731
+        print(f"\nratios kernel/memcpy={gb(res['kernel']) / gb(res['memcpy']):.2f} "
+              f"kernel/read_ceiling={gb(res['kernel']) / gb(res['read']):.2f} "
+              f"kernel/baseline={gb(res['kernel']) / gb(res['baseline']):.1f} "
+              f"cold_kernel/cold_read={gb(res['cold_kernel']) / gb(res['cold_read']):.2f} "
+              f"two_processes/one={gb(res['two']) / gb(res['kernel']):.2f}", flush=True)
+        e2e = end_to_end(work, args.e2e_gb) if args.e2e_gb > 0 else None
         if e2e:
             overhead = e2e["module_wall"] - e2e["step_seconds"] / e2e["workers"]
             print(f"\nend to end: one run of 16 modules, {e2e['bytes'] / 1e9:.2f} GB, through Dagster with the "
                   f"multiprocess executor ({e2e['workers']} at once): all assets {e2e['wall']:.1f} s; the 16 module "
                   f"steps {e2e['module_wall']:.1f} s wall = {e2e['bytes'] / e2e['module_wall'] / 1e9:.2f} GB/s; "
                   f"orchestration overhead {overhead:.1f} s ({overhead / 16 * e2e['workers']:.2f} s per step)")
-        print(f"\nratios kernel/memcpy={gb(res['kernel']) / gb(res['memcpy']):.2f} "
-              f"kernel/read_ceiling={gb(res['kernel']) / gb(res['read']):.2f} "
-              f"kernel/baseline={gb(res['kernel']) / gb(res['baseline']):.1f} "
-              f"cold_kernel/cold_read={gb(res['cold_kernel']) / gb(res['cold_read']):.2f} "
-              f"two_processes/one={gb(res['two']) / gb(res['kernel']):.2f}")
         return 0
     finally:
         if not args.keep and args.workdir is None:

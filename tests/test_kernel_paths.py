@@ -10,7 +10,7 @@ from xfel_core import binning_kernel
 from xfel_core.config import Binning, FramemaskConfig
 from xfel_core.demo.beamtime import DSSC_SOURCE, write_run
 from xfel_core.framemask import build_framemask
-from xfel_core.preprocess import FrameStats, assign_groups, compute_dark, reduce_frames
+from xfel_core.preprocess import assign_groups, compute_dark, reduce_frames
 from xfel_core.readers import euxfel
 from xfel_core.scan import bin_scan_values
 
@@ -45,11 +45,11 @@ def straightforward(gen, m, fm, scan, ntypes, dark):
     return sums.reshape(len(n), -1), sq.reshape(len(n), -1), n
 
 
-def reduce(tmp_path, spec_kw, binning=Binning(bin_width=1.0), rules=None, threads=1, direct=True, dark=True):
+def reduce(tmp_path, spec_kw, binning=None, rules=None, threads=1, direct=True, dark=True):
     gen = write_run(tmp_path, small_run(2, **spec_kw))
     dc = euxfel.open_run(gen.path)
     frames = euxfel.module_frames(dc, DSSC_SOURCE.format(module=0), 0, SHAPE)
-    scan = bin_scan_values(gen.train_ids, gen.delays, binning)
+    scan = bin_scan_values(gen.train_ids, gen.delays, binning or Binning(bin_width=1.0))
     rules = rules or FramemaskConfig(min_pulse_energy_uj=300)
     fm = build_framemask(gen.train_ids, gen.spec.frames_per_train, gen.spec.frame_pattern, rules,
                          gen.train_ids, gen.pulse_energy)

@@ -124,8 +124,8 @@ class BeamtimeConfig(_Strict):
     maxframes: int | None = Field(default=None, ge=1)
     #: Run number of the dark run whose per-cell mean is subtracted; null: no dark subtraction.
     dark_run: int | None = Field(default=None, ge=0, le=9999)
-    #: Frames read at a time: 128 raw DSSC frames (16 MB) stay in cache for the kernel.
-    chunk_frames: int = Field(default=128, ge=1)
+    #: Frames read at a time: 256 raw DSSC frames (32 MB) stay in cache for the kernel.
+    chunk_frames: int = Field(default=256, ge=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     #: The YAML file this came from (set by :func:`load_beamtime`).
     source_file: Path | None = None

@@ -235,7 +235,7 @@ def _recompress(path: Path, dset_path: str, compression: str) -> None:
 def beamtime_config(
     root: Path, modules: list[int], module_shape: tuple[int, int], dark_run: int | None,
     frame_pattern: list[str], min_pulse_energy_uj: float | None = 300.0,
-    chunk_frames: int = 128, maxframes: int | None = None,
+    chunk_frames: int = 256, maxframes: int | None = None,
 ) -> dict:
     """The beamtime.yaml content matching runs made by :func:`write_run`."""
     return {
