@@ -134,7 +134,7 @@ def warm(path: Path) -> None:
             pass
 
 
-def worker_kernel(path: Path, cold: bool, threads: int) -> dict:
+def worker_kernel(path: Path, cold: bool, threads: int, wait_for_go: bool = False) -> dict:
     from xfel_core.preprocess import DarkConstants, assign_groups, reduce_frames
     from xfel_core.readers import euxfel
 
@@ -146,7 +146,11 @@ def worker_kernel(path: Path, cold: bool, threads: int) -> dict:
                  np.zeros((1, 8), np.float32))
     if cold:
         drop_cache(path)
+    if wait_for_go:  # start together with the other process, after both have loaded everything
+        print("ready", flush=True)
+        sys.stdin.readline()
     with PeakAnon() as mem:
+        wall_start = time.time()
         t0 = time.perf_counter()
         dc = euxfel.open_run(path.parent, [path])
         frames = euxfel.module_frames(dc, SOURCE, 0, SHAPE)
@@ -159,6 +163,7 @@ def worker_kernel(path: Path, cold: bool, threads: int) -> dict:
                                             threads=threads)
         seconds = time.perf_counter() - t0
     return {"seconds": seconds, "kernel_seconds": stats.seconds, "frames": frames.nframes,
+            "wall_start": wall_start, "wall_end": wall_start + seconds,
             "bytes": frames.nframes * FRAME_BYTES, "peak_anon": mem.peak,
             "paths": sorted(set(stats.read_paths.values()))}
 
@@ -271,11 +276,16 @@ def memcpy(nbytes: int) -> dict:
 
 
 def two_processes(a: Path, b: Path, threads: int) -> dict:
-    t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "kernel", str(p), "0", str(threads)],
-                              stdout=subprocess.PIPE, text=True) for p in (a, b)]
+    """Both workers load everything first, then start on one signal; the time is the span of their work."""
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "kernel", str(p), "0", str(threads), "go"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for p in (a, b)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    seconds = time.perf_counter() - t0
+    seconds = max(o["wall_end"] for o in outs) - min(o["wall_start"] for o in outs)
     return {"seconds": seconds, "bytes": sum(o["bytes"] for o in outs), "frames": sum(o["frames"] for o in outs),
             "peak_anon": max(o["peak_anon"] for o in outs)}
 
@@ -350,7 +360,7 @@ def main() -> int:
     if args.worker:
         kind, *rest = args.worker
         if kind == "kernel":
-            res = worker_kernel(Path(rest[0]), rest[1] == "1", int(rest[2]))
+            res = worker_kernel(Path(rest[0]), rest[1] == "1", int(rest[2]), wait_for_go=rest[3:] == ["go"])
         elif kind == "read":
             res = worker_read_ceiling(Path(rest[0]), rest[1] == "1")
         elif kind == "baseline":
