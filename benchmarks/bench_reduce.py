@@ -404,6 +404,9 @@ def main() -> int:
         res["baseline"] = median_of(3, lambda: run_worker("baseline", big, nbase))
         res["kernel"] = median_of(3, lambda: run_worker("kernel", big, 0, t))
         res["kernel_small"] = median_of(3, lambda: run_worker("kernel", small, 0, t))
+        ncpu = os.cpu_count() or 1
+        if ncpu > 1 and t == 1:
+            res["kernel_threads"] = median_of(3, lambda: run_worker("kernel", big, 0, ncpu))
         res["cold_read"] = median_of(3, lambda: run_worker("read", big, 1))
         res["cold_kernel"] = median_of(3, lambda: run_worker("kernel", big, 1, t))
         warm(big)
@@ -420,6 +423,8 @@ def main() -> int:
         print(row(f"dssc_process baseline, xarray (first {args.baseline_gb:g} GB)", res["baseline"]))
         print(row("our kernel, 1 process, warm cache", res["kernel"]))
         print(row(f"our kernel, 1 process, warm, {small.stat().st_size / 1e9:.1f} GB file", res["kernel_small"]))
+        if "kernel_threads" in res:
+            print(row(f"our kernel, 1 process, {ncpu} threads (private accumulators), warm", res["kernel_threads"]))
         print(row("h5py read ceiling, cold cache", res["cold_read"]))
         print(row("our kernel, 1 process, cold cache", res["cold_kernel"]))
         print(row("our kernel, 2 processes on 2 module files, warm", res["two"]))

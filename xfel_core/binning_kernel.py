@@ -145,6 +145,10 @@ def accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, co
     if private is None:
         _add_serial(data, offs, grp, rows, dark, use_dark, bounds, sums, sumsq)
     else:
+        # One part of every batch per thread: a call often holds a single batch (one read block).
+        nthreads = private[0].shape[0]
+        parts = bounds[:-1, None] + (np.diff(bounds)[:, None] * np.arange(nthreads)[None, :]) // nthreads
+        bounds = np.unique(np.append(parts.ravel(), bounds[-1]))
         _add_parallel(data, offs, grp, rows, dark, use_dark, bounds, private[0], private[1])
 
 
