@@ -122,20 +122,7 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module))
     return _done(path, t0, dark_run=run, cells=len(dark.cell_id), frames=int(dark.count.sum()),
                  mean_adu=float(np.mean(dark.mean)), median_noise_adu=float(np.median(dark.std)),
-                 dark_version=dark_version(path))
-
-
-def dark_version(path: Path) -> str:
-    """A short content hash of a dark file's constants, recorded in everything made with it."""
-    import hashlib
-
-    import h5py
-
-    h = hashlib.sha256()
-    with h5py.File(path, "r") as f:
-        for name in ("cell_id", "mean"):
-            h.update(np.ascontiguousarray(f[name][()]).tobytes())
-    return h.hexdigest()[:16]
+                 dark_version=dark.version)
 
 
 def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict:
@@ -145,9 +132,8 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
     dark = dversion = None
     if cfg.dark_run is not None:
-        dpath = dark_path(cfg, module)
-        dark = read_dark(dpath)
-        dversion = dark_version(dpath)
+        dark = read_dark(dark_path(cfg, module))
+        dversion = dark.version
     frames = _module_frames(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)

@@ -8,6 +8,7 @@ asset is the same reduction grouped by memory cell instead.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class DarkConstants:
     std: np.ndarray  # (cells, y, x) float32
     count: np.ndarray  # (cells,) frames averaged
     source: str = ""
+    #: A short content hash of the constants, recorded in everything made with them.
+    version: str = ""
 
     def rows_for(self, cells: np.ndarray, what: str) -> np.ndarray:
         """Row of each memory cell in the constants; fails naming cells the dark lacks."""
@@ -43,6 +46,13 @@ class DarkConstants:
             raise RunDataError(f"{what}: memory cells {missing.tolist()[:20]} have no dark "
                                f"(the dark {self.source} has cells {self.cell_id.tolist()[:20]}...)")
         return rows
+
+
+def constants_version(cell_id: np.ndarray, mean: np.ndarray) -> str:
+    """A short content hash of dark constants (cells and means)."""
+    h = hashlib.sha256(np.ascontiguousarray(cell_id, np.int64).tobytes())
+    h.update(np.ascontiguousarray(mean, np.float32).tobytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -147,8 +157,9 @@ def compute_dark(frames: ModuleFrames, block_frames: int) -> DarkConstants:
     mean, sem = binning_kernel.finalize(sums, sumsq, counts)
     std = sem * np.sqrt(counts.astype(np.float64))[:, None]
     shape = (len(cells),) + tuple(frames.entry_shape[-2:])
-    return DarkConstants(cells, mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32),
-                         counts, source=frames.source)
+    mean32 = mean.reshape(shape).astype(np.float32)
+    return DarkConstants(cells, mean32, std.reshape(shape).astype(np.float32), counts, source=frames.source,
+                         version=constants_version(cells, mean32))
 
 
 def write_dark(path: Path, dark: DarkConstants, attrs: dict) -> None:
@@ -161,13 +172,14 @@ def write_dark(path: Path, dark: DarkConstants, attrs: dict) -> None:
         f["count"] = dark.count
         f.attrs.update(attrs)
         f.attrs["source"] = dark.source
+        f.attrs["dark_version"] = dark.version
 
 
 def read_dark(path: Path) -> DarkConstants:
     try:
         with h5py.File(path, "r") as f:
             return DarkConstants(f["cell_id"][()], f["mean"][()], f["std"][()], f["count"][()],
-                                 source=str(path))
+                                 source=str(path), version=str(f.attrs["dark_version"]))
     except FileNotFoundError:
         raise MissingInputError(f"{path} does not exist: materialize the dark for this module first") from None
 
