@@ -7,8 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from xfel_core.config import ENV_VAR, RUN_KEY_RE, load_beamtime, run_key
+from xfel_core.config import ENV_VAR, RUN_KEY_RE, beamtime_path_from_env, load_beamtime, run_key
 from xfel_core.exceptions import XfelError
+from xfel_core.run_summary import data_runs
 
 DAGSTER_YAML = """\
 # Dagster instance of xfel-assets: SQLite storage in this folder (the embedded default).
@@ -49,13 +50,6 @@ def parse_runs(spec: str | None, available: list[str]) -> list[str]:
     return [r for r in runs if r in available] if available else runs
 
 
-def _available_runs(cfg) -> list[str]:
-    if not cfg.raw_root.is_dir():
-        return []
-    return sorted(p.name for p in cfg.raw_root.iterdir()
-                  if p.is_dir() and RUN_KEY_RE.match(p.name) and p.name != cfg.dark_run_key)
-
-
 def cmd_demo_beamtime(args) -> int:
     from xfel_core.demo.beamtime import write_demo_beamtime
 
@@ -66,12 +60,12 @@ def cmd_demo_beamtime(args) -> int:
 
 
 def cmd_materialize(args) -> int:
-    cfg_path = Path(args.beamtime or os.environ.get(ENV_VAR) or "demo/beamtime/beamtime.yaml").resolve()
+    cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
     os.environ[ENV_VAR] = str(cfg_path)
     cfg = load_beamtime(cfg_path)
     home = Path(os.environ.get("DAGSTER_HOME") or cfg_path.parent.parent / "dagster_home").resolve()
     os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, cfg.execution.resolved_max_concurrent()))
-    runs = parse_runs(args.runs, _available_runs(cfg))
+    runs = parse_runs(args.runs, data_runs(cfg))
     if not runs:
         print(f"no runs to process in {cfg.raw_root}", file=sys.stderr)
         return 1

@@ -18,10 +18,10 @@ import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
-from xfel_core.config import RUN_KEY_RE, BeamtimeConfig
+from xfel_core.config import BeamtimeConfig
 from xfel_core.exceptions import XfelError
 from xfel_core.readers.euxfel import check_openable
-from xfel_core.run_summary import expected_files_present
+from xfel_core.run_summary import data_runs, expected_files_present
 
 from .partitions import RUNS_PARTITION_SET, run_module_key
 from .resources import BeamtimeResource
@@ -75,8 +75,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     raw_root = cfg.raw_root
     if not raw_root.is_dir():
         return dg.SkipReason(f"raw root {raw_root} does not exist")
-    candidates = sorted(p.name for p in raw_root.iterdir() if p.is_dir() and RUN_KEY_RE.match(p.name))
-    candidates = [r for r in candidates if r not in known and r != cfg.dark_run_key]
+    candidates = [r for r in data_runs(cfg) if r not in known]
 
     ready, waiting = [], []
     for run in candidates[:MAX_RUNS_PER_TICK]:

@@ -8,9 +8,9 @@ counts. Two implementations with the same contract:
 - :func:`accumulate_numpy`: plain numpy, the reference (and the fallback when numba is missing);
 - :func:`accumulate_numba`: compiled. Frames are taken in batches of consecutive frames, sorted
   by group and memory cell within a batch, and added pixel block by pixel block, so the few
-  accumulator and dark rows a batch touches stay in cache while each frame's bytes are read once. With ``threads > 1``
-  threads take whole batches into private accumulators, summed at the end: no two threads
-  write the same memory.
+  accumulator and dark rows a batch touches stay in cache while each frame's bytes are read
+  once. With ``threads > 1`` each thread takes a part of every batch into private
+  accumulators, summed at the end: no two threads write the same memory.
 
 The frames are given as a flat array ``data`` and the element offset of each frame in it, so
 the same kernel reads a block read by h5py or the raw byte span of a block read from the file

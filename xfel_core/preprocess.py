@@ -128,20 +128,19 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
             offsets, dtype = located
             if raw is None:  # room for the block's frames and the small gaps between chunks
                 raw = np.empty(block_frames * frame_bytes * 21 // 20 + frame_bytes, np.uint8)
-            g, r = group[sl], dark_rows[sl]
-            for a, b, data, elem in frame_map.iter_direct_blocks(
-                    seg.path, offsets[seg.first: seg.first + seg.total], frame_bytes, dtype, wanted[sl], raw):
-                acc.add(data, elem, g[a:b], r[a:b], dark_mean)
-                nbytes += (b - a) * frame_bytes
+            blocks = frame_map.iter_direct_blocks(seg.path, offsets[seg.first: seg.first + seg.total],
+                                                  frame_bytes, dtype, wanted[sl], raw)
             paths[seg.path] = "direct file reads"
-            continue
-        paths[seg.path] = f"h5py blocks ({located})"
-        if buf is None:
-            buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
-        for a, b, block in iter_segment_blocks(seg, buf, wanted[sl]):
-            acc.add(block.ravel(), np.arange(b - a, dtype=np.int64) * npix, group[sl][a:b],
-                    dark_rows[sl][a:b], dark_mean)
-            nbytes += block.nbytes
+        else:
+            if buf is None:
+                buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
+            blocks = ((a, b, block.ravel(), np.arange(b - a, dtype=np.int64) * npix)
+                      for a, b, block in iter_segment_blocks(seg, buf, wanted[sl]))
+            paths[seg.path] = f"h5py blocks ({located})"
+        g, r = group[sl], dark_rows[sl]
+        for a, b, data, elem in blocks:
+            acc.add(data, elem, g[a:b], r[a:b], dark_mean)
+            nbytes += (b - a) * frame_bytes
     sums, sumsq, counts = acc.result()
     if stats is not None:
         stats.seconds = time.perf_counter() - t0

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .config import BeamtimeConfig
+from .config import RUN_KEY_RE, BeamtimeConfig
 from .exceptions import MissingInputError, RunDataError
 from .outputs import atomic_h5, provenance
 from .readers import euxfel
@@ -31,6 +31,14 @@ class RunSummary:
     @property
     def ntrains(self) -> int:
         return len(self.train_ids)
+
+
+def data_runs(cfg: BeamtimeConfig) -> list[str]:
+    """Run folders (``r0042``) in the raw root, the dark run left out."""
+    if not cfg.raw_root.is_dir():
+        return []
+    return sorted(p.name for p in cfg.raw_root.iterdir()
+                  if p.is_dir() and RUN_KEY_RE.match(p.name) and p.name != cfg.dark_run_key)
 
 
 def expected_files_present(cfg: BeamtimeConfig, run_dir: Path) -> tuple[list[Path], list[str]]:
