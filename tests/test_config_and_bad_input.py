@@ -127,3 +127,15 @@ def test_nan_scan_values_are_dropped_and_binning_modes():
     np.testing.assert_allclose(b.centres, [0.25, 0.75, 1.25, 1.75])
     b = bin_scan_values(tids, v, Binning(values=[0.0, 1.0], tolerance=0.05))
     np.testing.assert_array_equal(b.bin_index, [0, -1, -1, 1, 1, -1])
+
+
+def test_dark_written_without_a_version_attribute_is_still_read(beamtime):
+    """Darks made before the version was stored in the file get the same version, from its arrays."""
+    from xfel_core.preprocess import read_dark
+
+    cfg = load_beamtime(beamtime)
+    info = pipeline.make_dark(cfg, 0)
+    path = pipeline.dark_path(cfg, 0)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["dark_version"]
+    assert read_dark(path).version == info["dark_version"]

@@ -177,8 +177,10 @@ def write_dark(path: Path, dark: DarkConstants, attrs: dict) -> None:
 def read_dark(path: Path) -> DarkConstants:
     try:
         with h5py.File(path, "r") as f:
-            return DarkConstants(f["cell_id"][()], f["mean"][()], f["std"][()], f["count"][()],
-                                 source=str(path), version=str(f.attrs["dark_version"]))
+            cell_id, mean = f["cell_id"][()], f["mean"][()]
+            # Darks written before the version was stored: the same hash, from the arrays read.
+            version = f.attrs.get("dark_version") or constants_version(cell_id, mean)
+            return DarkConstants(cell_id, mean, f["std"][()], f["count"][()], source=str(path), version=str(version))
     except FileNotFoundError:
         raise MissingInputError(f"{path} does not exist: materialize the dark for this module first") from None
 
