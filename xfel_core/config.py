@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -97,6 +97,33 @@ class FramemaskConfig(_Strict):
     exclude_frames: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
 
 
+class GainMapConfig(_Strict):
+    """A per-pixel gain or flat-field map per module, applied after the dark subtraction."""
+
+    #: HDF5 file of the maps (relative paths: to the folder of beamtime.yaml).
+    file: Path
+    #: Dataset of one module's (y, x) map; ``{module}`` is the module number.
+    dataset: str = "module_{module:02d}/gain"
+    #: multiply: corrected = (raw - dark) * map (a relative gain); divide: ... / map (a flat-field).
+    operation: Literal["multiply", "divide"] = "multiply"
+
+
+class ChecksConfig(_Strict):
+    """Bounds of the data-quality checks that run with the assets."""
+
+    #: Fraction of a run's frames the framemask must keep (a blocking check of `framemask`).
+    min_kept_fraction: float = Field(default=0.05, ge=0, le=1)
+    #: Median dark noise (ADU) of a module must lie in [low, high] (a blocking check of `dark`).
+    dark_noise_adu: tuple[float, float] = (0.05, 200.0)
+
+    @field_validator("dark_noise_adu")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError(f"need 0 <= low < high, got {list(v)}")
+        return v
+
+
 class ExecutionConfig(_Strict):
     """How Dagster runs the steps."""
 
@@ -104,6 +131,15 @@ class ExecutionConfig(_Strict):
     max_concurrent: int | None = Field(default=None, ge=1)
     #: Threads of the binning kernel within one step (steps already run one per CPU).
     kernel_threads: int = Field(default=1, ge=1)
+    #: Module steps (dark, preprocessed_module) at once across all Dagster runs (a concurrency
+    #: pool); null: the number of CPUs. Bounds the memory a whole-beamtime backfill takes.
+    max_module_steps: int | None = Field(default=None, ge=1)
+    #: Retries of a step that failed with an I/O error, with exponential backoff from retry_delay_s.
+    retries: int = Field(default=2, ge=0)
+    retry_delay_s: float = Field(default=2.0, ge=0)
+
+    def resolved_max_module_steps(self) -> int:
+        return self.max_module_steps or os.cpu_count() or 1
 
     def resolved_max_concurrent(self) -> int:
         return self.max_concurrent or os.cpu_count() or 1
@@ -124,6 +160,9 @@ class BeamtimeConfig(_Strict):
     maxframes: int | None = Field(default=None, ge=1)
     #: Run number of the dark run whose per-cell mean is subtracted; null: no dark subtraction.
     dark_run: int | None = Field(default=None, ge=0, le=9999)
+    #: Optional gain / flat-field map per module; null: none.
+    gain_map: GainMapConfig | None = None
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
     #: Frames read at a time: 256 raw DSSC frames (32 MB) stay in cache for the kernel.
     chunk_frames: int = Field(default=256, ge=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
@@ -213,6 +252,9 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
     for key in ("raw_root", "processed_root"):
         if isinstance(data.get(key), str):
             data[key] = str((path.parent / data[key]).resolve())
+    gain = data.get("gain_map")
+    if isinstance(gain, dict) and isinstance(gain.get("file"), str):
+        data["gain_map"] = dict(gain, file=str((path.parent / gain["file"]).resolve()))
     data["source_file"] = str(path)
     try:
         return BeamtimeConfig.model_validate(data)

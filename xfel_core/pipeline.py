@@ -6,15 +6,19 @@ the Dagster layer turns into materialization metadata. Nothing here imports Dags
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from . import framemask, scan
 from .config import BeamtimeConfig, run_key
+from . import versions
 from .cube import build_cube, write_cube
 from .exceptions import RunDataError
+from .gain import apply_gain, read_gain_map
 from .outputs import provenance
 from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
@@ -28,27 +32,41 @@ def _done(path: Path, t0: float, **info) -> dict:
     return info
 
 
+def _versions(cfg: BeamtimeConfig, asset: str, inputs: dict[str, str | None]) -> dict:
+    """The version attributes of an output of ``asset`` made from ``inputs`` (their lineage or source versions).
+
+    An input whose file records no version (written by an older release) counts as "unknown",
+    which no current version equals: its dependents show as stale.
+    """
+    inputs = {k: v or "unknown" for k, v in inputs.items()}
+    return {"lineage_version": versions.lineage_version(asset, cfg, inputs),
+            "code_version": versions.code_version(asset),
+            "input_versions": json.dumps(inputs, sort_keys=True)}
+
+
 def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
     """Open and validate a run; write its train and frame summary (raw_run.h5)."""
     t0 = time.perf_counter()
+    vers = _versions(cfg, "raw_run", {"raw": versions.raw_run_version(cfg, run)})
     s, _ = summarize_run(cfg, run)
     if s.ntrains == 0:
         raise RunDataError(f"run {run} ({s.path}) has no valid trains")
     path = cfg.output_path(run, "raw_run")
-    write_run_summary(path, s, cfg)
+    write_run_summary(path, s, cfg, vers)
     missing = {f"{m:02d}": int((~s.present[i]).sum()) for i, m in enumerate(s.modules)}
     fpt = s.frames_per_train[s.present]
     return _done(path, t0, trains=s.ntrains, first_train=int(s.train_ids[0]), last_train=int(s.train_ids[-1]),
                  frames_per_train=int(fpt.max()) if fpt.size else 0, modules=len(s.modules),
                  missing_trains_per_module=missing, raw_size_bytes=s.size_bytes, files=len(s.files),
                  sources=s.sources, suspect_trains=s.suspect_trains,
-                 zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()))
+                 zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()), **vers)
 
 
 def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     """Read the scan variable per train and bin it into scan points (scan_variable.h5)."""
     t0 = time.perf_counter()
     sv = cfg.scan_variable
+    vers = _versions(cfg, "scan_variable", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
     run_dir = cfg.run_dir(run)
     dc = euxfel.open_run(run_dir)
     tids, values = euxfel.train_values(dc, sv.source, sv.key)
@@ -58,16 +76,17 @@ def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     bins = scan.bin_scan_values(tids, values, sv.binning)
     path = cfg.output_path(run, "scan_variable")
     scan.write_scan_bins(path, bins, sv.units, provenance(
-        cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source, key=sv.key))
+        cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source, key=sv.key, **vers))
     run_trains = len(dc.train_ids)
     return _done(path, t0, scan_points=bins.nbins, centres=bins.centres.tolist(), units=sv.units,
                  trains_per_point=bins.trains_per_bin().tolist(), trains_with_value=len(tids),
-                 trains_without_value=run_trains - int((bins.bin_index >= 0).sum()))
+                 trains_without_value=run_trains - int((bins.bin_index >= 0).sum()), **vers)
 
 
 def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     """Build the (trains x frames) mask from the gas monitor and the config's exclusions (framemask.h5)."""
     t0 = time.perf_counter()
+    vers = _versions(cfg, "framemask", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
     tids, _, fpt = read_frames_per_train(cfg.output_path(run, "raw_run"))
     nframes = int(fpt.max()) if fpt.size else 0
     if cfg.maxframes is not None:
@@ -85,12 +104,12 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
         inputs = [str(p) for p in euxfel.run_files(run_dir)]
     fm = framemask.build_framemask(tids, nframes, cfg.frame_pattern, rules, ptids, energy)
     path = cfg.output_path(run, "framemask")
-    framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run))
+    framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers))
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
     return _done(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
                  frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
                  kept_fraction=float(fm.mask.mean()) if fm.mask.size else 0.0,
-                 kept_fraction_per_train=per_train)
+                 kept_fraction_per_train=per_train, **vers)
 
 
 def _module_frames(cfg: BeamtimeConfig, run: str, module: int):
@@ -114,40 +133,61 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     if cfg.dark_run is None:
         raise RunDataError("dark_run is null in the config: there is no dark to compute")
     run = run_key(cfg.dark_run)
+    vers = _versions(cfg, "dark", {"dark_source": versions.dark_source_version(cfg, module)})
     frames = _module_frames(cfg, run, module)
     if frames.nframes == 0:
         raise RunDataError(f"dark run {run}: module {module:02d} has no frames")
     dark = compute_dark(frames, cfg.chunk_frames)
     path = dark_path(cfg, module)
-    write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module))
+    write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module, **vers))
     return _done(path, t0, dark_run=run, cells=len(dark.cell_id), frames=int(dark.count.sum()),
                  mean_adu=float(np.mean(dark.mean)), median_noise_adu=float(np.median(dark.std)),
-                 dark_version=dark.version)
+                 noise=dark.std, dark_version=dark.version, **vers)
 
 
 def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict:
-    """Dark-subtract, sort and sum one module's frames per (scan point, frame type) (preprocessed_module_MM.h5)."""
+    """Dark-subtract, sort and sum one module's frames per (scan point, frame type), apply the gain map (preprocessed_module_MM.h5)."""
     t0 = time.perf_counter()
+    inputs = {a: versions.recorded_lineage(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
     fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
     dark = dversion = None
+    inputs["dark"] = versions.NO_DARK
     if cfg.dark_run is not None:
         dark = read_dark(dark_path(cfg, module))
         dversion = dark.version
+        inputs["dark"] = versions.recorded_lineage(dark_path(cfg, module))
+    gain = read_gain_map(cfg, module) if cfg.gain_map is not None else None
+    inputs["gain"] = gain.version if gain is not None else versions.NO_GAIN
+    vers = _versions(cfg, "preprocessed_module", inputs)
     frames = _module_frames(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)
     sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
                                         threads=cfg.execution.kernel_threads)
+    if gain is not None:
+        apply_gain(sums, sumsq, gain)
     path = cfg.output_path(run, "preprocessed_module", module)
     attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, dark_version=dversion,
-                       dark_run=cfg.dark_run_key, frames_total=stats.total, frames_kept=stats.kept)
+                       dark_run=cfg.dark_run_key, gain_version=inputs["gain"],
+                       gain_map=gain.source if gain is not None else None,
+                       frames_total=stats.total, frames_kept=stats.kept, **vers)
     write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
     return _done(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
                  kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
                  frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
                  counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
-                 dark_version=dversion)
+                 dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=inputs["gain"], **vers)
+
+
+def _calibration_of(module_files: dict[int, Path]) -> dict:
+    """The dark and gain versions each module's sums were made with, as JSON {module: version}."""
+    dark, gain = {}, {}
+    for m, p in module_files.items():
+        with h5py.File(p, "r") as f:
+            dark[f"{m:02d}"] = str(f.attrs.get("dark_version", versions.NO_DARK))
+            gain[f"{m:02d}"] = str(f.attrs.get("gain_version", versions.NO_GAIN))
+    return {"dark_versions": json.dumps(dark), "gain_versions": json.dumps(gain)}
 
 
 def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
@@ -155,14 +195,18 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     t0 = time.perf_counter()
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
     files = {m: cfg.output_path(run, "preprocessed_module", m) for m in cfg.detector.modules}
+    inputs = {f"preprocessed_module_{m:02d}": versions.recorded_lineage(p) for m, p in files.items()}
+    inputs["scan_variable"] = versions.recorded_lineage(cfg.output_path(run, "scan_variable"))
+    vers = _versions(cfg, "binned_cube", inputs)
     ds = build_cube(files, bins.trains_per_bin(), units)
     kept = int(ds["count"].sum())
+    module_attrs = _calibration_of(files)
     ds.attrs = provenance(cfg.yaml_text(), [str(p) for p in files.values()], run=run,
-                          dark_run=cfg.dark_run_key, frames_kept=kept)
+                          dark_run=cfg.dark_run_key, frames_kept=kept, **module_attrs, **vers)
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
     counts = ds["count"].sum("module").values  # (scan points, frame types)
     return _done(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
                  frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
-                 counts=counts, has_difference="difference" in ds,
-                 nan_fraction=float(np.isnan(ds["mean"].values).mean()))
+                 counts=counts, has_difference="difference" in ds, dataset=ds,
+                 nan_fraction=float(np.isnan(ds["mean"].values).mean()), **module_attrs, **vers)

@@ -84,7 +84,7 @@ def summarize_run(cfg: BeamtimeConfig, run: str):
     return summary, dc
 
 
-def write_run_summary(path: Path, s: RunSummary, cfg: BeamtimeConfig) -> None:
+def write_run_summary(path: Path, s: RunSummary, cfg: BeamtimeConfig, attrs: dict | None = None) -> None:
     with atomic_h5(path) as f:
         f["train_id"] = s.train_ids
         f["module"] = np.asarray(s.modules, dtype=np.int64)
@@ -93,7 +93,7 @@ def write_run_summary(path: Path, s: RunSummary, cfg: BeamtimeConfig) -> None:
         f["present"] = s.present
         f.attrs.update(provenance(cfg.yaml_text(), [str(p) for p in s.files], run=s.run,
                                   sources=json.dumps(s.sources), size_bytes=s.size_bytes,
-                                  suspect_trains=s.suspect_trains))
+                                  suspect_trains=s.suspect_trains, **(attrs or {})))
 
 
 def read_frames_per_train(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,162 @@
+"""Versions and staleness without Dagster: which outputs a change of calibration, raw data or code makes stale."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from conftest import MODULES, SHAPE, dark_run, make_beamtime, small_run
+from test_science import assert_cube_matches, reference_cube, run_all
+from xfel_core import pipeline, versions
+from xfel_core.config import load_beamtime
+from xfel_core.demo.beamtime import write_run
+from xfel_core.staleness import find_stale
+
+RUNS = ["r0002", "r0003"]
+
+
+def stale_set(cfg, runs=RUNS):
+    return {(s.asset, s.run, s.module) for s in find_stale(cfg, runs)}
+
+
+def run_partitions(assets, runs=RUNS):
+    return {(a, r, None) for a in assets for r in runs}
+
+
+def module_partitions(runs=RUNS, modules=MODULES):
+    return {("preprocessed_module", r, m) for r in runs for m in modules}
+
+
+def redo(cfg, stale):
+    """Re-make the stale outputs in dependency order, as a backfill does."""
+    order = ["dark", "raw_run", "scan_variable", "framemask", "preprocessed_module", "binned_cube"]
+    for asset, run, module in sorted(stale, key=lambda s: order.index(s[0])):
+        fn = getattr(pipeline, f"make_{asset}")
+        args = [a for a in (run, module) if a is not None]
+        fn(cfg, *args)
+
+
+def set_config(path, **changes):
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data))
+    return load_beamtime(path)
+
+
+@pytest.fixture
+def beamtime(tmp_path):
+    gens = {}
+    path = make_beamtime(tmp_path, [], dark=None)
+    for n in (2, 3):
+        gens[n] = write_run(tmp_path / "raw", small_run(n))
+    gens["dark1"] = write_run(tmp_path / "raw", dark_run(1))
+    gens["dark5"] = write_run(tmp_path / "raw", dark_run(5))
+    cfg = set_config(path, dark_run=1)
+    list(run_all(cfg, RUNS))
+    return path, gens
+
+
+def test_fresh_outputs_are_current_and_record_their_versions(beamtime):
+    path, _ = beamtime
+    cfg = load_beamtime(path)
+    assert find_stale(cfg, RUNS) == []
+    with h5py.File(cfg.output_path("r0002", "preprocessed_module", 1)) as f:
+        assert f.attrs["code_version"] == versions.code_version("preprocessed_module")
+        assert f.attrs["dark_run"] == "r0001" and f.attrs["gain_version"] == versions.NO_GAIN
+        assert len(f.attrs["dark_version"]) == 16 and len(f.attrs["lineage_version"]) == 16
+    ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
+    assert set(yaml.safe_load(ds.attrs["dark_versions"])) == {"00", "01"}
+
+
+def test_new_dark_run_makes_exactly_the_dark_and_its_dependents_stale(beamtime):
+    path, gens = beamtime
+    cfg = set_config(path, dark_run=5)
+    stale = find_stale(cfg, RUNS)
+    assert {(s.asset, s.run, s.module) for s in stale} == (
+        {("dark", None, m) for m in MODULES} | module_partitions() | run_partitions(["binned_cube"]))
+    assert {s.reason for s in stale if s.asset == "dark"} == {"no output"}
+    assert {s.reason for s in stale if s.asset == "preprocessed_module"} == {"input changed: dark"}
+
+    redo(cfg, stale_set(cfg))
+    assert find_stale(cfg, RUNS) == []
+    ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
+    assert_cube_matches(ds, reference_cube(gens[2], gens["dark5"], cfg))
+    old = reference_cube(gens[2], gens["dark1"], cfg)
+    key = next(iter(old))
+    assert not np.allclose(old[key][0], ds["mean"].sel(scan_variable=key[0], frame_type=key[1], module=key[2]))
+
+
+def test_gain_map_of_one_module_stales_only_that_module(beamtime, tmp_path):
+    path, gens = beamtime
+    gain_file = tmp_path / "calib" / "gain.h5"
+    gain_file.parent.mkdir()
+    g = {m: np.ones(SHAPE) for m in MODULES}
+    with h5py.File(gain_file, "w") as f:
+        for m in MODULES:
+            f[f"module_{m:02d}/gain"] = g[m]
+    cfg = set_config(path, gain_map={"file": "calib/gain.h5"})
+    # Unit gain still changes every module's inputs (gain map versus none).
+    assert stale_set(cfg) == module_partitions() | run_partitions(["binned_cube"])
+    redo(cfg, stale_set(cfg))
+    assert find_stale(cfg, RUNS) == []
+
+    g[1] = np.linspace(0.5, 1.5, SHAPE[0] * SHAPE[1]).reshape(SHAPE)
+    with h5py.File(gain_file, "a") as f:
+        f["module_01/gain"][...] = g[1]
+    assert stale_set(cfg) == module_partitions(modules=[1]) | run_partitions(["binned_cube"])
+    redo(cfg, stale_set(cfg))
+    ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
+    ref = reference_cube(gens[2], gens["dark1"], cfg)
+    ref = {k: (mean * g[k[2]], None if sem is None else sem * g[k[2]], n) for k, (mean, sem, n) in ref.items()}
+    assert_cube_matches(ds, ref)
+
+
+def test_flat_field_is_divided_and_bad_maps_are_named(beamtime, tmp_path):
+    path, _ = beamtime
+    gain_file = tmp_path / "ff.h5"
+    with h5py.File(gain_file, "w") as f:
+        f["ff/00"] = np.full(SHAPE, 2.0)
+        f["ff/01"] = np.zeros(SHAPE)
+    cfg = set_config(path, gain_map={"file": "ff.h5", "dataset": "ff/{module:02d}", "operation": "divide"})
+    before = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")["mean"].sel(module=0).values
+    pipeline.make_preprocessed_module(cfg, "r0002", 0)
+    with pytest.raises(Exception, match=r"ff.h5 \[ff/01\].*> 0"):
+        pipeline.make_preprocessed_module(cfg, "r0002", 1)
+    with h5py.File(cfg.output_path("r0002", "preprocessed_module", 0)) as f:
+        s, c = f["sum"][()], f["count"][()]
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(s / c[..., None, None], before / 2, rtol=1e-5, atol=1e-4)
+
+
+def test_rewritten_raw_run_and_changed_code_are_found(beamtime, monkeypatch):
+    path, _ = beamtime
+    cfg = load_beamtime(path)
+    f = next(cfg.run_dir("r0003").glob("*DSSC01*.h5"))
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert stale_set(cfg) == ({(a, "r0003", None) for a in ("raw_run", "scan_variable", "framemask", "binned_cube")}
+                              | module_partitions(runs=["r0003"]))
+    redo(cfg, stale_set(cfg))
+    assert find_stale(cfg, RUNS) == []
+
+    real = versions.code_version
+    monkeypatch.setattr(versions, "code_version",
+                        lambda asset: "edited" if asset == "framemask" else real(asset))
+    stale = find_stale(cfg, RUNS)
+    assert {(s.asset, s.run, s.module) for s in stale} == (
+        run_partitions(["framemask", "binned_cube"]) | module_partitions())
+    assert {s.reason for s in stale if s.asset == "framemask"} == {f"code changed ({real('framemask')} -> edited)"}
+
+
+def test_scan_binning_change_stales_the_scan_and_what_uses_it(beamtime):
+    path, _ = beamtime
+    data = yaml.safe_load(path.read_text())
+    data["scan_variable"]["binning"] = {"bin_width": 0.25}
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_beamtime(path)
+    assert stale_set(cfg) == run_partitions(["scan_variable", "binned_cube"]) | module_partitions()
