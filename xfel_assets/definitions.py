@@ -6,12 +6,12 @@ from .assets import ALL_ASSETS
 from .executor import make_executor
 from .jobs import ALL_JOBS
 from .resources import default_beamtime_resource
-from .sensors import new_run_sensor
+from .sensors import new_run_sensor, source_change_sensor
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=ALL_JOBS,
-    sensors=[new_run_sensor],
+    sensors=[new_run_sensor, source_change_sensor],
     resources={"beamtime": default_beamtime_resource()},
     executor=make_executor(),
 )

@@ -12,4 +12,11 @@ module_job = dg.define_asset_job("module_job", selection=["preprocessed_module"]
 cube_job = dg.define_asset_job("cube_job", selection=["binned_cube"],
                                description="Join a run's modules into the binned cube.")
 
-ALL_JOBS = [run_inputs_job, dark_job, module_job, cube_job]
+observe_raw_runs_job = dg.define_asset_job(
+    "observe_raw_runs_job", selection=["raw_run_files"],
+    description="Observe every run's raw files (new data versions make their outputs stale).")
+observe_calibration_job = dg.define_asset_job(
+    "observe_calibration_job", selection=["dark_run_files", "gain_map"],
+    description="Observe the dark run's files and the gain maps of every module.")
+
+ALL_JOBS = [run_inputs_job, dark_job, module_job, cube_job, observe_raw_runs_job, observe_calibration_job]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -57,3 +58,23 @@ def scan_points_table(centres, units: str, trains=None, frame_counts=None, frame
             row[f"frames {t}"] = int(frame_counts[i][j])
         rows.append(dg.TableRecord(row))
     return dg.MetadataValue.table(records=rows, schema=dg.TableSchema(columns=cols))
+
+
+def version_metadata(info: dict) -> dict:
+    """What made the output: its lineage and code versions, the calibration, its inputs' versions."""
+    md = {k: dg.MetadataValue.text(str(info[k]))
+          for k in ("lineage_version", "code_version", "dark_run", "dark_version", "gain_version")
+          if info.get(k) is not None}
+    if info.get("input_versions"):
+        inputs = json.loads(info["input_versions"])
+        md["input_versions"] = dg.MetadataValue.md("\n".join(f"- {k}: `{v}`" for k, v in sorted(inputs.items())))
+    return md
+
+
+def materialized(info: dict, metadata: dict, checks: list[dg.AssetCheckResult] | None = None) -> dg.MaterializeResult:
+    """The materialization of an output: common and version metadata, its lineage as Dagster data version."""
+    return dg.MaterializeResult(
+        metadata={**common(info), **metadata, **version_metadata(info)},
+        data_version=dg.DataVersion(info["lineage_version"]),
+        check_results=checks or None,
+    )

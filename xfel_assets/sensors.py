@@ -1,4 +1,6 @@
-"""`new_run_sensor`: add a `run` partition for every complete new raw run and materialize all its assets.
+"""Sensors: new runs become partitions and are processed; changed sources are observed.
+
+`new_run_sensor`: add a `run` partition for every complete new raw run and materialize all its assets.
 
 A run folder is taken only when it is complete: every configured module has files, there is a
 control-data file, every file opens as HDF5 with a train index, and the folder's file names,
@@ -10,15 +12,15 @@ preprocessed_module for every module, binned_cube.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
-from xfel_core.config import BeamtimeConfig
+from xfel_core import versions
+from xfel_core.config import BeamtimeConfig, module_key
 from xfel_core.exceptions import XfelError
 from xfel_core.readers.euxfel import check_openable
 from xfel_core.run_summary import data_runs, expected_files_present
@@ -29,16 +31,6 @@ from .resources import BeamtimeResource
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_RUNS_PER_TICK = 20
 RUN_ASSETS = ("raw_run", "scan_variable", "framemask", "binned_cube")
-
-
-def folder_fingerprint(run_dir: Path) -> str:
-    """A hash of the folder's file names, sizes and modification times."""
-    h = hashlib.sha1()
-    for p in sorted(run_dir.iterdir()):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
 
 
 def run_readiness(cfg: BeamtimeConfig, run: str) -> str | None:
@@ -84,7 +76,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
             pending.pop(run, None)
             waiting.append(f"{run}: {why}")
             continue
-        fp = folder_fingerprint(cfg.run_dir(run))
+        fp = versions.raw_run_version(cfg, run)
         if pending.get(run) == fp:
             ready.append(run)
             pending.pop(run)
@@ -112,7 +104,46 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     context.log.info(f"new complete runs: {ready}")
     return dg.SensorResult(
         run_requests=requests,
+        # The raw files as seen now (unchanged for one tick): what raw_run will be made from.
+        asset_events=[observation("raw_run_files", r, versions.raw_run_version(cfg, r)) for r in ready],
         dynamic_partitions_requests=[dg.DynamicPartitionsDefinition(name=RUNS_PARTITION_SET).build_add_request(ready)],
         cursor=new_cursor,
     )
 
+
+
+def observation(asset: str, partition: str, version: str) -> dg.AssetObservation:
+    """An observation of a source partition with its data version (as the observable source asset records it)."""
+    return dg.AssetObservation(asset_key=asset, partition=partition, tags={DATA_VERSION_TAG: version})
+
+
+def source_versions(cfg: BeamtimeConfig, runs: list[str]) -> dict[str, dict[str, str]]:
+    """The current data version of every partition of the observed sources."""
+    modules = cfg.detector.modules
+    return {
+        "raw_run_files": {r: versions.raw_run_version(cfg, r) for r in runs},
+        "dark_run_files": {module_key(m): versions.dark_source_version(cfg, m) for m in modules},
+        "gain_map": {module_key(m): versions.gain_version(cfg, m) for m in modules},
+    }
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def source_change_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
+    """Record new data versions of the raw runs, the dark run's files and the gain maps when they change.
+
+    The web UI then shows every partition made from the old versions as stale ("upstream data
+    changed"). Only changed partitions are recorded; the cursor holds the versions last seen.
+    """
+    cfg = beamtime.load()
+    runs = context.instance.get_dynamic_partitions(RUNS_PARTITION_SET)
+    try:
+        now = source_versions(cfg, runs)
+    except (XfelError, OSError) as e:
+        return dg.SkipReason(f"cannot read the sources: {e}")
+    before = json.loads(context.cursor) if context.cursor else {}
+    events = [observation(asset, key, v) for asset, parts in now.items() for key, v in parts.items()
+              if before.get(asset, {}).get(key) != v]
+    if not events:
+        return dg.SkipReason("no source changed")
+    context.log.info(f"{len(events)} source partitions have new data versions")
+    return dg.SensorResult(asset_events=events, cursor=json.dumps(now))

@@ -54,7 +54,8 @@ NO_DARK = "no-dark"
 NO_GAIN = "no-gain"
 
 
-def _hash(*parts: str, n: int = 16) -> str:
+def digest(*parts: str, n: int = 16) -> str:
+    """A short sha256 hex digest of strings."""
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode())
@@ -66,13 +67,13 @@ def _hash(*parts: str, n: int = 16) -> str:
 def code_version(asset: str) -> str:
     """A hash of the package version and the source of the modules that compute ``asset``."""
     texts = [(PACKAGE_DIR / rel).read_text() for rel in ASSET_CODE[asset]]
-    return _hash(__version__, *ASSET_CODE[asset], *texts, n=12)
+    return digest(__version__, *ASSET_CODE[asset], *texts, n=12)
 
 
 def config_version(cfg: BeamtimeConfig, asset: str) -> str:
     """A hash of the config keys ``asset`` reads."""
     data = cfg.model_dump(mode="json", include=set(ASSET_CONFIG[asset]))
-    return _hash(json.dumps(data, sort_keys=True), n=12)
+    return digest(json.dumps(data, sort_keys=True), n=12)
 
 
 def files_fingerprint(files: list[Path]) -> str:
@@ -81,14 +82,14 @@ def files_fingerprint(files: list[Path]) -> str:
     for p in sorted(files):
         st = p.stat()
         parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
-    return _hash(*parts)
+    return digest(*parts)
 
 
 def raw_run_version(cfg: BeamtimeConfig, run: str) -> str:
     """Source version of a raw run: its folder's files."""
     run_dir = cfg.run_dir(run)
     if not run_dir.is_dir():
-        return _hash("missing", run)
+        return digest("missing", run)
     return files_fingerprint([p for p in run_dir.iterdir() if p.is_file()])
 
 
@@ -100,7 +101,7 @@ def dark_source_version(cfg: BeamtimeConfig, module: int) -> str:
     run_dir = cfg.run_dir(run)
     files = euxfel.files_of_aggregator(euxfel.run_files(run_dir), cfg.detector.aggregator_for(module)) \
         if run_dir.is_dir() else []
-    return _hash(run, files_fingerprint(files))
+    return digest(run, files_fingerprint(files))
 
 
 def gain_version(cfg: BeamtimeConfig, module: int) -> str:
@@ -114,7 +115,7 @@ def gain_version(cfg: BeamtimeConfig, module: int) -> str:
 
 def lineage_version(asset: str, cfg: BeamtimeConfig, inputs: dict[str, str]) -> str:
     """The lineage version of an output of ``asset`` made from inputs with these versions."""
-    return _hash(asset, code_version(asset), config_version(cfg, asset),
+    return digest(asset, code_version(asset), config_version(cfg, asset),
                  json.dumps(inputs, sort_keys=True))
 
 

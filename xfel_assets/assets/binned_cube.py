@@ -1,24 +1,32 @@
 import dagster as dg
-import xfel_core
-from xfel_core import pipeline
+from xfel_core import pipeline, quality, versions
 
-from ..metadata import common, scalars, scan_points_table
+from ..metadata import materialized, scalars, scan_points_table
 from ..partitions import check_modules_match, run_partitions
 from ..resources import BeamtimeResource
+from ..steps import check_result, check_spec, retry_policy, run_science
 
 
 @dg.asset(partitions_def=run_partitions, deps=["preprocessed_module", "scan_variable"],
-          code_version=xfel_core.__version__, group_name="dssc", kinds={"hdf5", "xarray"})
+          code_version=versions.code_version("binned_cube"), group_name="dssc", kinds={"hdf5", "xarray"},
+          retry_policy=retry_policy(),
+          check_specs=[
+              check_spec("means_finite", "binned_cube", "No NaN or infinite mean in a bin with frames.", False),
+              check_spec("all_modules_present", "binned_cube", "Every configured module is in the cube with frames.",
+                         False),
+          ])
 def binned_cube(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """The run's mean detector image per (scan point, frame type, module), with standard errors, counts and the pump-probe difference."""
     cfg = beamtime.load()
     check_modules_match(cfg)
-    info = pipeline.make_binned_cube(cfg, context.partition_key)
-    return dg.MaterializeResult(metadata={
-        **common(info),
+    info = run_science(pipeline.make_binned_cube, cfg, context.partition_key)
+    ds = info.pop("dataset")
+    checks = [check_result("means_finite", quality.means_finite(ds), "binned_cube"),
+              check_result("all_modules_present", quality.all_modules_present(ds, cfg.detector.modules), "binned_cube")]
+    return materialized(info, {
         **scalars(info, "scan_points", "modules", "frames_kept", "has_difference", "nan_fraction"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=info["frame_types"]),
         "open_with": dg.MetadataValue.md(
             f"```python\nimport xarray as xr\nds = xr.open_dataset({str(info['path'])!r}, engine='h5netcdf')\n```"),
-    })
+    }, checks)

@@ -1,19 +1,20 @@
 import dagster as dg
-import xfel_core
-from xfel_core import pipeline
+from xfel_core import pipeline, quality, versions
 
-from ..metadata import common, scalars
+from ..metadata import materialized, scalars
 from ..partitions import module_partitions
 from ..resources import BeamtimeResource
+from ..steps import MODULE_POOL, check_result, check_spec, retry_policy, run_science
 
 
-@dg.asset(partitions_def=module_partitions, code_version=xfel_core.__version__, group_name="calibration",
-          kinds={"hdf5"})
+@dg.asset(partitions_def=module_partitions, deps=["dark_run_files"], code_version=versions.code_version("dark"),
+          group_name="calibration", kinds={"hdf5"}, pool=MODULE_POOL, retry_policy=retry_policy(),
+          check_specs=[check_spec("noise_within_bounds", "dark", "The module's median dark noise lies within "
+                                  "checks.dark_noise_adu and no pixel's noise is NaN.", blocking=True)])
 def dark(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """Per module and memory cell: the mean (and noise) of every pixel in the configured dark run."""
-    info = pipeline.make_dark(beamtime.load(), int(context.partition_key))
-    return dg.MaterializeResult(
-        metadata={**common(info), **scalars(info, "dark_run", "cells", "frames", "mean_adu", "median_noise_adu",
-                                            "dark_version")},
-        data_version=dg.DataVersion(info["dark_version"]),
-    )
+    cfg = beamtime.load()
+    info = run_science(pipeline.make_dark, cfg, int(context.partition_key))
+    check = quality.dark_noise(info.pop("noise"), cfg.checks.dark_noise_adu)
+    return materialized(info, scalars(info, "cells", "frames", "mean_adu", "median_noise_adu"),
+                        [check_result("noise_within_bounds", check, "dark")])

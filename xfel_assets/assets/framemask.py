@@ -1,19 +1,22 @@
 import dagster as dg
-import xfel_core
-from xfel_core import pipeline
+from xfel_core import pipeline, quality, versions
 
-from ..metadata import common, counts_table, scalars
+from ..metadata import counts_table, materialized, scalars
 from ..partitions import run_partitions
 from ..resources import BeamtimeResource
+from ..steps import check_result, check_spec, retry_policy, run_science
 
 
-@dg.asset(partitions_def=run_partitions, deps=["raw_run"], code_version=xfel_core.__version__,
-          group_name="dssc", kinds={"hdf5"})
+@dg.asset(partitions_def=run_partitions, deps=["raw_run"], code_version=versions.code_version("framemask"),
+          group_name="dssc", kinds={"hdf5"}, retry_policy=retry_policy(),
+          check_specs=[check_spec("kept_fraction", "framemask", "The framemask keeps at least "
+                                  "checks.min_kept_fraction of the run's frames.", blocking=True)])
 def framemask(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """Which frames of which trains are used (trains x frames), from the pulse energy and exclusions."""
-    info = pipeline.make_framemask(beamtime.load(), context.partition_key)
-    return dg.MaterializeResult(metadata={
-        **common(info),
+    cfg = beamtime.load()
+    info = run_science(pipeline.make_framemask, cfg, context.partition_key)
+    check = quality.kept_fraction(info["kept_fraction"], cfg.checks.min_kept_fraction)
+    return materialized(info, {
         **scalars(info, "trains", "frames_per_train", "frames_kept", "frames_rejected", "kept_fraction"),
         "frames_by_reason": counts_table(info["reasons"]),
-    })
+    }, [check_result("kept_fraction", check, "framemask")])

@@ -1,10 +1,10 @@
 import dagster as dg
-import xfel_core
-from xfel_core import pipeline
+from xfel_core import pipeline, quality, versions
 
-from ..metadata import common, counts_table, scalar, scalars, scan_points_table
+from ..metadata import counts_table, materialized, scalar, scalars, scan_points_table
 from ..partitions import by_module, by_run, check_modules_match, run_module_partitions, split_run_module_key
 from ..resources import BeamtimeResource
+from ..steps import MODULE_POOL, check_result, check_spec, retry_policy, run_science
 
 
 @dg.asset(
@@ -14,25 +14,30 @@ from ..resources import BeamtimeResource
         dg.AssetDep("scan_variable", partition_mapping=by_run),
         dg.AssetDep("framemask", partition_mapping=by_run),
         dg.AssetDep("dark", partition_mapping=by_module),
+        dg.AssetDep("gain_map", partition_mapping=by_module),
     ],
-    code_version=xfel_core.__version__,
+    code_version=versions.code_version("preprocessed_module"),
     group_name="dssc",
     kinds={"hdf5", "numba"},
+    pool=MODULE_POOL,
+    retry_policy=retry_policy(),
+    check_specs=[check_spec("counts_add_up", "preprocessed_module", "The frames summed equal the frames kept; "
+                            "kept plus rejected equal all frames of the module.", blocking=True)],
 )
 def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
-    """One module of one run: dark-subtracted frames summed per (scan point, frame type), with sums of squares and counts."""
+    """One module of one run: dark-subtracted, gain-corrected frames summed per (scan point, frame type), with sums of squares and counts."""
     cfg = beamtime.load()
     check_modules_match(cfg)
     run, module = split_run_module_key(context.partition_key)
-    info = pipeline.make_preprocessed_module(cfg, run, module)
+    info = run_science(pipeline.make_preprocessed_module, cfg, run, module)
+    check = quality.counts_add_up(info["counts"], info["frames_kept"], info["frames_total"], info["rejected"])
     frame_types = list(cfg.frame_pattern)
-    return dg.MaterializeResult(metadata={
-        **common(info),
-        **scalars(info, "frames_total", "frames_kept", "kernel_seconds", "bytes_read", "dark_version"),
+    return materialized(info, {
+        **scalars(info, "frames_total", "frames_kept", "kernel_seconds", "bytes_read"),
         "frames_rejected": scalar(info["frames_total"] - info["frames_kept"]),
         "frames_per_second": scalar(round(info["frames_per_second"], 1)),
         "frames_rejected_by_reason": counts_table(info["rejected"]),
         "read_path": dg.MetadataValue.md("\n".join(f"- `{p}`: {how}" for p, how in info["read_paths"].items())),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=frame_types),
-    })
+    }, [check_result("counts_add_up", check, "preprocessed_module")])

@@ -1,19 +1,18 @@
 import dagster as dg
-import xfel_core
-from xfel_core import pipeline
+from xfel_core import pipeline, versions
 
-from ..metadata import common, counts_table, scalar, scalars
+from ..metadata import counts_table, materialized, scalar, scalars
 from ..partitions import run_partitions
 from ..resources import BeamtimeResource
+from ..steps import retry_policy, run_science
 
 
-@dg.asset(partitions_def=run_partitions, code_version=xfel_core.__version__, group_name="dssc",
-          kinds={"hdf5"})
+@dg.asset(partitions_def=run_partitions, deps=["raw_run_files"], code_version=versions.code_version("raw_run"),
+          group_name="dssc", kinds={"hdf5"}, retry_policy=retry_policy())
 def raw_run(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """A raw run folder, opened and validated: its trains, frames per train, modules, files and sources."""
-    info = pipeline.make_raw_run(beamtime.load(), context.partition_key)
-    return dg.MaterializeResult(metadata={
-        **common(info),
+    info = run_science(pipeline.make_raw_run, beamtime.load(), context.partition_key)
+    return materialized(info, {
         **scalars(info, "trains", "first_train", "last_train", "frames_per_train", "modules", "files",
                   "suspect_trains", "zero_frame_trains"),
         "raw_size_bytes": scalar(info["raw_size_bytes"]),

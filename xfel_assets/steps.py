@@ -1,0 +1,49 @@
+"""How the asset steps run: which errors are retried, the concurrency pool of module steps, check results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+from xfel_core.config import beamtime_path_from_env, load_beamtime
+from xfel_core.exceptions import XfelError
+from xfel_core.quality import CheckOutcome
+
+#: Concurrency pool of the steps that read whole detector modules (dark, preprocessed_module):
+#: its limit (execution.max_module_steps) bounds them across all runs of a backfill.
+MODULE_POOL = "xfel_module_steps"
+
+
+def run_science(fn: Callable[..., dict], *args: Any) -> dict:
+    """Call an xfel_core step; bad data and config (XfelError) fail at once, I/O errors are retried."""
+    try:
+        return fn(*args)
+    except XfelError as e:
+        # Retrying cannot mend a corrupt file or a wrong config: fail now, naming the file.
+        raise dg.Failure(description=str(e), allow_retries=False) from e
+
+
+def retry_policy() -> dg.RetryPolicy:
+    """Retries with exponential backoff and jitter, from the config's execution section."""
+    path = beamtime_path_from_env()
+    retries, delay = 2, 2.0
+    if path.exists():
+        ex = load_beamtime(path).execution
+        retries, delay = ex.retries, ex.retry_delay_s
+    return dg.RetryPolicy(max_retries=retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL,
+                          jitter=dg.Jitter.PLUS_MINUS)
+
+
+def check_result(name: str, outcome: CheckOutcome, asset: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name, asset_key=dg.AssetKey(asset), passed=bool(outcome.passed),
+        description=outcome.description,
+        metadata={k: v for k, v in outcome.values.items() if v is not None},
+        severity=dg.AssetCheckSeverity.ERROR,
+    )
+
+
+def check_spec(name: str, asset: str, description: str, blocking: bool) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)

@@ -1,0 +1,66 @@
+"""Data-quality checks on the outputs: plain functions returning (passed, what was found, numbers).
+
+The Dagster assets run them in the same step as the output they check (see README, "Checks").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    description: str
+    values: dict = field(default_factory=dict)
+
+
+def kept_fraction(fraction: float, minimum: float) -> CheckOutcome:
+    """The framemask keeps at least ``minimum`` of the run's frames."""
+    ok = fraction >= minimum
+    return CheckOutcome(ok, f"kept fraction {fraction:.3f} {'>=' if ok else '<'} minimum {minimum}",
+                        {"kept_fraction": float(fraction), "minimum": float(minimum)})
+
+
+def dark_noise(noise: np.ndarray, bounds: tuple[float, float]) -> CheckOutcome:
+    """The median noise (ADU) of a module's dark lies within bounds and has no NaN."""
+    finite = np.isfinite(noise)
+    median = float(np.median(noise[finite])) if finite.any() else float("nan")
+    low, high = bounds
+    ok = bool(finite.all()) and low <= median <= high
+    text = f"median noise {median:.3f} ADU, bounds [{low}, {high}]"
+    if not finite.all():
+        text += f"; {int((~finite).sum())} pixels have NaN noise"
+    return CheckOutcome(ok, text, {"median_noise_adu": median, "nan_pixels": int((~finite).sum())})
+
+
+def counts_add_up(counts: np.ndarray, frames_kept: int, frames_total: int, rejected: dict[str, int]) -> CheckOutcome:
+    """The frames summed equal the frames kept, and kept plus rejected equal all frames."""
+    summed = int(np.sum(counts))
+    nrej = int(sum(rejected.values()))
+    ok = summed == frames_kept and frames_kept + nrej == frames_total
+    return CheckOutcome(ok, f"{summed} frames summed, {frames_kept} kept, {nrej} rejected, {frames_total} in all",
+                        {"frames_summed": summed, "frames_kept": int(frames_kept), "frames_rejected": nrej,
+                         "frames_total": int(frames_total)})
+
+
+def means_finite(ds: xr.Dataset) -> CheckOutcome:
+    """No NaN or infinite mean where frames were averaged (empty bins are NaN by design) and no inf anywhere."""
+    mean = ds["mean"].values
+    has_frames = np.broadcast_to((ds["count"].values > 0)[..., None, None], mean.shape)
+    bad = int((~np.isfinite(mean) & has_frames).sum()) + int(np.isinf(mean[~has_frames]).sum())
+    return CheckOutcome(bad == 0, f"{bad} NaN or infinite means in bins with frames",
+                        {"bad_values": bad, "empty_bins": int((ds["count"].values == 0).sum())})
+
+
+def all_modules_present(ds: xr.Dataset, modules: list[int]) -> CheckOutcome:
+    """Every configured module is in the cube and has frames."""
+    have = [int(m) for m in ds["module"].values]
+    with_frames = [int(m) for m in ds["module"].values if int(ds["count"].sel(module=m).sum()) > 0]
+    missing = sorted(set(modules) - set(with_frames))
+    return CheckOutcome(not missing, "all modules present" if not missing
+                        else f"modules without frames: {missing} (cube has {have})",
+                        {"modules_expected": len(modules), "modules_with_frames": len(with_frames)})
