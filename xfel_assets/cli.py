@@ -12,24 +12,55 @@ from xfel_core.exceptions import XfelError
 from xfel_core.run_summary import data_runs
 
 DAGSTER_YAML = """\
-# Dagster instance of xfel-assets: SQLite storage in this folder (the embedded default).
+# Dagster instance of xfel-assets (see README, "Dagster instance").
 telemetry:
   enabled: false
+{storage}run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 concurrency:
   runs:
     max_concurrent_runs: {max_runs}
+  pools:
+    # Module steps (dark, preprocessed_module) at once across all runs: execution.max_module_steps.
+    default_limit: {max_module_steps}
 run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 60
 """
 
+POSTGRES_STORAGE = """\
+storage:
+  postgres:
+    postgres_url:
+      env: XFEL_DAGSTER_POSTGRES_URL
+"""
 
-def ensure_dagster_home(home: Path, max_runs: int) -> Path:
-    """Create the Dagster home (SQLite storage) with our dagster.yaml unless it has one."""
+WORKSPACE_YAML = """\
+load_from:
+  - python_module:
+      module_name: xfel_assets.definitions
+      location_name: xfel_assets
+"""
+
+#: With this variable set when the Dagster home is created, the instance stores runs, events and
+#: schedules in that PostgreSQL database instead of SQLite files in the home folder.
+POSTGRES_ENV = "XFEL_DAGSTER_POSTGRES_URL"
+
+
+def ensure_dagster_home(home: Path, max_runs: int, max_module_steps: int | None = None) -> Path:
+    """Create the Dagster home with our dagster.yaml (SQLite, or PostgreSQL if $XFEL_DAGSTER_POSTGRES_URL is set) and workspace.yaml."""
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML.format(max_runs=max_runs))
+        storage = POSTGRES_STORAGE if os.environ.get(POSTGRES_ENV) else ""
+        cfg.write_text(DAGSTER_YAML.format(storage=storage, max_runs=max_runs,
+                                           max_module_steps=max_module_steps or max_runs))
+    ws = home / "workspace.yaml"
+    if not ws.exists():
+        ws.write_text(WORKSPACE_YAML)
     return home
 
 
@@ -59,12 +90,20 @@ def cmd_demo_beamtime(args) -> int:
     return 0
 
 
-def cmd_materialize(args) -> int:
+def _setup(args):
+    """The beamtime config and the Dagster home (created if needed), exported for Dagster and its daemon."""
     cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
     os.environ[ENV_VAR] = str(cfg_path)
     cfg = load_beamtime(cfg_path)
     home = Path(os.environ.get("DAGSTER_HOME") or cfg_path.parent.parent / "dagster_home").resolve()
-    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, cfg.execution.resolved_max_concurrent()))
+    ex = cfg.execution
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, ex.resolved_max_concurrent(),
+                                                         ex.resolved_max_module_steps()))
+    return cfg, home
+
+
+def cmd_materialize(args) -> int:
+    cfg, home = _setup(args)
     runs = parse_runs(args.runs, data_runs(cfg))
     if not runs:
         print(f"no runs to process in {cfg.raw_root}", file=sys.stderr)
@@ -87,6 +126,59 @@ def cmd_materialize(args) -> int:
     n = len(outcomes)
     print(f"\n{n - len(failed)} of {n} Dagster runs succeeded; mean {sum(o.seconds for o in outcomes) / max(n, 1):.1f} s per run")
     return 1 if failed else 0
+
+
+def cmd_backfill(args) -> int:
+    cfg, home = _setup(args)
+    runs = parse_runs(args.runs, data_runs(cfg))
+    if not runs:
+        print(f"no runs to process in {cfg.raw_root}", file=sys.stderr)
+        return 1
+
+    import dagster as dg
+
+    from xfel_core.staleness import find_stale
+
+    from . import backfill as bf
+    from .partitions import RUNS_PARTITION_SET
+
+    instance = dg.DagsterInstance.get()
+    new = [r for r in runs if not instance.has_dynamic_partition(RUNS_PARTITION_SET, r)]
+    instance.add_dynamic_partitions(RUNS_PARTITION_SET, new)
+    bf.record_source_versions(instance, cfg)
+    slots = bf.set_module_pool(instance, cfg)
+    stale = None
+    if args.stale_only:
+        stale = find_stale(cfg, runs)
+        reasons: dict[str, int] = {}
+        for s in stale:
+            reasons[f"{s.asset}: {s.reason}"] = reasons.get(f"{s.asset}: {s.reason}", 0) + 1
+        for why, n in sorted(reasons.items()):
+            print(f"  stale {n:5d} x {why}")
+    keys = bf.selection(cfg, runs, stale)
+    if not keys:
+        print(f"nothing is stale in {len(runs)} runs: every output was made with the current code, "
+              "configuration, raw files and calibration")
+        return 0
+    total = sum(len(k) for k in keys.values())
+    print(f"beamtime {cfg.name}: backfill of {total} partitions ("
+          + ", ".join(f"{a} {len(k)}" for a, k in keys.items())
+          + f") over {len(runs)} runs; at most {slots} module steps at once; Dagster home {home}")
+    workspace = home / "workspace.yaml"
+    title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''} {runs[0]}-{runs[-1]}"
+    with bf.daemon_if_needed(instance, workspace, home / "daemon.log") as _, \
+            bf.GraphQL(instance, workspace, args.url) as gql:
+        backfill_id = bf.launch(gql, keys, title)
+        print(f"launched asset backfill {backfill_id} (see it in the web UI under Runs > Backfills)")
+        final = bf.follow(gql, backfill_id, timeout_s=args.timeout)
+    for asset, (done, failed, targeted) in final.per_asset.items():
+        print(f"  {asset:20s} {done:5d} done {failed:5d} failed of {targeted}")
+    fails = bf.failures(instance, backfill_id)
+    for step, partition, why in fails:
+        print(f"  FAILED {step} [{partition}]: {why}")
+    print(f"backfill {backfill_id}: {final.status.lower()}, {final.done} of {final.targeted} partitions done, "
+          f"{final.failed} failed")
+    return 0 if final.failed == 0 and final.status in ("COMPLETED", "COMPLETED_SUCCESS") else 1
 
 
 def cmd_demo(args) -> int:
@@ -118,6 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", help="r0002-r0005 or r0002,r0007 (default: every run in the raw root)")
     p.add_argument("--redo-dark", action="store_true", help="recompute the darks even if materialized")
     p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("backfill", help="re-materialize a whole beamtime (or its stale outputs) as a Dagster asset backfill")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+    p.add_argument("--runs", help="r0002-r0040 or r0002,r0007 (default: every run in the raw root)")
+    p.add_argument("--stale-only", action="store_true",
+                   help="only outputs made with other code, config, raw files or calibration than now")
+    p.add_argument("--url", help="a running Dagster web server (http://127.0.0.1:3000); default: in this process")
+    p.add_argument("--timeout", type=float, default=None, help="give up following after this many seconds")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("demo", help="write the demo beamtime (if absent) and materialize all its runs")
     demo_args(p)

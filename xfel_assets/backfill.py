@@ -1,0 +1,303 @@
+"""`xfel-assets backfill`: launch a real Dagster asset backfill through the GraphQL API and follow it.
+
+Dagster has no command for asset backfills; its GraphQL mutation `launchPartitionBackfill` makes
+one, exactly as the web UI's backfill dialog does, and the daemon's backfill loop executes it
+(one Dagster run per asset partition, in dependency order; a failed partition fails only its
+downstream partitions). The query runs in this process against the code location (no web
+server needed), or against a running web server with ``--url``. Progress comes from the same
+API: partitions done / failed / in progress / to go, until the backfill ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
+
+from xfel_core.config import BeamtimeConfig, module_key
+from xfel_core.staleness import StaleOutput, find_stale
+
+from .partitions import RUNS_PARTITION_SET, run_module_key
+from .sensors import observation, source_versions
+from .steps import MODULE_POOL
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on PartitionKeysNotFoundError { message }
+  }
+}"""
+
+STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      status
+      assetBackfillData {
+        assetBackfillStatuses {
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path }
+            numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized numPartitionsFailed
+          }
+        }
+      }
+    }
+    ... on PythonError { message }
+    ... on BackfillNotFoundError { message }
+  }
+}"""
+
+FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+ASSET_ORDER = ("dark", "raw_run", "scan_variable", "framemask", "preprocessed_module", "binned_cube")
+
+
+@dataclass
+class Progress:
+    status: str
+    targeted: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    per_asset: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # asset: (done, failed, targeted)
+
+    @property
+    def to_go(self) -> int:
+        return self.targeted - self.done - self.failed
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def line(self, width: int = 30) -> str:
+        n = max(self.targeted, 1)
+        filled = int(width * (self.done + self.failed) / n)
+        bar = "#" * filled + "-" * (width - filled)
+        return (f"[{bar}] {self.done}/{self.targeted} done, {self.failed} failed, {self.running} running, "
+                f"{self.to_go} to go ({self.status.lower()})")
+
+
+def selection(cfg: BeamtimeConfig, runs: list[str], stale: list[StaleOutput] | None) -> dict[str, list[str]]:
+    """Partition keys per asset: every asset of ``runs`` and every dark, or only the stale ones."""
+    keys: dict[str, list[str]] = {}
+    if stale is None:
+        if cfg.dark_run is not None:
+            keys["dark"] = list(cfg.module_keys)
+        for a in ("raw_run", "scan_variable", "framemask", "binned_cube"):
+            keys[a] = list(runs)
+        keys["preprocessed_module"] = [str(run_module_key(r, m)) for r in runs for m in cfg.module_keys]
+    else:
+        for s in stale:
+            if s.asset == "dark":
+                key = module_key(s.module)
+            elif s.asset == "preprocessed_module":
+                key = str(run_module_key(s.run, module_key(s.module)))
+            else:
+                key = s.run
+            keys.setdefault(s.asset, []).append(key)
+    return {a: keys[a] for a in ASSET_ORDER if keys.get(a)}
+
+
+def launch_params(keys: dict[str, list[str]], title: str) -> dict:
+    """LaunchBackfillParams selecting exactly these partitions (one single-key range each)."""
+    return {
+        "partitionsByAssets": [
+            {"assetKey": {"path": [asset]}, "partitions": {"ranges": [{"start": k, "end": k} for k in ks]}}
+            for asset, ks in keys.items()
+        ],
+        "title": title,
+        "tags": [{"key": "xfel/backfill", "value": "cli"}],
+    }
+
+
+class GraphQL:
+    """Dagster's GraphQL API, in this process (a workspace of our code location) or at a web server's URL."""
+
+    def __init__(self, instance: dg.DagsterInstance, workspace_file: Path, url: str | None = None):
+        self.instance, self.workspace_file, self.url = instance, workspace_file, url
+        self._process_context = None
+
+    def __enter__(self) -> GraphQL:
+        if self.url is None:
+            from dagster._core.workspace.context import WorkspaceProcessContext
+            from dagster._core.workspace.load_target import WorkspaceFileTarget
+            from dagster_graphql.schema import create_schema
+
+            self._schema = create_schema()
+            self._process_context = WorkspaceProcessContext(
+                self.instance, WorkspaceFileTarget(paths=[str(self.workspace_file)]))
+            self._process_context.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._process_context is not None:
+            self._process_context.__exit__(*exc)
+
+    def __call__(self, query: str, variables: dict) -> dict:
+        if self.url is None:
+            from dagster._core.definitions.partitions.context import partition_loading_context
+
+            # Ranges of dynamic (run) partitions need the instance to resolve their keys.
+            with partition_loading_context(dynamic_partitions_store=self.instance):
+                result = self._schema.execute(query, context_value=self._process_context.create_request_context(),
+                                              variable_values=variables)
+            errors, data = result.errors, result.data
+        else:
+            req = urllib.request.Request(self.url.rstrip("/") + "/graphql",
+                                         data=json.dumps({"query": query, "variables": variables}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                body = json.loads(resp.read())
+            errors, data = body.get("errors"), body.get("data")
+        if errors:
+            raise RuntimeError(f"Dagster GraphQL error: {errors}")
+        return data
+
+
+def launch(gql: GraphQL, keys: dict[str, list[str]], title: str) -> str:
+    """Launch the asset backfill; returns its id."""
+    out = gql(LAUNCH, {"params": launch_params(keys, title)})["launchPartitionBackfill"]
+    if out["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"backfill not launched: {out['__typename']}: {out.get('message', '')}")
+    return out["backfillId"]
+
+
+def progress(gql: GraphQL, backfill_id: str) -> Progress:
+    out = gql(STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    if out["__typename"] != "PartitionBackfill":
+        raise RuntimeError(f"backfill {backfill_id}: {out.get('message', out['__typename'])}")
+    p = Progress(out["status"])
+    for s in (out.get("assetBackfillData") or {}).get("assetBackfillStatuses", []):
+        if "numPartitionsTargeted" not in s:
+            continue
+        asset = "/".join(s["assetKey"]["path"])
+        p.targeted += s["numPartitionsTargeted"]
+        p.done += s["numPartitionsMaterialized"]
+        p.failed += s["numPartitionsFailed"]
+        p.running += s["numPartitionsInProgress"]
+        p.per_asset[asset] = (s["numPartitionsMaterialized"], s["numPartitionsFailed"], s["numPartitionsTargeted"])
+    return p
+
+
+def follow(gql: GraphQL, backfill_id: str, poll_s: float = 2.0, timeout_s: float | None = None,
+           out=sys.stderr, on_poll: Callable[[Progress], None] | None = None) -> Progress:
+    """Poll the backfill until it ends, drawing a progress bar (one line per change if not a terminal)."""
+    tty = out.isatty()
+    last = ""
+    t0 = time.monotonic()
+    while True:
+        p = progress(gql, backfill_id)
+        if on_poll:
+            on_poll(p)
+        line = p.line()
+        if line != last:
+            out.write(("\r" + line) if tty else (line + "\n"))
+            out.flush()
+            last = line
+        if p.finished:
+            break
+        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(f"backfill {backfill_id} not finished after {timeout_s:.0f} s: {line}")
+        time.sleep(poll_s)
+    if tty:
+        out.write("\n")
+    return p
+
+
+def _root_message(err) -> str:
+    while err.cause is not None:
+        err = err.cause
+    return err.message.strip()
+
+
+def failures(instance: dg.DagsterInstance, backfill_id: str) -> list[tuple[str, str, str]]:
+    """(asset, partition, why) of every failed step of the backfill's runs."""
+    out = []
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id},
+                                                   statuses=[dg.DagsterRunStatus.FAILURE]))
+    for run in runs:
+        partition = run.tags.get(PARTITION_NAME_TAG, "?")
+        for rec in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+            ev = rec.event_log_entry.dagster_event
+            out.append((ev.step_key or "?", partition, _root_message(ev.step_failure_data.error)))
+    return sorted(out)
+
+
+def record_source_versions(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
+    """Record the current data versions of the observed sources (as the source sensor does); returns how many."""
+    runs = instance.get_dynamic_partitions(RUNS_PARTITION_SET)
+    events = [observation(a, k, v) for a, parts in source_versions(cfg, runs).items() for k, v in parts.items()]
+    for ev in events:
+        instance.report_runless_asset_event(ev)
+    return len(events)
+
+
+def set_module_pool(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
+    """Limit the module steps running at once across all runs to execution.max_module_steps."""
+    n = cfg.execution.resolved_max_module_steps()
+    instance.event_log_storage.set_concurrency_slots(MODULE_POOL, n)
+    return n
+
+
+def daemon_running(instance: dg.DagsterInstance, interval_s: float = 30) -> bool:
+    """Whether a Dagster daemon with a backfill loop is alive on this instance.
+
+    Daemons send a heartbeat every 30 s and leave the last one behind when they stop, so a recent
+    heartbeat is confirmed by waiting for the next one.
+    """
+    def last() -> float | None:
+        hb = instance.get_daemon_heartbeats().get("BACKFILL")
+        return None if hb is None else hb.timestamp
+
+    seen = last()
+    if seen is None or time.time() - seen > interval_s + 15:
+        return False
+    deadline = time.monotonic() + interval_s + 10
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = last()
+        if now is not None and now > seen:
+            return True
+    return False
+
+
+@contextmanager
+def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_path: Path, say=print):
+    """Start `dagster-daemon run` for the duration unless one is already running on this instance."""
+    if daemon_running(instance):
+        say("using the running Dagster daemon")
+        yield None
+        return
+    say(f"starting a Dagster daemon for this backfill (log: {log_path})")
+    exe = Path(sys.executable).parent / "dagster-daemon"
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen([str(exe), "run", "-w", str(workspace_file)], stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ), start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
