@@ -15,7 +15,11 @@ DAGSTER_YAML = """\
 # Dagster instance of xfel-assets (see README, "Dagster instance").
 telemetry:
   enabled: false
-{storage}run_coordinator:
+{storage}run_launcher:
+  # Each run forked from a server with Dagster and our code imported (xfel_assets/launcher.py).
+  module: xfel_assets.launcher
+  class: ForkserverRunLauncher
+run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
   config:
@@ -26,6 +30,10 @@ concurrency:
   pools:
     # Module steps (dark, preprocessed_module) at once across all runs: execution.max_module_steps.
     default_limit: {max_module_steps}
+backfills:
+  # Submit a backfill's runs from several threads (each submission plans a run).
+  use_threads: true
+  num_submit_workers: 4
 run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 60
@@ -166,11 +174,15 @@ def cmd_backfill(args) -> int:
           + f") over {len(runs)} runs; at most {slots} module steps at once; Dagster home {home}")
     workspace = home / "workspace.yaml"
     title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''} {runs[0]}-{runs[-1]}"
-    with bf.daemon_if_needed(instance, workspace, home / "daemon.log") as _, \
-            bf.GraphQL(instance, workspace, args.url) as gql:
-        backfill_id = bf.launch(gql, keys, title)
-        print(f"launched asset backfill {backfill_id} (see it in the web UI under Runs > Backfills)")
-        final = bf.follow(gql, backfill_id, timeout_s=args.timeout)
+    with bf.daemon_if_needed(instance, workspace, home / "daemon.log"):
+        with bf.GraphQL(instance, workspace, args.url) as gql:
+            backfill_id = bf.launch(gql, keys, title)
+            print(f"launched asset backfill {backfill_id} (see it in the web UI under Runs > Backfills)")
+            if args.url:  # follow it as the web server reports it
+                final = bf.follow(lambda: bf.progress(gql, backfill_id), backfill_id, timeout_s=args.timeout)
+        if not args.url:
+            final = bf.follow(lambda: bf.progress_from_instance(instance, backfill_id), backfill_id,
+                              timeout_s=args.timeout)
     for asset, (done, failed, targeted) in final.per_asset.items():
         print(f"  {asset:20s} {done:5d} done {failed:5d} failed of {targeted}")
     fails = bf.failures(instance, backfill_id)

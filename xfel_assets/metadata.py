@@ -71,8 +71,14 @@ def version_metadata(info: dict) -> dict:
     return md
 
 
-def materialized(info: dict, metadata: dict, checks: list[dg.AssetCheckResult] | None = None) -> dg.MaterializeResult:
-    """The materialization of an output: common and version metadata, its lineage as Dagster data version."""
+def materialized(asset: str, info: dict, metadata: dict) -> dg.MaterializeResult:
+    """The materialization of an output: common and version metadata, its lineage as Dagster data
+    version, and the results of the checks the science layer ran on it (same step)."""
+    checks = [
+        dg.AssetCheckResult(check_name=name, asset_key=dg.AssetKey(asset), passed=bool(c.passed),
+                            description=c.description, metadata=dict(c.values), severity=dg.AssetCheckSeverity.ERROR)
+        for name, c in info.get("checks", {}).items()
+    ]
     return dg.MaterializeResult(
         metadata={**common(info), **metadata, **version_metadata(info)},
         data_version=dg.DataVersion(info["lineage_version"]),

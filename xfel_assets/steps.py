@@ -1,4 +1,4 @@
-"""How the asset steps run: which errors are retried, the concurrency pool of module steps, check results."""
+"""How the asset steps run: which errors are retried, the concurrency pool of module steps, check specs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import dagster as dg
 
 from xfel_core.config import beamtime_path_from_env, load_beamtime
 from xfel_core.exceptions import XfelError
-from xfel_core.quality import CheckOutcome
 
 #: Concurrency pool of the steps that read whole detector modules (dark, preprocessed_module):
 #: its limit (execution.max_module_steps) bounds them across all runs of a backfill.
@@ -34,15 +33,6 @@ def retry_policy() -> dg.RetryPolicy:
         retries, delay = ex.retries, ex.retry_delay_s
     return dg.RetryPolicy(max_retries=retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL,
                           jitter=dg.Jitter.PLUS_MINUS)
-
-
-def check_result(name: str, outcome: CheckOutcome, asset: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=name, asset_key=dg.AssetKey(asset), passed=bool(outcome.passed),
-        description=outcome.description,
-        metadata={k: v for k, v in outcome.values.items() if v is not None},
-        severity=dg.AssetCheckSeverity.ERROR,
-    )
 
 
 def check_spec(name: str, asset: str, description: str, blocking: bool) -> dg.AssetCheckSpec:

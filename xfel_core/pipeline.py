@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import framemask, scan
+from . import framemask, quality, scan
 from .config import BeamtimeConfig, run_key
 from . import versions
 from .cube import build_cube, write_cube
@@ -103,13 +103,15 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
                                f"got shape {energy.shape}")
         inputs = [str(p) for p in euxfel.run_files(run_dir)]
     fm = framemask.build_framemask(tids, nframes, cfg.frame_pattern, rules, ptids, energy)
+    kept = float(fm.mask.mean()) if fm.mask.size else 0.0
+    checks = {"kept_fraction": quality.kept_fraction(kept, cfg.checks.min_kept_fraction)}
     path = cfg.output_path(run, "framemask")
-    framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers))
+    framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers,
+                                                   **quality.check_attrs(checks)))
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
     return _done(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
                  frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
-                 kept_fraction=float(fm.mask.mean()) if fm.mask.size else 0.0,
-                 kept_fraction_per_train=per_train, **vers)
+                 kept_fraction=kept, kept_fraction_per_train=per_train, checks=checks, **vers)
 
 
 def _module_frames(cfg: BeamtimeConfig, run: str, module: int):
@@ -138,11 +140,13 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     if frames.nframes == 0:
         raise RunDataError(f"dark run {run}: module {module:02d} has no frames")
     dark = compute_dark(frames, cfg.chunk_frames)
+    checks = {"noise_within_bounds": quality.dark_noise(dark.std, cfg.checks.dark_noise_adu)}
     path = dark_path(cfg, module)
-    write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module, **vers))
+    write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module, **vers,
+                                      **quality.check_attrs(checks)))
     return _done(path, t0, dark_run=run, cells=len(dark.cell_id), frames=int(dark.count.sum()),
                  mean_adu=float(np.mean(dark.mean)), median_noise_adu=float(np.median(dark.std)),
-                 noise=dark.std, dark_version=dark.version, **vers)
+                 checks=checks, dark_version=dark.version, **vers)
 
 
 def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict:
@@ -150,10 +154,12 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     t0 = time.perf_counter()
     inputs = {a: versions.recorded_lineage(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
+    quality.require_passed(cfg.output_path(run, "framemask"), "framemask")
     fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
     dark = dversion = None
     inputs["dark"] = versions.NO_DARK
     if cfg.dark_run is not None:
+        quality.require_passed(dark_path(cfg, module), "dark")
         dark = read_dark(dark_path(cfg, module))
         dversion = dark.version
         inputs["dark"] = versions.recorded_lineage(dark_path(cfg, module))
@@ -167,17 +173,19 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                                         threads=cfg.execution.kernel_threads)
     if gain is not None:
         apply_gain(sums, sumsq, gain)
+    checks = {"counts_add_up": quality.counts_add_up(counts, stats.kept, stats.total, stats.rejected)}
     path = cfg.output_path(run, "preprocessed_module", module)
     attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, dark_version=dversion,
                        dark_run=cfg.dark_run_key, gain_version=inputs["gain"],
                        gain_map=gain.source if gain is not None else None,
-                       frames_total=stats.total, frames_kept=stats.kept, **vers)
+                       frames_total=stats.total, frames_kept=stats.kept, **vers, **quality.check_attrs(checks))
     write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
     return _done(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
                  kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
                  frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
                  counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
-                 dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=inputs["gain"], **vers)
+                 dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=inputs["gain"], checks=checks,
+                 **vers)
 
 
 def _calibration_of(module_files: dict[int, Path]) -> dict:
@@ -195,18 +203,23 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     t0 = time.perf_counter()
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
     files = {m: cfg.output_path(run, "preprocessed_module", m) for m in cfg.detector.modules}
+    for p in files.values():
+        quality.require_passed(p, "preprocessed_module")
     inputs = {f"preprocessed_module_{m:02d}": versions.recorded_lineage(p) for m, p in files.items()}
     inputs["scan_variable"] = versions.recorded_lineage(cfg.output_path(run, "scan_variable"))
     vers = _versions(cfg, "binned_cube", inputs)
     ds = build_cube(files, bins.trains_per_bin(), units)
     kept = int(ds["count"].sum())
     module_attrs = _calibration_of(files)
+    checks = {"means_finite": quality.means_finite(ds),
+              "all_modules_present": quality.all_modules_present(ds, cfg.detector.modules)}
     ds.attrs = provenance(cfg.yaml_text(), [str(p) for p in files.values()], run=run,
-                          dark_run=cfg.dark_run_key, frames_kept=kept, **module_attrs, **vers)
+                          dark_run=cfg.dark_run_key, frames_kept=kept, **module_attrs, **vers,
+                          **quality.check_attrs(checks))
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
     counts = ds["count"].sum("module").values  # (scan points, frame types)
     return _done(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
                  frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
-                 counts=counts, has_difference="difference" in ds, dataset=ds,
+                 counts=counts, has_difference="difference" in ds, checks=checks,
                  nan_fraction=float(np.isnan(ds["mean"].values).mean()), **module_attrs, **vers)

@@ -64,3 +64,31 @@ def all_modules_present(ds: xr.Dataset, modules: list[int]) -> CheckOutcome:
     return CheckOutcome(not missing, "all modules present" if not missing
                         else f"modules without frames: {missing} (cube has {have})",
                         {"modules_expected": len(modules), "modules_with_frames": len(with_frames)})
+
+
+#: Checks whose failure stops the asset's downstream steps (by asset).
+BLOCKING = {"framemask": ("kept_fraction",), "dark": ("noise_within_bounds",),
+            "preprocessed_module": ("counts_add_up",)}
+
+
+def check_attrs(checks: dict[str, CheckOutcome]) -> dict[str, str]:
+    """Output attributes recording each check: ``check_<name>`` = "passed" or "failed: <what was found>"."""
+    return {f"check_{name}": "passed" if c.passed else f"failed: {c.description}" for name, c in checks.items()}
+
+
+def require_passed(path, asset: str) -> None:
+    """Refuse an input whose blocking checks failed when it was made (naming the file and the check)."""
+    import h5py
+
+    from .exceptions import RunDataError
+
+    try:
+        with h5py.File(path, "r") as f:
+            failed = {n: str(f.attrs[f"check_{n}"]) for n in BLOCKING.get(asset, ())
+                      if str(f.attrs.get(f"check_{n}", "passed")) != "passed"}
+    except FileNotFoundError:
+        return  # the reader of the input says it is missing
+    if failed:
+        why = "; ".join(f"{n} {v}" for n, v in failed.items())
+        raise RunDataError(f"{path}: blocking check of {asset} {why}; fix the data or the bounds in "
+                           f"'checks' and rematerialize {asset} before its dependents")

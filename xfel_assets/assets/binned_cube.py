@@ -1,10 +1,10 @@
 import dagster as dg
-from xfel_core import pipeline, quality, versions
+from xfel_core import pipeline, versions
 
 from ..metadata import materialized, scalars, scan_points_table
 from ..partitions import check_modules_match, run_partitions
 from ..resources import BeamtimeResource
-from ..steps import check_result, check_spec, retry_policy, run_science
+from ..steps import check_spec, retry_policy, run_science
 
 
 @dg.asset(partitions_def=run_partitions, deps=["preprocessed_module", "scan_variable"],
@@ -20,13 +20,10 @@ def binned_cube(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -
     cfg = beamtime.load()
     check_modules_match(cfg)
     info = run_science(pipeline.make_binned_cube, cfg, context.partition_key)
-    ds = info.pop("dataset")
-    checks = [check_result("means_finite", quality.means_finite(ds), "binned_cube"),
-              check_result("all_modules_present", quality.all_modules_present(ds, cfg.detector.modules), "binned_cube")]
-    return materialized(info, {
+    return materialized("binned_cube", info, {
         **scalars(info, "scan_points", "modules", "frames_kept", "has_difference", "nan_fraction"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=info["frame_types"]),
         "open_with": dg.MetadataValue.md(
             f"```python\nimport xarray as xr\nds = xr.open_dataset({str(info['path'])!r}, engine='h5netcdf')\n```"),
-    }, checks)
+    })

@@ -1,10 +1,10 @@
 import dagster as dg
-from xfel_core import pipeline, quality, versions
+from xfel_core import pipeline, versions
 
 from ..metadata import materialized, scalars
 from ..partitions import module_partitions
 from ..resources import BeamtimeResource
-from ..steps import MODULE_POOL, check_result, check_spec, retry_policy, run_science
+from ..steps import MODULE_POOL, check_spec, retry_policy, run_science
 
 
 @dg.asset(partitions_def=module_partitions, deps=["dark_run_files"], code_version=versions.code_version("dark"),
@@ -13,8 +13,5 @@ from ..steps import MODULE_POOL, check_result, check_spec, retry_policy, run_sci
                                   "checks.dark_noise_adu and no pixel's noise is NaN.", blocking=True)])
 def dark(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """Per module and memory cell: the mean (and noise) of every pixel in the configured dark run."""
-    cfg = beamtime.load()
-    info = run_science(pipeline.make_dark, cfg, int(context.partition_key))
-    check = quality.dark_noise(info.pop("noise"), cfg.checks.dark_noise_adu)
-    return materialized(info, scalars(info, "cells", "frames", "mean_adu", "median_noise_adu"),
-                        [check_result("noise_within_bounds", check, "dark")])
+    info = run_science(pipeline.make_dark, beamtime.load(), int(context.partition_key))
+    return materialized("dark", info, scalars(info, "cells", "frames", "mean_adu", "median_noise_adu"))

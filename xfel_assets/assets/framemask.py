@@ -1,10 +1,10 @@
 import dagster as dg
-from xfel_core import pipeline, quality, versions
+from xfel_core import pipeline, versions
 
 from ..metadata import counts_table, materialized, scalars
 from ..partitions import run_partitions
 from ..resources import BeamtimeResource
-from ..steps import check_result, check_spec, retry_policy, run_science
+from ..steps import check_spec, retry_policy, run_science
 
 
 @dg.asset(partitions_def=run_partitions, deps=["raw_run"], code_version=versions.code_version("framemask"),
@@ -13,10 +13,8 @@ from ..steps import check_result, check_spec, retry_policy, run_science
                                   "checks.min_kept_fraction of the run's frames.", blocking=True)])
 def framemask(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """Which frames of which trains are used (trains x frames), from the pulse energy and exclusions."""
-    cfg = beamtime.load()
-    info = run_science(pipeline.make_framemask, cfg, context.partition_key)
-    check = quality.kept_fraction(info["kept_fraction"], cfg.checks.min_kept_fraction)
-    return materialized(info, {
+    info = run_science(pipeline.make_framemask, beamtime.load(), context.partition_key)
+    return materialized("framemask", info, {
         **scalars(info, "trains", "frames_per_train", "frames_kept", "frames_rejected", "kept_fraction"),
         "frames_by_reason": counts_table(info["reasons"]),
-    }, [check_result("kept_fraction", check, "framemask")])
+    })

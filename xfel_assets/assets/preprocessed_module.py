@@ -1,10 +1,10 @@
 import dagster as dg
-from xfel_core import pipeline, quality, versions
+from xfel_core import pipeline, versions
 
 from ..metadata import counts_table, materialized, scalar, scalars, scan_points_table
 from ..partitions import by_module, by_run, check_modules_match, run_module_partitions, split_run_module_key
 from ..resources import BeamtimeResource
-from ..steps import MODULE_POOL, check_result, check_spec, retry_policy, run_science
+from ..steps import MODULE_POOL, check_spec, retry_policy, run_science
 
 
 @dg.asset(
@@ -30,9 +30,8 @@ def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeRes
     check_modules_match(cfg)
     run, module = split_run_module_key(context.partition_key)
     info = run_science(pipeline.make_preprocessed_module, cfg, run, module)
-    check = quality.counts_add_up(info["counts"], info["frames_kept"], info["frames_total"], info["rejected"])
     frame_types = list(cfg.frame_pattern)
-    return materialized(info, {
+    return materialized("preprocessed_module", info, {
         **scalars(info, "frames_total", "frames_kept", "kernel_seconds", "bytes_read"),
         "frames_rejected": scalar(info["frames_total"] - info["frames_kept"]),
         "frames_per_second": scalar(round(info["frames_per_second"], 1)),
@@ -40,4 +39,4 @@ def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeRes
         "read_path": dg.MetadataValue.md("\n".join(f"- `{p}`: {how}" for p, how in info["read_paths"].items())),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=frame_types),
-    }, [check_result("counts_add_up", check, "preprocessed_module")])
+    })

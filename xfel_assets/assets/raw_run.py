@@ -12,7 +12,7 @@ from ..steps import retry_policy, run_science
 def raw_run(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """A raw run folder, opened and validated: its trains, frames per train, modules, files and sources."""
     info = run_science(pipeline.make_raw_run, beamtime.load(), context.partition_key)
-    return materialized(info, {
+    return materialized("raw_run", info, {
         **scalars(info, "trains", "first_train", "last_train", "frames_per_train", "modules", "files",
                   "suspect_trains", "zero_frame_trains"),
         "raw_size_bytes": scalar(info["raw_size_bytes"]),

@@ -12,7 +12,7 @@ from ..steps import retry_policy, run_science
 def scan_variable(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """The scan variable (e.g. the pump-probe delay) per train, binned into scan points."""
     info = run_science(pipeline.make_scan_variable, beamtime.load(), context.partition_key)
-    return materialized(info, {
+    return materialized("scan_variable", info, {
         **scalars(info, "scan_points", "trains_with_value", "trains_without_value"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], trains=info["trains_per_point"]),
     })
