@@ -28,7 +28,7 @@ test: $(STAMP)
 ## Dagster web UI (127.0.0.1:3000) and daemon, on the demo beamtime.
 ui: $(STAMP)
 	@test -f $(XFEL_BEAMTIME) || $(BIN)/xfel-assets demo-beamtime $(DEMO)/beamtime
-	@mkdir -p $(DAGSTER_HOME)
+	@$(BIN)/xfel-assets dagster-home >/dev/null
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 ## Reduction benchmark: prints a table and ratios (BENCH_ARGS="--size-gb 1" for a quicker run).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import dagster as dg
 import xarray as xr
 
 from conftest import dark_run, make_beamtime, small_run
+from xfel_assets.backfill import stop_process_group
 from xfel_assets.cli import ensure_dagster_home
 from xfel_core.config import load_beamtime
 
@@ -46,9 +46,5 @@ def test_daemon_sensor_materializes_a_new_run(tmp_path):
         ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
         assert int(ds["count"].sum()) > 0
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_process_group(daemon)
         log.close()

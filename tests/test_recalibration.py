@@ -160,3 +160,55 @@ def test_scan_binning_change_stales_the_scan_and_what_uses_it(beamtime):
     path.write_text(yaml.safe_dump(data))
     cfg = load_beamtime(path)
     assert stale_set(cfg) == run_partitions(["scan_variable", "binned_cube"]) | module_partitions()
+
+
+def test_dagster_shows_exactly_the_partitions_a_new_dark_makes_stale(tmp_path):
+    """What the web UI shows: the observed dark run files change, the darks turn stale, then their dependents."""
+    import dagster as dg
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    from xfel_assets.assets import ALL_ASSETS
+    from xfel_assets.backfill import record_source_versions
+    from xfel_assets.partitions import run_module_key
+    from xfel_assets.resources import BeamtimeResource
+
+    path = make_beamtime(tmp_path, [small_run(2)], dark=dark_run(1))
+    write_run(tmp_path / "raw", dark_run(5))
+    res = {"beamtime": BeamtimeResource(config_path=str(path))}
+    pm = dg.AssetKey("preprocessed_module")
+
+    def make(selection, key):
+        assert dg.materialize(ALL_ASSETS, selection=selection, partition_key=key, instance=instance,
+                              resources=res).success
+
+    def status(asset, key):
+        return get_stale_status_resolver(instance, ALL_ASSETS).get_status(dg.AssetKey(asset), key)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("runs", ["r0002"])
+        record_source_versions(instance, load_beamtime(path))
+        make(["raw_run", "scan_variable", "framemask"], "r0002")
+        for m in ("00", "01"):
+            make(["dark"], m)
+            make(["preprocessed_module"], run_module_key("r0002", m))
+        make(["binned_cube"], "r0002")
+        keys = [("raw_run", "r0002"), ("dark", "00"), ("dark", "01"), ("preprocessed_module", run_module_key("r0002", "00")),
+                ("preprocessed_module", run_module_key("r0002", "01")), ("binned_cube", "r0002")]
+        assert {status(a, k) for a, k in keys} == {StaleStatus.FRESH}
+
+        cfg = set_config(path, dark_run=5)
+        record_source_versions(instance, cfg)  # what source_change_sensor does on its next tick
+        assert status("dark", "00") == status("dark", "01") == StaleStatus.STALE
+        assert status("raw_run", "r0002") == StaleStatus.FRESH
+        # Dagster's staleness is not transitive: the modules show it once their dark is remade ...
+        assert status("preprocessed_module", run_module_key("r0002", "00")) == StaleStatus.FRESH
+        make(["dark"], "00")
+        assert status("dark", "00") == StaleStatus.FRESH
+        assert status("preprocessed_module", run_module_key("r0002", "00")) == StaleStatus.STALE
+        assert status("preprocessed_module", run_module_key("r0002", "01")) == StaleStatus.FRESH
+        causes = get_stale_status_resolver(instance, ALL_ASSETS).get_stale_causes(pm, run_module_key("r0002", "00"))
+        assert any(c.dependency and c.dependency.asset_key == dg.AssetKey("dark") for c in causes)
+        # ... which is why --stale-only walks the lineage itself: every module and the cube, now.
+        assert stale_set(cfg, ["r0002"]) == ({("dark", None, 1)} | module_partitions(["r0002"])
+                                             | run_partitions(["binned_cube"], ["r0002"]))

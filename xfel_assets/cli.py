@@ -193,6 +193,12 @@ def cmd_backfill(args) -> int:
     return 0 if final.failed == 0 and final.status in ("COMPLETED", "COMPLETED_SUCCESS") else 1
 
 
+def cmd_dagster_home(args) -> int:
+    _, home = _setup(args)
+    print(home)
+    return 0
+
+
 def cmd_demo(args) -> int:
     root = Path(args.dir)
     if not (root / "beamtime.yaml").exists():
@@ -231,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="a running Dagster web server (http://127.0.0.1:3000); default: in this process")
     p.add_argument("--timeout", type=float, default=None, help="give up following after this many seconds")
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("dagster-home", help="create the Dagster home (dagster.yaml, workspace.yaml) and print its path")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+    p.set_defaults(func=cmd_dagster_home)
 
     p = sub.add_parser("demo", help="write the demo beamtime (if absent) and materialize all its runs")
     demo_args(p)

@@ -160,6 +160,9 @@ class BeamtimeConfig(_Strict):
     maxframes: int | None = Field(default=None, ge=1)
     #: Run number of the dark run whose per-cell mean is subtracted; null: no dark subtraction.
     dark_run: int | None = Field(default=None, ge=0, le=9999)
+    #: Runs that are not data (other dark runs, alignment runs): the sensor and the default
+    #: run selection of the commands leave them out, as they leave out the dark run.
+    ignore_runs: list[Annotated[int, Field(ge=0, le=9999)]] = Field(default_factory=list)
     #: Optional gain / flat-field map per module; null: none.
     gain_map: GainMapConfig | None = None
     checks: ChecksConfig = Field(default_factory=ChecksConfig)

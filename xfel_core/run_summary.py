@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .config import RUN_KEY_RE, BeamtimeConfig
+from .config import RUN_KEY_RE, BeamtimeConfig, run_key
 from .exceptions import MissingInputError, RunDataError
 from .outputs import atomic_h5, provenance
 from .readers import euxfel
@@ -34,11 +34,12 @@ class RunSummary:
 
 
 def data_runs(cfg: BeamtimeConfig) -> list[str]:
-    """Run folders (``r0042``) in the raw root, the dark run left out."""
+    """Run folders (``r0042``) in the raw root, the dark run and the ignored runs left out."""
     if not cfg.raw_root.is_dir():
         return []
+    skip = {cfg.dark_run_key} | {run_key(n) for n in cfg.ignore_runs}
     return sorted(p.name for p in cfg.raw_root.iterdir()
-                  if p.is_dir() and RUN_KEY_RE.match(p.name) and p.name != cfg.dark_run_key)
+                  if p.is_dir() and RUN_KEY_RE.match(p.name) and p.name not in skip)
 
 
 def expected_files_present(cfg: BeamtimeConfig, run_dir: Path) -> tuple[list[Path], list[str]]:

@@ -1,0 +1,118 @@
+"""`xfel-assets backfill` with the real Dagster daemon: a whole beamtime, a corrupt file, then --stale-only after a new dark."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import xarray as xr
+import yaml
+
+from conftest import PATTERN, SHAPE
+from test_science import assert_cube_matches, reference_cube
+from xfel_core.config import load_beamtime, run_key
+from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
+
+MODULES4 = [0, 1, 2, 3]
+CLI = str(Path(sys.executable).parent / "xfel-assets")
+
+
+def write_beamtime(root: Path, runs: list[int], darks: list[int]) -> tuple[Path, dict]:
+    """Small runs of 4 modules and dark runs; the config uses the first dark."""
+    gens = {n: write_run(root / "raw", RunSpec(run_number=n, ntrains=6, frames_per_train=4, modules=MODULES4,
+                                               module_shape=SHAPE, scan_points=3)) for n in runs}
+    for d in darks:
+        gens[d] = write_run(root / "raw", RunSpec(run_number=d, ntrains=4, frames_per_train=4, modules=MODULES4,
+                                                  module_shape=SHAPE, dark=True))
+    cfg = beamtime_config(root, MODULES4, SHAPE, dark_run=darks[0], frame_pattern=PATTERN)
+    cfg["execution"] = {"max_module_steps": 2, "retries": 1, "retry_delay_s": 0.5}
+    cfg["ignore_runs"] = list(darks)  # the other dark runs are not data
+    return write_config(root, cfg), gens
+
+
+def backfill(config: Path, home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env or {}), DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config))
+    out = subprocess.run([CLI, "backfill", "--beamtime", str(config), "--timeout", "900", *args],
+                         capture_output=True, text=True, env=env, timeout=1200)
+    print(out.stdout[-4000:], out.stderr[-4000:])
+    return out
+
+
+def materialization_counts(instance: dg.DagsterInstance, asset: str, runs: list[str] | None = None) -> collections.Counter:
+    """Materializations per partition key (of ``runs`` only, if given)."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=10000).records
+    keys = (str(r.partition_key) for r in records)
+    return collections.Counter(k for k in keys if runs is None or k.split("|")[-1] in runs)
+
+
+def corrupt(run_dir: Path) -> Path:
+    """Cut a module file in half, as a copy that died mid-transfer."""
+    f = sorted(run_dir.glob("RAW-*-DSSC02-S*.h5"))[0]
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    return f
+
+
+def check_full_backfill_with_a_corrupt_run(config: Path, home: Path, runs: list[str], bad: str, env=None,
+                                           darks_once: bool = True):
+    """Every partition materialized once except the corrupt run's, which fail and are reported."""
+    cfg = load_beamtime(config)
+    bad_file = corrupt(cfg.run_dir(bad))
+    out = backfill(config, home, "--runs", f"{runs[0]}-{runs[-1]}", env=env)
+    assert out.returncode == 1
+    n_total = len(MODULES4) + len(runs) * (4 + len(MODULES4))
+    assert f"{n_total - 8} of {n_total} partitions done, 8 failed" in out.stdout
+    assert f"FAILED raw_run [{bad}]" in out.stdout and bad_file.name in out.stdout
+    good = [r for r in runs if r != bad]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for asset in ("raw_run", "scan_variable", "framemask", "binned_cube"):
+            assert materialization_counts(instance, asset, runs) == {r: 1 for r in good}, asset
+        pm = materialization_counts(instance, "preprocessed_module", runs)
+        assert pm == {f"{m:02d}|{r}": 1 for r in good for m in MODULES4}
+        darks = materialization_counts(instance, "dark")
+        assert set(darks) == {f"{m:02d}" for m in MODULES4}
+        if darks_once:  # (a sensor's new run may ask for a dark that the backfill is still making)
+            assert set(darks.values()) == {1}
+    return bad_file
+
+
+def test_backfill_whole_beamtime_then_stale_only_after_a_new_dark(tmp_path):
+    runs = [run_key(n) for n in range(2, 22)]  # 20 runs x 4 modules
+    config, gens = write_beamtime(tmp_path / "bt", list(range(2, 22)), darks=[1, 30])
+    home = tmp_path / "home"
+    check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0007")
+
+    # The run is copied again in full, and the detector group releases a new dark run.
+    write_run(tmp_path / "bt" / "raw", gens[7].spec)
+    data = yaml.safe_load(config.read_text())
+    data["dark_run"] = 30
+    config.write_text(yaml.safe_dump(data))
+
+    out = backfill(config, home, "--runs", "r0002,r0003,r0007", "--stale-only")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # darks 4, r0002 and r0003: 4 modules and the cube each, r0007: all 8 of its partitions.
+    assert "backfill of 22 partitions (dark 4, raw_run 1, scan_variable 1, framemask 1, " \
+           "preprocessed_module 12, binned_cube 3)" in out.stdout
+    assert "22 of 22 partitions done, 0 failed" in out.stdout
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert materialization_counts(instance, "dark") == {f"{m:02d}": 2 for m in MODULES4}
+        raw = materialization_counts(instance, "raw_run")
+        assert raw == {r: 1 for r in runs}  # raw data did not change for the others; r0007 made once now
+        pm = materialization_counts(instance, "preprocessed_module")
+        assert pm == {f"{m:02d}|{r}": 2 if r in ("r0002", "r0003") else 1 for r in runs for m in MODULES4}
+        cube = materialization_counts(instance, "binned_cube")
+        assert cube == {r: 2 if r in ("r0002", "r0003") else 1 for r in runs}
+
+    cfg = load_beamtime(config)
+    ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
+    assert_cube_matches(ds, reference_cube(gens[2], gens[30], cfg))
+    assert ds.attrs["dark_run"] == "r0030"
+    # Nothing else is stale in these runs; r0004 still holds results of the old dark (not asked for).
+    out = backfill(config, home, "--runs", "r0002,r0003,r0007", "--stale-only")
+    assert out.returncode == 0 and "nothing is stale in 3 runs" in out.stdout
+    ds4 = xr.open_dataset(cfg.output_path("r0004", "binned_cube"), engine="h5netcdf")
+    assert ds4.attrs["dark_run"] == "r0001"
