@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import xarray as xr
 import yaml
 
@@ -16,6 +17,8 @@ from conftest import PATTERN, SHAPE
 from test_science import assert_cube_matches, reference_cube
 from xfel_core.config import load_beamtime, run_key
 from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
+
+pytestmark = pytest.mark.daemon
 
 MODULES4 = [0, 1, 2, 3]
 CLI = str(Path(sys.executable).parent / "xfel-assets")
@@ -49,6 +52,21 @@ def materialization_counts(instance: dg.DagsterInstance, asset: str, runs: list[
     return collections.Counter(k for k in keys if runs is None or k.split("|")[-1] in runs)
 
 
+def who_made(instance: dg.DagsterInstance, asset: str, counts: collections.Counter) -> str:
+    """For an assertion message: the runs behind every partition materialized more than once."""
+    lines = []
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=10000).records
+    for key in [k for k, n in counts.items() if n > 1]:
+        for r in records:
+            if str(r.partition_key) == key:
+                run = instance.get_run_by_id(r.run_id)
+                events = collections.Counter(e.dagster_event.event_type_value for e in instance.all_logs(r.run_id)
+                                             if e.dagster_event)
+                lines.append(f"{asset} {key}: run {r.run_id[:8]} {run.status.value} {dict(run.tags)} "
+                             f"storage id {r.storage_id} events {dict(events)}")
+    return "\n".join(lines)
+
+
 def corrupt(run_dir: Path) -> Path:
     """Cut a module file in half, as a copy that died mid-transfer."""
     f = sorted(run_dir.glob("RAW-*-DSSC02-S*.h5"))[0]
@@ -70,7 +88,8 @@ def check_full_backfill_with_a_corrupt_run(config: Path, home: Path, runs: list[
     good = [r for r in runs if r != bad]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for asset in ("raw_run", "scan_variable", "framemask", "binned_cube"):
-            assert materialization_counts(instance, asset, runs) == {r: 1 for r in good}, asset
+            counts = materialization_counts(instance, asset, runs)
+            assert counts == {r: 1 for r in good}, who_made(instance, asset, counts)
         pm = materialization_counts(instance, "preprocessed_module", runs)
         assert pm == {f"{m:02d}|{r}": 1 for r in good for m in MODULES4}
         darks = materialization_counts(instance, "dark")

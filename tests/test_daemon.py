@@ -9,12 +9,15 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import xarray as xr
 
 from conftest import dark_run, make_beamtime, small_run
 from xfel_assets.backfill import stop_process_group
 from xfel_assets.cli import ensure_dagster_home
 from xfel_core.config import load_beamtime
+
+pytestmark = pytest.mark.daemon
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from conftest import SHAPE
 from test_backfill import MODULES4, check_full_backfill_with_a_corrupt_run, write_beamtime
 from xfel_assets.backfill import stop_process_group
 from xfel_assets.cli import POSTGRES_ENV, ensure_dagster_home
 from xfel_core.config import load_beamtime, run_key
 from xfel_core.demo.beamtime import RunSpec, write_run
-from conftest import SHAPE
+
+pytestmark = pytest.mark.daemon
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "deploy" / "postgres"
@@ -56,6 +58,13 @@ def test_backfill_and_sensor_runs_together_on_postgres(tmp_path, postgres_url, m
                                str(home / "workspace.yaml")], env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            # Up before the command looks for it (else the command starts a second daemon).
+            deadline = time.monotonic() + 120
+            while "BACKFILL" not in instance.get_daemon_heartbeats():
+                assert time.monotonic() < deadline and daemon.poll() is None, \
+                    (tmp_path / "daemon.log").read_text()[-3000:]
+                time.sleep(1)
         # New runs arrive while the backfill goes on: the sensor adds and processes them.
         new = [30, 31]
         for n in new:

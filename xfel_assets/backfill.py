@@ -281,7 +281,8 @@ def daemon_running(instance: dg.DagsterInstance, interval_s: float = 30) -> bool
     """Whether a Dagster daemon with a backfill loop is alive on this instance.
 
     Daemons send a heartbeat every 30 s and leave the last one behind when they stop, so a recent
-    heartbeat is confirmed by waiting for the next one.
+    heartbeat is confirmed by waiting for the next one. (A daemon started seconds ago that has not
+    sent its first heartbeat is not seen: two daemons on one instance launch every run twice.)
     """
     def last() -> float | None:
         hb = instance.get_daemon_heartbeats().get("BACKFILL")

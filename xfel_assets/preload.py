@@ -1,9 +1,11 @@
-"""Imported once by the executor's forkserver: everything a step needs, loaded before steps fork.
+"""Imported once by a forkserver (the run launcher's and the executor's): everything a run or step needs.
 
-Forked steps inherit the imported packages and the resolved Dagster repository instead of
-paying for them in every step. (Compiling the numba kernel here would be inherited too, but
+Forked runs and steps inherit the imported packages and the resolved Dagster repository instead
+of paying for them each time. (Compiling the numba kernel here would be inherited too, but
 numba's compiled state does not survive the fork: the kernel loads from its disk cache per step.)
 """
+
+import dagster._cli.api  # noqa: F401  (the run worker's entry point, used by the run launcher)
 
 from xfel_core import binning_kernel, pipeline  # noqa: F401
 

@@ -6,7 +6,7 @@
 # Uses the system's PostgreSQL (Debian package `postgresql`, installed with apt-get if missing and
 # run as root). The cluster lives in DIR/data with trust authentication on 127.0.0.1 only; the
 # server runs as the `postgres` system user when started by root (PostgreSQL refuses root). Prints
-# the URL of the database `dagster` for XFEL_DAGSTER_POSTGRES_URL. Stop it with
+# the URL (postgresql+psycopg2://...) of the database `dagster` for XFEL_DAGSTER_POSTGRES_URL. Stop it with
 # stop-local-postgres.sh DIR.
 set -euo pipefail
 
@@ -42,4 +42,5 @@ fi
     -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$DIR -c max_connections=200" start >/dev/null
 "${AS[@]}" "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U xfel -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='dagster'" \
     | grep -q 1 || "${AS[@]}" "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U xfel dagster
-echo "postgresql://xfel@127.0.0.1:$PORT/dagster"
+# SQLAlchemy 2.1 (Dagster's storage layer) takes a bare postgresql:// URL as psycopg 3; dagster-postgres ships psycopg2.
+echo "postgresql+psycopg2://xfel@127.0.0.1:$PORT/dagster"
