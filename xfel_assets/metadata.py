@@ -63,7 +63,8 @@ def scan_points_table(centres, units: str, trains=None, frame_counts=None, frame
 def version_metadata(info: dict) -> dict:
     """What made the output: its lineage and code versions, the calibration, its inputs' versions."""
     md = {k: dg.MetadataValue.text(str(info[k]))
-          for k in ("lineage_version", "code_version", "dark_run", "dark_version", "gain_version")
+          for k in ("lineage_version", "code_version", "dark_run", "dark_version", "gain_version",
+                    "dark_versions", "gain_versions")
           if info.get(k) is not None}
     if info.get("input_versions"):
         inputs = json.loads(info["input_versions"])

@@ -111,7 +111,6 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     )
 
 
-
 def observation(asset: str, partition: str, version: str) -> dg.AssetObservation:
     """An observation of a source partition with its data version (as the observable source asset records it)."""
     return dg.AssetObservation(asset_key=asset, partition=partition, tags={DATA_VERSION_TAG: version})

@@ -13,9 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import framemask, quality, scan
+from . import framemask, quality, scan, versions
 from .config import BeamtimeConfig, run_key
-from . import versions
 from .cube import build_cube, write_cube
 from .exceptions import RunDataError
 from .gain import apply_gain, read_gain_map
