@@ -189,3 +189,42 @@ def test_numbers_from_dagster_equal_direct_pipeline(materialized_instance, sessi
     b = xr.open_dataset(other.output_path("r0002", "binned_cube"), engine="h5netcdf")
     np.testing.assert_array_equal(a["mean"].values, b["mean"].values)
     np.testing.assert_array_equal(a["count"].values, b["count"].values)
+
+
+def test_io_errors_are_retried_and_bad_data_is_not(tmp_path, monkeypatch):
+    """A transient OSError is retried with backoff (retry policy); an XfelError fails at once, naming the file."""
+    from xfel_assets.assets import ALL_ASSETS
+    from xfel_assets.resources import BeamtimeResource
+    from xfel_core import pipeline
+    from xfel_core.exceptions import RunDataError
+
+    path = make_beamtime(tmp_path, [small_run(2)], dark=None)
+    res = {"beamtime": BeamtimeResource(config_path=str(path))}
+    real = pipeline.make_raw_run
+    calls = []
+
+    def flaky(cfg, run):
+        calls.append(run)
+        if len(calls) == 1:
+            raise OSError(f"{cfg.run_dir(run)}: Input/output error (a storage hiccup)")
+        return real(cfg, run)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("runs", ["r0002"])
+        monkeypatch.setattr(pipeline, "make_raw_run", flaky)
+        result = dg.materialize(ALL_ASSETS, selection=["raw_run"], partition_key="r0002", instance=instance,
+                                resources=res)
+        assert result.success and len(calls) == 2
+        assert [e.event_type_value for e in result.all_events].count("STEP_UP_FOR_RETRY") == 1
+
+        def corrupt(cfg, run):
+            calls.append(run)
+            raise RunDataError(f"{cfg.run_dir(run)}/RAW-R0002-DSSC00-S00000.h5: truncated")
+
+        calls.clear()
+        monkeypatch.setattr(pipeline, "make_raw_run", corrupt)
+        result = dg.materialize(ALL_ASSETS, selection=["raw_run"], partition_key="r0002", instance=instance,
+                                resources=res, raise_on_error=False)
+        assert not result.success and len(calls) == 1  # not retried
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert "RAW-R0002-DSSC00-S00000.h5: truncated" in failure.step_failure_data.error.message
