@@ -158,7 +158,10 @@ def test_all_frames_masked_gives_nan_means_and_zero_counts(tmp_path):
     spec = small_run(2)
     path = make_beamtime(tmp_path, [spec], dark=dark_run())
     cfg = load_beamtime(path)
-    cfg = cfg.model_copy(update={"framemask": cfg.framemask.model_copy(update={"exclude_frames": list(range(6))})})
+    cfg = cfg.model_copy(update={"framemask": cfg.framemask.model_copy(update={"exclude_frames": list(range(6))}),
+                                 "checks": cfg.checks.model_copy(update={"min_kept_fraction": 0.0})})
     (ds,) = run_all(cfg, ["r0002"])
     assert int(ds["count"].sum()) == 0
     assert np.isnan(ds["mean"].values).all()
+    assert ds.attrs["check_means_finite"] == "passed"  # empty bins are NaN by design
+    assert ds.attrs["check_all_modules_present"].startswith("failed: modules without frames: [0, 1]")
