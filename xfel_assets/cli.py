@@ -110,11 +110,18 @@ def _setup(args):
     return cfg, home
 
 
-def cmd_materialize(args) -> int:
+def _setup_runs(args):
+    """_setup, and the runs chosen by --runs (default: every data run); runs is empty if there are none."""
     cfg, home = _setup(args)
     runs = parse_runs(args.runs, data_runs(cfg))
     if not runs:
         print(f"no runs to process in {cfg.raw_root}", file=sys.stderr)
+    return cfg, home, runs
+
+
+def cmd_materialize(args) -> int:
+    cfg, home, runs = _setup_runs(args)
+    if not runs:
         return 1
 
     import dagster as dg
@@ -137,10 +144,8 @@ def cmd_materialize(args) -> int:
 
 
 def cmd_backfill(args) -> int:
-    cfg, home = _setup(args)
-    runs = parse_runs(args.runs, data_runs(cfg))
+    cfg, home, runs = _setup_runs(args)
     if not runs:
-        print(f"no runs to process in {cfg.raw_root}", file=sys.stderr)
         return 1
 
     import dagster as dg
@@ -250,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except XfelError as e:
+    except (XfelError, TimeoutError) as e:  # TimeoutError: backfill --timeout (the backfill goes on)
         print(f"xfel-assets: {e}", file=sys.stderr)
         return 2
 
