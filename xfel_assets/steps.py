@@ -1,4 +1,4 @@
-"""How the asset steps run: which errors are retried, the concurrency pool of module steps, check specs."""
+"""How the asset steps run: which errors are retried, and the concurrency pool of module steps."""
 
 from __future__ import annotations
 
@@ -33,7 +33,3 @@ def retry_policy() -> dg.RetryPolicy:
         retries, delay = ex.retries, ex.retry_delay_s
     return dg.RetryPolicy(max_retries=retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL,
                           jitter=dg.Jitter.PLUS_MINUS)
-
-
-def check_spec(name: str, asset: str, description: str, blocking: bool) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)

@@ -73,3 +73,12 @@ def provenance(config_yaml: str, inputs: list[str], code_version: str | None = N
     }
     attrs.update({k: v for k, v in extra.items() if v is not None})
     return attrs
+
+
+def read_attrs(path: Path) -> dict:
+    """The attributes of an output file (versions, checks, provenance); {} if it does not exist or is unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            return dict(f.attrs)
+    except (FileNotFoundError, OSError):
+        return {}

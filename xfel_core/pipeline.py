@@ -10,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from . import framemask, quality, scan, versions
@@ -18,7 +17,7 @@ from .config import BeamtimeConfig, run_key
 from .cube import build_cube, write_cube
 from .exceptions import RunDataError
 from .gain import apply_gain, read_gain_map
-from .outputs import provenance
+from .outputs import provenance, read_attrs
 from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
 )
@@ -151,17 +150,19 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
 def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict:
     """Dark-subtract, sort and sum one module's frames per (scan point, frame type), apply the gain map (preprocessed_module_MM.h5)."""
     t0 = time.perf_counter()
-    inputs = {a: versions.recorded_lineage(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
+    attrs = {a: read_attrs(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
+    inputs = {a: attrs[a].get("lineage_version") for a in attrs}
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
-    quality.require_passed(cfg.output_path(run, "framemask"), "framemask")
+    quality.require_passed(attrs["framemask"], "framemask", cfg.output_path(run, "framemask"))
     fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
     dark = dversion = None
     inputs["dark"] = versions.NO_DARK
     if cfg.dark_run is not None:
-        quality.require_passed(dark_path(cfg, module), "dark")
+        dark_attrs = read_attrs(dark_path(cfg, module))
+        quality.require_passed(dark_attrs, "dark", dark_path(cfg, module))
         dark = read_dark(dark_path(cfg, module))
         dversion = dark.version
-        inputs["dark"] = versions.recorded_lineage(dark_path(cfg, module))
+        inputs["dark"] = dark_attrs.get("lineage_version")
     gain = read_gain_map(cfg, module) if cfg.gain_map is not None else None
     inputs["gain"] = gain.version if gain is not None else versions.NO_GAIN
     vers = _versions(cfg, "preprocessed_module", inputs)
@@ -187,14 +188,11 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                  **vers)
 
 
-def _calibration_of(module_files: dict[int, Path]) -> dict:
+def _calibration_of(module_attrs: dict[int, dict]) -> dict:
     """The dark and gain versions each module's sums were made with, as JSON {module: version}."""
-    dark, gain = {}, {}
-    for m, p in module_files.items():
-        with h5py.File(p, "r") as f:
-            dark[f"{m:02d}"] = str(f.attrs.get("dark_version", versions.NO_DARK))
-            gain[f"{m:02d}"] = str(f.attrs.get("gain_version", versions.NO_GAIN))
-    return {"dark_versions": json.dumps(dark), "gain_versions": json.dumps(gain)}
+    return {f"{kind}_versions": json.dumps({f"{m:02d}": str(a.get(f"{kind}_version", default))
+                                            for m, a in module_attrs.items()})
+            for kind, default in (("dark", versions.NO_DARK), ("gain", versions.NO_GAIN))}
 
 
 def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
@@ -202,18 +200,19 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     t0 = time.perf_counter()
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
     files = {m: cfg.output_path(run, "preprocessed_module", m) for m in cfg.detector.modules}
-    for p in files.values():
-        quality.require_passed(p, "preprocessed_module")
-    inputs = {f"preprocessed_module_{m:02d}": versions.recorded_lineage(p) for m, p in files.items()}
+    module_attrs = {m: read_attrs(p) for m, p in files.items()}
+    for m, p in files.items():
+        quality.require_passed(module_attrs[m], "preprocessed_module", p)
+    inputs = {f"preprocessed_module_{m:02d}": a.get("lineage_version") for m, a in module_attrs.items()}
     inputs["scan_variable"] = versions.recorded_lineage(cfg.output_path(run, "scan_variable"))
     vers = _versions(cfg, "binned_cube", inputs)
     ds = build_cube(files, bins.trains_per_bin(), units)
     kept = int(ds["count"].sum())
-    module_attrs = _calibration_of(files)
+    calibration = _calibration_of(module_attrs)
     checks = {"means_finite": quality.means_finite(ds),
               "all_modules_present": quality.all_modules_present(ds, cfg.detector.modules)}
     ds.attrs = provenance(cfg.yaml_text(), [str(p) for p in files.values()], run=run,
-                          dark_run=cfg.dark_run_key, frames_kept=kept, **module_attrs, **vers,
+                          dark_run=cfg.dark_run_key, frames_kept=kept, **calibration, **vers,
                           **quality.check_attrs(checks))
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
@@ -221,4 +220,4 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     return _done(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
                  frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
                  counts=counts, has_difference="difference" in ds, checks=checks,
-                 nan_fraction=float(np.isnan(ds["mean"].values).mean()), **module_attrs, **vers)
+                 nan_fraction=float(np.isnan(ds["mean"].values).mean()), **calibration, **vers)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from .exceptions import RunDataError
+
 
 @dataclass
 class CheckOutcome:
@@ -76,18 +78,10 @@ def check_attrs(checks: dict[str, CheckOutcome]) -> dict[str, str]:
     return {f"check_{name}": "passed" if c.passed else f"failed: {c.description}" for name, c in checks.items()}
 
 
-def require_passed(path, asset: str) -> None:
+def require_passed(attrs: dict, asset: str, path) -> None:
     """Refuse an input whose blocking checks failed when it was made (naming the file and the check)."""
-    import h5py
-
-    from .exceptions import RunDataError
-
-    try:
-        with h5py.File(path, "r") as f:
-            failed = {n: str(f.attrs[f"check_{n}"]) for n in BLOCKING.get(asset, ())
-                      if str(f.attrs.get(f"check_{n}", "passed")) != "passed"}
-    except FileNotFoundError:
-        return  # the reader of the input says it is missing
+    failed = {n: str(attrs[f"check_{n}"]) for n in BLOCKING.get(asset, ())
+              if str(attrs.get(f"check_{n}", "passed")) != "passed"}
     if failed:
         why = "; ".join(f"{n} {v}" for n, v in failed.items())
         raise RunDataError(f"{path}: blocking check of {asset} {why}; fix the data or the bounds in "

@@ -14,10 +14,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
-
 from . import versions
 from .config import BeamtimeConfig
+from .outputs import read_attrs
 
 RUN_ASSETS = ("raw_run", "scan_variable", "framemask")
 
@@ -34,13 +33,12 @@ class StaleOutput:
 
 def _recorded(path: Path) -> tuple[str | None, str | None, dict]:
     """(lineage version, code version, input versions) recorded in an output; Nones if absent."""
+    a = read_attrs(path)
+    lin, code = a.get("lineage_version"), a.get("code_version")
     try:
-        with h5py.File(path, "r") as f:
-            a = f.attrs
-            lin, code = a.get("lineage_version"), a.get("code_version")
-            inputs = json.loads(a.get("input_versions", "{}"))
-    except (OSError, ValueError):
-        return None, None, {}
+        inputs = json.loads(a.get("input_versions", "{}"))
+    except ValueError:
+        inputs = {}
     return (None if lin is None else str(lin)), (None if code is None else str(code)), inputs
 
 
@@ -52,10 +50,13 @@ class _Expected:
         self._dark: dict[int, str] = {}
         self._gain: dict[int, str] = {}
 
+    def dark_inputs(self, m: int) -> dict[str, str]:
+        return {"dark_source": versions.dark_source_version(self.cfg, m)}
+
     def dark(self, m: int) -> str:
         if m not in self._dark:
             self._dark[m] = versions.NO_DARK if self.cfg.dark_run is None else versions.lineage_version(
-                "dark", self.cfg, {"dark_source": versions.dark_source_version(self.cfg, m)})
+                "dark", self.cfg, self.dark_inputs(m))
         return self._dark[m]
 
     def gain(self, m: int) -> str:
@@ -104,8 +105,7 @@ def find_stale(cfg: BeamtimeConfig, runs: list[str]) -> list[StaleOutput]:
     stale: list[StaleOutput] = []
     if cfg.dark_run is not None:
         for m in cfg.detector.modules:
-            why = _why("dark", cfg.output_path(cfg.dark_run_key, "dark", m), cfg,
-                       {"dark_source": versions.dark_source_version(cfg, m)})
+            why = _why("dark", cfg.output_path(cfg.dark_run_key, "dark", m), cfg, exp.dark_inputs(m))
             if why:
                 stale.append(StaleOutput("dark", None, m, why))
     for run in runs:

@@ -21,10 +21,9 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-import h5py
-
 from . import __version__
 from .config import BeamtimeConfig, run_key
+from .outputs import read_attrs
 from .readers import euxfel
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -121,9 +120,5 @@ def lineage_version(asset: str, cfg: BeamtimeConfig, inputs: dict[str, str]) -> 
 
 def recorded_lineage(path: Path) -> str | None:
     """The lineage version an output file records; None if the file or the attribute is missing."""
-    try:
-        with h5py.File(path, "r") as f:
-            v = f.attrs.get("lineage_version")
-    except (FileNotFoundError, OSError):
-        return None
+    v = read_attrs(path).get("lineage_version")
     return None if v is None else str(v)

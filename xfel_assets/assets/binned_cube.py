@@ -4,16 +4,17 @@ from xfel_core import pipeline, versions
 from ..metadata import materialized, scalars, scan_points_table
 from ..partitions import check_modules_match, run_partitions
 from ..resources import BeamtimeResource
-from ..steps import check_spec, retry_policy, run_science
+from ..steps import retry_policy, run_science
 
 
 @dg.asset(partitions_def=run_partitions, deps=["preprocessed_module", "scan_variable"],
           code_version=versions.code_version("binned_cube"), group_name="dssc", kinds={"hdf5", "xarray"},
           retry_policy=retry_policy(),
           check_specs=[
-              check_spec("means_finite", "binned_cube", "No NaN or infinite mean in a bin with frames.", False),
-              check_spec("all_modules_present", "binned_cube", "Every configured module is in the cube with frames.",
-                         False),
+              dg.AssetCheckSpec("means_finite", asset="binned_cube", blocking=False,
+                                description="No NaN or infinite mean in a bin with frames."),
+              dg.AssetCheckSpec("all_modules_present", asset="binned_cube", blocking=False,
+                                description="Every configured module is in the cube with frames."),
           ])
 def binned_cube(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """The run's mean detector image per (scan point, frame type, module), with standard errors, counts and the pump-probe difference."""

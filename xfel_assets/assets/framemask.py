@@ -4,13 +4,14 @@ from xfel_core import pipeline, versions
 from ..metadata import counts_table, materialized, scalars
 from ..partitions import run_partitions
 from ..resources import BeamtimeResource
-from ..steps import check_spec, retry_policy, run_science
+from ..steps import retry_policy, run_science
 
 
 @dg.asset(partitions_def=run_partitions, deps=["raw_run"], code_version=versions.code_version("framemask"),
           group_name="dssc", kinds={"hdf5"}, retry_policy=retry_policy(),
-          check_specs=[check_spec("kept_fraction", "framemask", "The framemask keeps at least "
-                                  "checks.min_kept_fraction of the run's frames.", blocking=True)])
+          check_specs=[dg.AssetCheckSpec("kept_fraction", asset="framemask", blocking=True,
+                                         description="The framemask keeps at least "
+                                         "checks.min_kept_fraction of the run's frames.")])
 def framemask(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """Which frames of which trains are used (trains x frames), from the pulse energy and exclusions."""
     info = run_science(pipeline.make_framemask, beamtime.load(), context.partition_key)

@@ -4,7 +4,7 @@ from xfel_core import pipeline, versions
 from ..metadata import counts_table, materialized, scalar, scalars, scan_points_table
 from ..partitions import by_module, by_run, check_modules_match, run_module_partitions, split_run_module_key
 from ..resources import BeamtimeResource
-from ..steps import MODULE_POOL, check_spec, retry_policy, run_science
+from ..steps import MODULE_POOL, retry_policy, run_science
 
 
 @dg.asset(
@@ -21,8 +21,9 @@ from ..steps import MODULE_POOL, check_spec, retry_policy, run_science
     kinds={"hdf5", "numba"},
     pool=MODULE_POOL,
     retry_policy=retry_policy(),
-    check_specs=[check_spec("counts_add_up", "preprocessed_module", "The frames summed equal the frames kept; "
-                            "kept plus rejected equal all frames of the module.", blocking=True)],
+    check_specs=[dg.AssetCheckSpec("counts_add_up", asset="preprocessed_module", blocking=True,
+                                   description="The frames summed equal the frames kept; "
+                                   "kept plus rejected equal all frames of the module.")],
 )
 def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """One module of one run: dark-subtracted, gain-corrected frames summed per (scan point, frame type), with sums of squares and counts."""
