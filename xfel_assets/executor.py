@@ -19,8 +19,7 @@ from dagster._core.definitions.executor_definition import (
 from dagster._core.executor.base import Executor
 from dagster._core.executor.in_process import InProcessExecutor
 
-from xfel_core.config import beamtime_path_from_env, load_beamtime
-
+from .resources import config_at_load
 from .steps import MODULE_POOL
 
 PRELOAD_MODULES = ["xfel_assets.preload"]
@@ -57,10 +56,8 @@ def xfel_executor(init_context) -> Executor:
 
 
 def _max_concurrent() -> int:
-    path = beamtime_path_from_env()
-    if path.exists():
-        return load_beamtime(path).execution.resolved_max_concurrent()
-    return os.cpu_count() or 1
+    cfg = config_at_load()
+    return cfg.execution.resolved_max_concurrent() if cfg is not None else os.cpu_count() or 1
 
 
 def make_executor(max_concurrent: int | None = None) -> dg.ExecutorDefinition:

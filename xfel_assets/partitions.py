@@ -6,17 +6,17 @@ import warnings
 
 import dagster as dg
 
-from xfel_core.config import BeamtimeConfig, beamtime_path_from_env, load_beamtime, module_key, parse_run_key
+from xfel_core.config import BeamtimeConfig, module_key, parse_run_key
+
+from .resources import config_at_load
 
 RUNS_PARTITION_SET = "runs"
 
 
 def _configured_module_keys() -> list[str]:
     """Module keys from the beamtime config; all 16 DSSC modules if the config does not exist yet."""
-    path = beamtime_path_from_env()
-    if not path.exists():
-        return [module_key(m) for m in range(16)]
-    return load_beamtime(path).module_keys
+    cfg = config_at_load()
+    return cfg.module_keys if cfg is not None else [module_key(m) for m in range(16)]
 
 
 run_partitions = dg.DynamicPartitionsDefinition(name=RUNS_PARTITION_SET)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import dagster as dg
-
-import os
 
 from xfel_core.config import BeamtimeConfig, beamtime_path_from_env, load_beamtime
 
@@ -28,6 +27,13 @@ class BeamtimeResource(dg.ConfigurableResource):
         except FileNotFoundError:
             mtime = 0
         return _load(self.config_path, mtime)
+
+
+def config_at_load() -> BeamtimeConfig | None:
+    """The config named by $XFEL_BEAMTIME when the definitions load (None if it does not exist yet):
+    module partitions, executor and retry settings come from it, read once."""
+    path = beamtime_path_from_env()
+    return BeamtimeResource(config_path=str(path)).load() if path.exists() else None
 
 
 def default_beamtime_resource() -> BeamtimeResource:

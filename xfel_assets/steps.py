@@ -7,8 +7,9 @@ from typing import Any
 
 import dagster as dg
 
-from xfel_core.config import beamtime_path_from_env, load_beamtime
 from xfel_core.exceptions import XfelError
+
+from .resources import config_at_load
 
 #: Concurrency pool of the steps that read whole detector modules (dark, preprocessed_module):
 #: its limit (execution.max_module_steps) bounds them across all runs of a backfill.
@@ -26,10 +27,9 @@ def run_science(fn: Callable[..., dict], *args: Any) -> dict:
 
 def retry_policy() -> dg.RetryPolicy:
     """Retries with exponential backoff and jitter, from the config's execution section."""
-    path = beamtime_path_from_env()
+    cfg = config_at_load()
     retries, delay = 2, 2.0
-    if path.exists():
-        ex = load_beamtime(path).execution
-        retries, delay = ex.retries, ex.retry_delay_s
+    if cfg is not None:
+        retries, delay = cfg.execution.retries, cfg.execution.retry_delay_s
     return dg.RetryPolicy(max_retries=retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL,
                           jitter=dg.Jitter.PLUS_MINUS)
