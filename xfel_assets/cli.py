@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from xfel_core.config import ENV_VAR, RUN_KEY_RE, beamtime_path_from_env, load_beamtime, run_key
-from xfel_core.exceptions import XfelError
+from xfel_core.exceptions import ConfigError, XfelError
 from xfel_core.run_summary import data_runs
 
 DAGSTER_YAML = """\
@@ -93,8 +93,56 @@ def cmd_demo_beamtime(args) -> int:
     from xfel_core.demo.beamtime import write_demo_beamtime
 
     path = write_demo_beamtime(Path(args.dir), runs=args.runs, trains=args.trains, frames=args.frames,
-                               modules=args.modules)
+                               modules=args.modules, insitu=not args.no_insitu)
     print(f"wrote demo beamtime {path}")
+    return 0
+
+
+def cmd_demo_insitu(args) -> int:
+    from xfel_core.demo.insitu import write_demo_insitu
+
+    path = write_demo_insitu(Path(args.dir), measurements=args.measurements, frames=args.frames,
+                             header_transmission=not args.no_transmission)
+    print(f"wrote in-situ demo sample under {Path(args.dir).resolve() / 'raw' / 'insitu'}; config {path}")
+    return 0
+
+
+def _roi_spec(text: str):
+    """'name:role:y0:y1:x0:x1' as a ROI."""
+    from xfel_core.config import Roi
+
+    parts = text.split(":")
+    if len(parts) != 6:
+        raise ConfigError(f"--roi {text!r}: expected name:role:y0:y1:x0:x1, e.g. peak:com:80:120:200:260")
+    name, role, *nums = parts
+    try:
+        y0, y1, x0, x1 = (int(v) for v in nums)
+    except ValueError:
+        raise ConfigError(f"--roi {text!r}: the pixel bounds must be integers") from None
+    try:
+        return Roi(name=name, role=role, y=(y0, y1), x=(x0, x1))
+    except ValueError as e:
+        raise ConfigError(f"--roi {text!r}: {e}") from None
+
+
+def cmd_roi(args) -> int:
+    from xfel_core.insitu.rois import configured_rois, dump_rois, load_rois
+    from xfel_core.report import format_table
+
+    if args.action == "save":
+        if args.roi:
+            rois = [_roi_spec(t) for t in args.roi]
+        else:
+            cfg = load_beamtime(Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env())
+            rois = configured_rois(cfg)
+        path = dump_rois(Path(args.file), rois)
+        print(f"wrote {len(rois)} ROIs to {path.resolve()}; use them with 'insitu: roi_file: {path.resolve()}'")
+    else:
+        rois = load_rois(Path(args.file))
+        print(format_table([{"name": r.name, "role": r.role, "y": f"[{r.y[0]}, {r.y[1]})",
+                             "x": f"[{r.x[0]}, {r.x[1]})"} for r in rois]))
+        print(f"{len(rois)} ROIs in {Path(args.file).resolve()}; roi_series computes them when the beamtime "
+              f"config says 'insitu: roi_file: {Path(args.file).resolve()}'")
     return 0
 
 
@@ -119,24 +167,58 @@ def _setup_runs(args):
     return cfg, home, runs
 
 
+def _insitu_selection(cfg, spec: str | None) -> list[str]:
+    """Measurement keys of the samples named in 'S1,S2' (default: every sample)."""
+    if cfg.insitu is None:
+        return []
+    from xfel_core.insitu import layout
+
+    samples = layout.samples(cfg.insitu)
+    if spec:
+        wanted = [s.strip() for s in spec.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in samples]
+        if unknown:
+            raise ConfigError(f"no sample folders {unknown} in {cfg.insitu.raw_root} (there are: {samples})")
+        samples = wanted
+    return [layout.measurement_key(s, m) for s in samples for m in layout.measurements(cfg.insitu, s)]
+
+
 def cmd_materialize(args) -> int:
-    cfg, home, runs = _setup_runs(args)
-    if not runs:
+    cfg, home = _setup(args)
+    # --runs alone: only runs; --samples alone: only in-situ samples; neither: everything.
+    runs = parse_runs(args.runs, data_runs(cfg)) if args.runs or not args.samples else []
+    measurements = _insitu_selection(cfg, args.samples) if args.samples or not args.runs else []
+    if not runs and not measurements:
+        where = [str(cfg.raw_root)] + ([str(cfg.insitu.raw_root)] if cfg.insitu else [])
+        print(f"no runs or in-situ measurements to process in {' or '.join(where)}", file=sys.stderr)
         return 1
 
     import dagster as dg
 
-    from xfel_core.report import format_table, run_rows
+    from xfel_core.insitu.layout import split_measurement_key
+    from xfel_core.report import format_table, run_rows, sample_rows
 
-    from .materialize import materialize_runs
+    from .materialize import materialize_insitu, materialize_runs
 
     instance = dg.DagsterInstance.get()
-    done_darks = set(instance.get_materialized_partitions(dg.AssetKey("dark")))
-    darks = [] if cfg.dark_run is None else [m for m in cfg.module_keys if args.redo_dark or m not in done_darks]
-    print(f"beamtime {cfg.name}: {len(runs)} runs x {len(cfg.module_keys)} modules; Dagster home {home}")
-    outcomes = materialize_runs(runs, instance, cfg.execution.resolved_max_concurrent(), darks)
-    print()
-    print(format_table(run_rows(cfg, runs)))
+    max_concurrent = cfg.execution.resolved_max_concurrent()
+    outcomes = []
+    if runs:
+        done_darks = set(instance.get_materialized_partitions(dg.AssetKey("dark")))
+        darks = [] if cfg.dark_run is None else [m for m in cfg.module_keys if args.redo_dark or m not in done_darks]
+        print(f"beamtime {cfg.name}: {len(runs)} runs x {len(cfg.module_keys)} modules; Dagster home {home}")
+        outcomes += materialize_runs(runs, instance, max_concurrent, darks)
+    samples = sorted({split_measurement_key(k)[0] for k in measurements})
+    if measurements:
+        print(f"beamtime {cfg.name}: in-situ, {len(measurements)} measurements of {len(samples)} samples; "
+              f"Dagster home {home}")
+        outcomes += materialize_insitu(measurements, instance, max_concurrent)
+    if runs:
+        print()
+        print(format_table(run_rows(cfg, runs)))
+    if samples:
+        print()
+        print(format_table(sample_rows(cfg, samples)))
     failed = [o for o in outcomes if not o.success]
     n = len(outcomes)
     print(f"\n{n - len(failed)} of {n} Dagster runs succeeded; mean {sum(o.seconds for o in outcomes) / max(n, 1):.1f} s per run")
@@ -209,7 +291,7 @@ def cmd_demo(args) -> int:
     if not (root / "beamtime.yaml").exists():
         cmd_demo_beamtime(args)
     args.beamtime = str(root / "beamtime.yaml")
-    args.runs = None
+    args.runs = args.samples = None
     return cmd_materialize(args)
 
 
@@ -223,14 +305,34 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--trains", type=int, default=40)
         p.add_argument("--frames", type=int, default=10, help="frames per train")
         p.add_argument("--modules", type=int, default=4, help="DSSC modules (1-16)")
+        p.add_argument("--no-insitu", action="store_true", help="no in-situ sample")
 
-    p = sub.add_parser("demo-beamtime", help="write a demo beamtime in the European XFEL raw layout")
+    p = sub.add_parser("demo-beamtime", help="write a demo beamtime in the European XFEL raw layout (and an in-situ sample)")
     demo_args(p)
     p.set_defaults(func=cmd_demo_beamtime)
 
-    p = sub.add_parser("materialize", help="materialize every asset of runs through Dagster (no daemon needed)")
+    p = sub.add_parser("demo-insitu", help="write an in-situ demo sample (Pilatus TIFFs, SPring-8 layout) and its config")
+    p.add_argument("dir", help="folder for the beamtime (raw/insitu/<sample>/, processed/, beamtime.yaml)")
+    p.add_argument("--measurements", type=int, default=3)
+    p.add_argument("--frames", type=int, default=30, help="frames per measurement")
+    p.add_argument("--no-transmission", action="store_true",
+                   help="leave Filter_transmission out of the headers (changes are then found as steps)")
+    p.set_defaults(func=cmd_demo_insitu)
+
+    p = sub.add_parser("roi", help="save ROIs to a ROI file, or load one and show its ROIs")
+    p.add_argument("action", choices=["save", "load"])
+    p.add_argument("file", help="the ROI file (YAML)")
+    p.add_argument("--roi", action="append", metavar="NAME:ROLE:Y0:Y1:X0:X1",
+                   help="with save: a ROI (role com, fwhm, intensity or background); repeat for more. "
+                   "Default: the ROIs of the beamtime config")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR})")
+    p.set_defaults(func=cmd_roi)
+
+    p = sub.add_parser("materialize", help="materialize every asset of runs and in-situ samples through Dagster (no daemon needed)")
     p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
     p.add_argument("--runs", help="r0002-r0005 or r0002,r0007 (default: every run in the raw root)")
+    p.add_argument("--samples", help="in-situ samples S1,S2 (default: every sample folder); "
+                   "with only --runs or only --samples, only those are processed")
     p.add_argument("--redo-dark", action="store_true", help="recompute the darks even if materialized")
     p.set_defaults(func=cmd_materialize)
 
@@ -247,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
     p.set_defaults(func=cmd_dagster_home)
 
-    p = sub.add_parser("demo", help="write the demo beamtime (if absent) and materialize all its runs")
+    p = sub.add_parser("demo", help="write the demo beamtime (if absent) and materialize all its runs and samples")
     demo_args(p)
     p.add_argument("--redo-dark", action="store_true")
     p.set_defaults(func=cmd_demo)

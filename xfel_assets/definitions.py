@@ -4,6 +4,7 @@ import dagster as dg
 
 from .assets import ALL_ASSETS
 from .executor import make_executor
+from .insitu_sensor import new_measurement_sensor
 from .jobs import ALL_JOBS
 from .resources import default_beamtime_resource
 from .sensors import new_run_sensor, source_change_sensor
@@ -11,7 +12,7 @@ from .sensors import new_run_sensor, source_change_sensor
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=ALL_JOBS,
-    sensors=[new_run_sensor, source_change_sensor],
+    sensors=[new_run_sensor, source_change_sensor, new_measurement_sensor],
     resources={"beamtime": default_beamtime_resource()},
     executor=make_executor(),
 )

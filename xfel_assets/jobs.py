@@ -12,6 +12,13 @@ module_job = dg.define_asset_job("module_job", selection=["preprocessed_module"]
 cube_job = dg.define_asset_job("cube_job", selection=["binned_cube"],
                                description="Join a run's modules into the binned cube.")
 
+insitu_measurement_job = dg.define_asset_job(
+    "insitu_measurement_job", selection=["insitu_frames", "roi_series"],
+    description="Correct one in-situ measurement's frames and compute its ROI series.")
+insitu_sample_job = dg.define_asset_job(
+    "insitu_sample_job", selection=["attenuation_corrected_series"],
+    description="Stitch one sample's measurements and correct the attenuator changes.")
+
 observe_raw_runs_job = dg.define_asset_job(
     "observe_raw_runs_job", selection=["raw_run_files"],
     description="Observe every run's raw files (new data versions make their outputs stale).")
@@ -19,4 +26,5 @@ observe_calibration_job = dg.define_asset_job(
     "observe_calibration_job", selection=["dark_run_files", "gain_map"],
     description="Observe the dark run's files and the gain maps of every module.")
 
-ALL_JOBS = [run_inputs_job, dark_job, module_job, cube_job, observe_raw_runs_job, observe_calibration_job]
+ALL_JOBS = [run_inputs_job, dark_job, module_job, cube_job, insitu_measurement_job, insitu_sample_job,
+            observe_raw_runs_job, observe_calibration_job]

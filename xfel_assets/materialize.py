@@ -1,4 +1,4 @@
-"""Materialize every asset of some runs through Dagster, without the daemon (used by `make demo`).
+"""Materialize every asset of some runs (and in-situ measurements) through Dagster, without the daemon (used by `make demo`).
 
 Each Dagster run goes through the multiprocess executor (forkserver with preloaded modules), up
 to ``max_concurrent`` Dagster runs at once, stage by stage in dependency order: the run inputs
@@ -16,8 +16,13 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from xfel_core.insitu.layout import split_measurement_key
+
 from .definitions import defs
-from .partitions import RUNS_PARTITION_SET, module_partitions, run_module_key, run_module_partitions
+from .partitions import (
+    MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions, run_module_key,
+    run_module_partitions,
+)
 
 
 def run_inputs_job_def() -> dg.JobDefinition:
@@ -57,7 +62,16 @@ def _root_message(err) -> str:
     return err.message.strip()
 
 
-JOB_FNS = {f.__name__: f for f in (run_inputs_job_def, dark_job_def, module_job_def, cube_job_def)}
+def insitu_measurement_job_def() -> dg.JobDefinition:
+    return defs.resolve_job_def("insitu_measurement_job")
+
+
+def insitu_sample_job_def() -> dg.JobDefinition:
+    return defs.resolve_job_def("insitu_sample_job")
+
+
+JOB_FNS = {f.__name__: f for f in (run_inputs_job_def, dark_job_def, module_job_def, cube_job_def,
+                                   insitu_measurement_job_def, insitu_sample_job_def)}
 
 
 def _execute(job_fn_name: str, partition: str, tags: dict) -> StepOutcome:
@@ -74,6 +88,47 @@ def _execute(job_fn_name: str, partition: str, tags: dict) -> StepOutcome:
                       time.perf_counter() - t0, result.run_id, error)
 
 
+def _add_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> None:
+    instance.add_dynamic_partitions(name, [k for k in keys if not instance.has_dynamic_partition(name, k)])
+
+
+class _Stages:
+    """Stages of Dagster runs in a pool of worker processes; each stage waits for the one before."""
+
+    def __init__(self, max_concurrent: int, log, stage_seconds: dict[str, float] | None):
+        # Worker processes come from a forkserver that has Dagster and our packages imported.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["dagster", "xfel_assets.definitions"])
+        self.pool = ProcessPoolExecutor(max_workers=max_concurrent, mp_context=ctx)
+        self.log, self.stage_seconds = log, stage_seconds
+        self.outcomes: list[StepOutcome] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown()
+
+    def run(self, name: str, work: list[tuple[str, str, dict]]) -> list[StepOutcome]:
+        """Run (job function name, partition, tags) items; returns the failed ones."""
+        if not work:
+            return []
+        t0 = time.perf_counter()
+        done = list(self.pool.map(_execute, *zip(*work)))
+        failed = [o for o in done if not o.success]
+        if self.stage_seconds is not None:
+            self.stage_seconds[name] = time.perf_counter() - t0
+        self.log(f"{name}: {len(done) - len(failed)}/{len(done)} Dagster runs succeeded in {time.perf_counter() - t0:.1f} s")
+        for o in failed:
+            self.log(f"  FAILED {o.job} {o.partition}: {o.error}")
+        self.outcomes.extend(done)
+        return failed
+
+
+def _partition_tags(key: str) -> dict:
+    return {"dagster/partition": key}
+
+
 def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurrent: int,
                      dark_modules: list[str] | None = None, log=print,
                      stage_seconds: dict[str, float] | None = None) -> list[StepOutcome]:
@@ -81,32 +136,12 @@ def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurre
 
     ``instance`` must be the persistent instance of $DAGSTER_HOME: the worker processes open it too.
     """
-    instance.add_dynamic_partitions(RUNS_PARTITION_SET,
-                                    [r for r in runs if not instance.has_dynamic_partition(RUNS_PARTITION_SET, r)])
+    _add_partitions(instance, RUNS_PARTITION_SET, runs)
     modules = module_partitions.get_partition_keys()
-    outcomes: list[StepOutcome] = []
-    # Worker processes come from a forkserver that has Dagster and our packages imported.
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["dagster", "xfel_assets.definitions"])
-    with ProcessPoolExecutor(max_workers=max_concurrent, mp_context=ctx) as pool:
-
-        def stage(name: str, work: list[tuple[str, str, dict]]) -> list[StepOutcome]:
-            if not work:
-                return []
-            t0 = time.perf_counter()
-            done = list(pool.map(_execute, *zip(*work)))
-            failed = [o for o in done if not o.success]
-            if stage_seconds is not None:
-                stage_seconds[name] = time.perf_counter() - t0
-            log(f"{name}: {len(done) - len(failed)}/{len(done)} Dagster runs succeeded in {time.perf_counter() - t0:.1f} s")
-            for o in failed:
-                log(f"  FAILED {o.job} {o.partition}: {o.error}")
-            outcomes.extend(done)
-            return failed
-
-        failed = stage("run inputs and darks",
-                       [("run_inputs_job_def", r, {"dagster/partition": r}) for r in runs]
-                       + [("dark_job_def", m, {"dagster/partition": m}) for m in (dark_modules or [])])
+    with _Stages(max_concurrent, log, stage_seconds) as stages:
+        failed = stages.run("run inputs and darks",
+                            [("run_inputs_job_def", r, _partition_tags(r)) for r in runs]
+                            + [("dark_job_def", m, _partition_tags(m)) for m in (dark_modules or [])])
         bad_runs = set(runs) if any(o.job == "dark_job" for o in failed) else {o.partition for o in failed}
         module_work = []
         for r in runs:
@@ -116,7 +151,21 @@ def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurre
                 key = run_module_key(r, m)
                 module_work.append(("module_job_def", str(key),
                                     dict(run_module_partitions.get_tags_for_partition_key(key))))
-        failed = stage("modules", module_work)
+        failed = stages.run("modules", module_work)
         bad_runs |= {o.partition.split("|")[1] for o in failed}
-        stage("binned cubes", [("cube_job_def", r, {"dagster/partition": r}) for r in runs if r not in bad_runs])
-    return outcomes
+        stages.run("binned cubes", [("cube_job_def", r, _partition_tags(r)) for r in runs if r not in bad_runs])
+    return stages.outcomes
+
+
+def materialize_insitu(measurements: list[str], instance: dg.DagsterInstance, max_concurrent: int,
+                       log=print) -> list[StepOutcome]:
+    """Materialize insitu_frames and roi_series of ``measurements``, then the series of their samples."""
+    samples = sorted({split_measurement_key(k)[0] for k in measurements})
+    _add_partitions(instance, MEASUREMENTS_PARTITION_SET, measurements)
+    _add_partitions(instance, SAMPLES_PARTITION_SET, samples)
+    with _Stages(max_concurrent, log, None) as stages:
+        failed = stages.run("in-situ measurements",
+                            [("insitu_measurement_job_def", k, _partition_tags(k)) for k in measurements])
+        bad = {split_measurement_key(o.partition)[0] for o in failed}
+        stages.run("in-situ samples", [("insitu_sample_job_def", s, _partition_tags(s)) for s in samples if s not in bad])
+    return stages.outcomes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -58,6 +59,26 @@ def scan_points_table(centres, units: str, trains=None, frame_counts=None, frame
             row[f"frames {t}"] = int(frame_counts[i][j])
         rows.append(dg.TableRecord(row))
     return dg.MetadataValue.table(records=rows, schema=dg.TableSchema(columns=cols))
+
+
+def png_md(png: bytes, alt: str) -> dg.MetadataValue:
+    """A PNG shown inline in the web UI (markdown with a data URL; the figures are tens of kB)."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def table_from_frame(df) -> dg.MetadataValue:
+    """A small pandas table as a Dagster table (numbers rounded for reading)."""
+    types = {"i": "int", "u": "int", "f": "float", "b": "bool"}
+    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), types.get(df[c].dtype.kind, "string")) for c in df.columns])
+    records = []
+    for row in df.itertuples(index=False):
+        rec = {}
+        for c, v in zip(df.columns, row):
+            kind = types.get(df[c].dtype.kind, "string")
+            rec[str(c)] = (round(float(v), 6) if kind == "float" else int(v) if kind == "int"
+                           else bool(v) if kind == "bool" else str(v))
+        records.append(dg.TableRecord(rec))
+    return dg.MetadataValue.table(records=records, schema=schema)
 
 
 def version_metadata(info: dict) -> dict:

@@ -50,3 +50,11 @@ def check_modules_match(cfg: BeamtimeConfig) -> None:
             f"config {cfg.source_file} lists modules {cfg.module_keys}, but the Dagster definitions "
             f"were loaded with {module_partitions.get_partition_keys()}; reload the code location"
         )
+
+
+MEASUREMENTS_PARTITION_SET = "insitu_measurements"
+SAMPLES_PARTITION_SET = "insitu_samples"
+#: In-situ measurements, ``<sample>/<measurement folder>`` (added by the in-situ sensor).
+measurement_partitions = dg.DynamicPartitionsDefinition(name=MEASUREMENTS_PARTITION_SET)
+#: In-situ samples (added by the in-situ sensor).
+sample_partitions = dg.DynamicPartitionsDefinition(name=SAMPLES_PARTITION_SET)

@@ -145,6 +145,138 @@ class ExecutionConfig(_Strict):
         return self.max_concurrent or os.cpu_count() or 1
 
 
+def _ordered_range(v: tuple[int, int], what: str) -> tuple[int, int]:
+    if not 0 <= v[0] < v[1]:
+        raise ValueError(f"{what} must be [first, end) with 0 <= first < end, got {list(v)}")
+    return v
+
+
+class Rect(_Strict):
+    """A rectangle of detector pixels: rows y[0] <= row < y[1], columns x[0] <= column < x[1]."""
+
+    y: tuple[int, int]
+    x: tuple[int, int]
+
+    @field_validator("y", "x")
+    @classmethod
+    def _ordered(cls, v: tuple[int, int], info) -> tuple[int, int]:
+        return _ordered_range(v, info.field_name)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(*self.y), slice(*self.x)
+
+    @property
+    def npixels(self) -> int:
+        return (self.y[1] - self.y[0]) * (self.x[1] - self.x[0])
+
+
+RoiRole = Literal["com", "fwhm", "intensity", "background"]
+
+
+class Roi(Rect):
+    """A named region of interest and what is computed in it (the seed's coloured ROIs).
+
+    com: centre of mass (yellow); fwhm: FWHM of the peak along y and x (orange);
+    intensity: integrated counts (red, green); background: mean counts per pixel, subtracted
+    (times the area) from the intensity ROIs as ``<name>_net``.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    role: RoiRole
+
+
+class AttenuationOverride(_Strict):
+    """A manual correction of one attenuator change of a sample (the seed's hand-picked points)."""
+
+    sample: str
+    #: The change happens before the first frame at or after this time: UNIX seconds, or an ISO
+    #: date-time (in insitu.timezone unless it carries its own offset).
+    time: float | str
+    #: Intensities from this frame on are multiplied by this factor relative to the frames
+    #: before; null removes a change found automatically.
+    factor: float | None = Field(gt=0)
+
+
+class AttenuationConfig(_Strict):
+    """How attenuator changes are found and corrected in `attenuation_corrected_series`."""
+
+    #: ratio: the factor of each change is the ratio of the intensities on either side (the
+    #: seed's way; robust to inexact nominal transmissions); header: 1 / the headers' transmission ratio.
+    method: Literal["ratio", "header"] = "ratio"
+    #: Points on each side of a change that a straight line (in log intensity against time) is fitted to.
+    points: int = Field(default=5, ge=1)
+    #: With method ratio, changes across a gap in time longer than this use the header's ratio
+    #: where there is one (the intensity may really change during a pause).
+    max_gap_s: float = Field(default=10.0, gt=0)
+    #: The intensity ROI whose series finds and measures the changes; null: the first intensity ROI.
+    reference_roi: str | None = None
+    #: Without transmissions in the headers: a jump of the reference intensity by more than this
+    #: fraction between neighbouring frames (and 8 x its robust noise) is an attenuator change.
+    step_threshold: float = Field(default=0.3, gt=0)
+    overrides: list[AttenuationOverride] = Field(default_factory=list)
+
+
+class InsituConfig(_Strict):
+    """In-situ TIFF series (the SPring-8 BL11XU layout): <raw_root>/<sample>/<sample>_<measurement>/*.tif."""
+
+    #: Folder of the sample folders.
+    raw_root: Path
+    #: Outputs go to <processed_root>/<sample>/<measurement>/; null: <beamtime processed_root>/insitu.
+    processed_root: Path | None = None
+    #: IANA time zone of the date-times in the TIFF headers (SPring-8: Asia/Tokyo).
+    timezone: str = "Asia/Tokyo"
+    #: Folder name of the flat-field TIFFs: in the sample folder, else in raw_root.
+    flatfield: str = "flatfield"
+    #: 3 x 3 median filter: bad_pixels replaces only bad pixels (dead or hot in the flat-field,
+    #: negative, at the count cutoff) by their neighbourhood's median; all filters every pixel
+    #: (the seed's parse.py, which also smooths the peak); none: no filter.
+    median_filter: Literal["bad_pixels", "all", "none"] = "bad_pixels"
+    #: A pixel whose flat-field response is outside [low, high] x the median response is bad.
+    flatfield_good_range: tuple[float, float] = (0.5, 1.5)
+    #: Detector areas without signal: their mean counts per pixel in each frame is subtracted.
+    background_regions: list[Rect] = Field(default_factory=list)
+    #: ROIs of roi_series; ignored when roi_file is given.
+    rois: list[Roi] = Field(default_factory=list)
+    #: A ROI file written by `xfel-assets roi save` (relative: to the folder of beamtime.yaml).
+    roi_file: Path | None = None
+    attenuation: AttenuationConfig = Field(default_factory=AttenuationConfig)
+    #: A measurement is complete when its newest TIFF is at least this old (and the folder was
+    #: unchanged for one sensor tick): an acquisition in progress is not taken half-way.
+    settle_seconds: float = Field(default=30.0, ge=0)
+    #: Frames read and corrected at a time.
+    chunk_frames: int = Field(default=64, ge=1)
+    #: insitu_frames refuses to replace an existing output made from other files or settings
+    #: unless this is true (or the run config of the asset says overwrite: true).
+    overwrite: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Tokyo or UTC)") from None
+        return v
+
+    @field_validator("flatfield_good_range")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < 1 < v[1]:
+            raise ValueError(f"need 0 <= low < 1 < high, got {list(v)}")
+        return v
+
+    @field_validator("rois")
+    @classmethod
+    def _unique_rois(cls, v: list[Roi]) -> list[Roi]:
+        names = [r.name for r in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ROI names repeat: {names}")
+        return v
+
+
 class BeamtimeConfig(_Strict):
     """One beamtime: where its data lives and how its runs are reduced."""
 
@@ -152,9 +284,10 @@ class BeamtimeConfig(_Strict):
     raw_root: Path
     processed_root: Path
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
-    scan_variable: ScanVariableConfig
+    #: The scan variable of the DSSC runs; null (with frame_pattern) for a beamtime without them.
+    scan_variable: ScanVariableConfig | None = None
     #: Frame names repeating within each train; names containing "dark" are dark frames.
-    frame_pattern: list[str] = Field(min_length=1)
+    frame_pattern: list[str] | None = Field(default=None, min_length=1)
     framemask: FramemaskConfig = Field(default_factory=FramemaskConfig)
     #: At most this many frames of each train are used; null: all.
     maxframes: int | None = Field(default=None, ge=1)
@@ -169,15 +302,48 @@ class BeamtimeConfig(_Strict):
     #: Frames read at a time: 256 raw DSSC frames (32 MB) stay in cache for the kernel.
     chunk_frames: int = Field(default=256, ge=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    #: In-situ TIFF series (samples and measurements); null: none in this beamtime.
+    insitu: InsituConfig | None = None
     #: The YAML file this came from (set by :func:`load_beamtime`).
     source_file: Path | None = None
 
     @field_validator("frame_pattern")
     @classmethod
-    def _unique_names(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
+    def _unique_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
             raise ValueError(f"frame names repeat: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _dssc_or_insitu(self) -> BeamtimeConfig:
+        if (self.scan_variable is None) != (self.frame_pattern is None):
+            given, missing = ("scan_variable", "frame_pattern") if self.frame_pattern is None \
+                else ("frame_pattern", "scan_variable")
+            raise ValueError(f"{missing}: required key is missing ({given} is set; the DSSC runs need both)")
+        if self.scan_variable is None and self.insitu is None:
+            raise ValueError("nothing to process: give scan_variable and frame_pattern (DSSC runs), insitu, or both")
+        return self
+
+    @property
+    def has_dssc(self) -> bool:
+        """True if the beamtime has DSSC runs to reduce (scan_variable and frame_pattern are set)."""
+        return self.frame_pattern is not None
+
+    def require_dssc(self) -> None:
+        if not self.has_dssc:
+            raise ConfigError(f"{self.source_file}: the DSSC assets need scan_variable and frame_pattern, "
+                              "which this beamtime does not set")
+
+    @property
+    def insitu_processed_root(self) -> Path:
+        ins = self.require_insitu()
+        return ins.processed_root or self.processed_root / "insitu"
+
+    def require_insitu(self) -> InsituConfig:
+        if self.insitu is None:
+            raise ConfigError(f"{self.source_file}: the in-situ assets need an insitu section, "
+                              "which this beamtime does not have")
+        return self.insitu
 
     @property
     def module_keys(self) -> list[str]:
@@ -230,6 +396,8 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
             lines.append(f"  {key}: unknown key (check the spelling; see README 'Configuration')")
         elif e["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
+        elif not e["loc"]:  # a rule across keys: its message names them
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -258,6 +426,12 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
     gain = data.get("gain_map")
     if isinstance(gain, dict) and isinstance(gain.get("file"), str):
         data["gain_map"] = dict(gain, file=str((path.parent / gain["file"]).resolve()))
+    insitu = data.get("insitu")
+    if isinstance(insitu, dict):
+        data["insitu"] = insitu = dict(insitu)
+        for key in ("raw_root", "processed_root", "roi_file"):
+            if isinstance(insitu.get(key), str):
+                insitu[key] = str((path.parent / insitu[key]).resolve())
     data["source_file"] = str(path)
     try:
         return BeamtimeConfig.model_validate(data)

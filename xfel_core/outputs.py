@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,10 +76,46 @@ def provenance(config_yaml: str, inputs: list[str], code_version: str | None = N
     return attrs
 
 
+#: Key of the output attributes in a Parquet file's schema metadata (a JSON object).
+PARQUET_ATTRS_KEY = b"xfel_assets"
+
+
+def write_table(df, path: Path, attrs: dict) -> tuple[Path, Path]:
+    """Write a pandas table as Parquet (with ``attrs`` in its schema metadata) and CSV beside it, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[PARQUET_ATTRS_KEY] = json.dumps(attrs, default=str).encode()
+    table = table.replace_schema_metadata(meta)
+    path = Path(path)
+    csv = path.with_suffix(".csv")
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path, csv
+
+
 def read_attrs(path: Path) -> dict:
     """The attributes of an output file (versions, checks, provenance); {} if it does not exist or is unreadable."""
+    if Path(path).suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_schema(path).metadata or {}
+            return json.loads(meta.get(PARQUET_ATTRS_KEY, b"{}"))
+        except (FileNotFoundError, OSError, ValueError):
+            return {}
     try:
         with h5py.File(path, "r") as f:
             return dict(f.attrs)
     except (FileNotFoundError, OSError):
         return {}
+
+
+def done_info(path: Path, t0: float, **info) -> dict:
+    """A step's result dict: what it found, and its output's path and size and the seconds since t0."""
+    info.update(path=path, size_bytes=path.stat().st_size, seconds=time.perf_counter() - t0)
+    return info

@@ -17,7 +17,7 @@ from .config import BeamtimeConfig, run_key
 from .cube import build_cube, write_cube
 from .exceptions import RunDataError
 from .gain import apply_gain, read_gain_map
-from .outputs import provenance, read_attrs
+from .outputs import done_info, provenance, read_attrs
 from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
 )
@@ -25,27 +25,11 @@ from .readers import euxfel
 from .run_summary import read_frames_per_train, summarize_run, write_run_summary
 
 
-def _done(path: Path, t0: float, **info) -> dict:
-    info.update(path=path, size_bytes=path.stat().st_size, seconds=time.perf_counter() - t0)
-    return info
-
-
-def _versions(cfg: BeamtimeConfig, asset: str, inputs: dict[str, str | None]) -> dict:
-    """The version attributes of an output of ``asset`` made from ``inputs`` (their lineage or source versions).
-
-    An input whose file records no version (written by an older release) counts as "unknown",
-    which no current version equals: its dependents show as stale.
-    """
-    inputs = {k: v or "unknown" for k, v in inputs.items()}
-    return {"lineage_version": versions.lineage_version(asset, cfg, inputs),
-            "code_version": versions.code_version(asset),
-            "input_versions": json.dumps(inputs, sort_keys=True)}
-
-
 def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
     """Open and validate a run; write its train and frame summary (raw_run.h5)."""
+    cfg.require_dssc()
     t0 = time.perf_counter()
-    vers = _versions(cfg, "raw_run", {"raw": versions.raw_run_version(cfg, run)})
+    vers = versions.output_versions(cfg, "raw_run", {"raw": versions.raw_run_version(cfg, run)})
     s, _ = summarize_run(cfg, run)
     if s.ntrains == 0:
         raise RunDataError(f"run {run} ({s.path}) has no valid trains")
@@ -53,7 +37,7 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
     write_run_summary(path, s, cfg, vers)
     missing = {f"{m:02d}": int((~s.present[i]).sum()) for i, m in enumerate(s.modules)}
     fpt = s.frames_per_train[s.present]
-    return _done(path, t0, trains=s.ntrains, first_train=int(s.train_ids[0]), last_train=int(s.train_ids[-1]),
+    return done_info(path, t0, trains=s.ntrains, first_train=int(s.train_ids[0]), last_train=int(s.train_ids[-1]),
                  frames_per_train=int(fpt.max()) if fpt.size else 0, modules=len(s.modules),
                  missing_trains_per_module=missing, raw_size_bytes=s.size_bytes, files=len(s.files),
                  sources=s.sources, suspect_trains=s.suspect_trains,
@@ -62,9 +46,10 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
 
 def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     """Read the scan variable per train and bin it into scan points (scan_variable.h5)."""
+    cfg.require_dssc()
     t0 = time.perf_counter()
     sv = cfg.scan_variable
-    vers = _versions(cfg, "scan_variable", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
+    vers = versions.output_versions(cfg, "scan_variable", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
     run_dir = cfg.run_dir(run)
     dc = euxfel.open_run(run_dir)
     tids, values = euxfel.train_values(dc, sv.source, sv.key)
@@ -76,15 +61,16 @@ def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     scan.write_scan_bins(path, bins, sv.units, provenance(
         cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source, key=sv.key, **vers))
     run_trains = len(dc.train_ids)
-    return _done(path, t0, scan_points=bins.nbins, centres=bins.centres.tolist(), units=sv.units,
+    return done_info(path, t0, scan_points=bins.nbins, centres=bins.centres.tolist(), units=sv.units,
                  trains_per_point=bins.trains_per_bin().tolist(), trains_with_value=len(tids),
                  trains_without_value=run_trains - int((bins.bin_index >= 0).sum()), **vers)
 
 
 def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     """Build the (trains x frames) mask from the gas monitor and the config's exclusions (framemask.h5)."""
+    cfg.require_dssc()
     t0 = time.perf_counter()
-    vers = _versions(cfg, "framemask", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
+    vers = versions.output_versions(cfg, "framemask", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
     tids, _, fpt = read_frames_per_train(cfg.output_path(run, "raw_run"))
     nframes = int(fpt.max()) if fpt.size else 0
     if cfg.maxframes is not None:
@@ -107,7 +93,7 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers,
                                                    **quality.check_attrs(checks)))
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
-    return _done(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
+    return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
                  frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
                  kept_fraction=kept, kept_fraction_per_train=per_train, checks=checks, **vers)
 
@@ -129,11 +115,12 @@ def dark_path(cfg: BeamtimeConfig, module: int) -> Path:
 
 def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     """Per memory cell mean and noise of one module in the configured dark run (dark_MM.h5)."""
+    cfg.require_dssc()
     t0 = time.perf_counter()
     if cfg.dark_run is None:
         raise RunDataError("dark_run is null in the config: there is no dark to compute")
     run = run_key(cfg.dark_run)
-    vers = _versions(cfg, "dark", {"dark_source": versions.dark_source_version(cfg, module)})
+    vers = versions.output_versions(cfg, "dark", {"dark_source": versions.dark_source_version(cfg, module)})
     frames = _module_frames(cfg, run, module)
     if frames.nframes == 0:
         raise RunDataError(f"dark run {run}: module {module:02d} has no frames")
@@ -142,13 +129,14 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     path = dark_path(cfg, module)
     write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module, **vers,
                                       **quality.check_attrs(checks)))
-    return _done(path, t0, dark_run=run, cells=len(dark.cell_id), frames=int(dark.count.sum()),
+    return done_info(path, t0, dark_run=run, cells=len(dark.cell_id), frames=int(dark.count.sum()),
                  mean_adu=float(np.mean(dark.mean)), median_noise_adu=float(np.median(dark.std)),
                  checks=checks, dark_version=dark.version, **vers)
 
 
 def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict:
     """Dark-subtract, sort and sum one module's frames per (scan point, frame type), apply the gain map (preprocessed_module_MM.h5)."""
+    cfg.require_dssc()
     t0 = time.perf_counter()
     attrs = {a: read_attrs(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
     inputs = {a: attrs[a].get("lineage_version") for a in attrs}
@@ -165,7 +153,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
         inputs["dark"] = dark_attrs.get("lineage_version")
     gain = read_gain_map(cfg, module) if cfg.gain_map is not None else None
     inputs["gain"] = gain.version if gain is not None else versions.NO_GAIN
-    vers = _versions(cfg, "preprocessed_module", inputs)
+    vers = versions.output_versions(cfg, "preprocessed_module", inputs)
     frames = _module_frames(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)
@@ -180,7 +168,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                        gain_map=gain.source if gain is not None else None,
                        frames_total=stats.total, frames_kept=stats.kept, **vers, **quality.check_attrs(checks))
     write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
-    return _done(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
+    return done_info(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
                  kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
                  frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
                  counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
@@ -197,6 +185,7 @@ def _calibration_of(module_attrs: dict[int, dict]) -> dict:
 
 def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     """Join the modules' sums into the (scan_variable, frame_type, module, y, x) cube (binned_cube.h5)."""
+    cfg.require_dssc()
     t0 = time.perf_counter()
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
     files = {m: cfg.output_path(run, "preprocessed_module", m) for m in cfg.detector.modules}
@@ -205,7 +194,7 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
         quality.require_passed(module_attrs[m], "preprocessed_module", p)
     inputs = {f"preprocessed_module_{m:02d}": a.get("lineage_version") for m, a in module_attrs.items()}
     inputs["scan_variable"] = versions.recorded_lineage(cfg.output_path(run, "scan_variable"))
-    vers = _versions(cfg, "binned_cube", inputs)
+    vers = versions.output_versions(cfg, "binned_cube", inputs)
     ds = build_cube(files, bins.trains_per_bin(), units)
     kept = int(ds["count"].sum())
     calibration = _calibration_of(module_attrs)
@@ -217,7 +206,7 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
     counts = ds["count"].sum("module").values  # (scan points, frame types)
-    return _done(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
+    return done_info(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
                  frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
                  counts=counts, has_difference="difference" in ds, checks=checks,
                  nan_fraction=float(np.isnan(ds["mean"].values).mean()), **calibration, **vers)

@@ -1,11 +1,17 @@
-"""A short per-run table of what the pipeline produced (trains, frames kept, scan points, output)."""
+"""Short tables of what the pipeline produced: per run (trains, frames kept, scan points) and per in-situ sample."""
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
+import pandas as pd
 
 from .config import BeamtimeConfig
+from .insitu import layout
+from .insitu.pipeline import SERIES_FILE
+from .outputs import read_attrs
 
 
 def run_rows(cfg: BeamtimeConfig, runs: list[str]) -> list[dict]:
@@ -22,6 +28,26 @@ def run_rows(cfg: BeamtimeConfig, runs: list[str]) -> list[dict]:
                 row["frames kept"] = int(np.ravel(f.attrs["frames_kept"])[0])
                 row["scan points"] = len(f["scan_variable"])
             row["output"] = str(cube)
+        rows.append(row)
+    return rows
+
+
+def sample_rows(cfg: BeamtimeConfig, samples: list[str]) -> list[dict]:
+    """Per in-situ sample: measurements, frames, attenuator changes, corrected reference intensity first and last."""
+    rows = []
+    for sample in samples:
+        path = layout.output_dir(cfg, sample) / SERIES_FILE
+        row = {"sample": sample, "measurements": len(layout.measurements(cfg.require_insitu(), sample)),
+               "frames": "-", "attenuator changes": "-", "corrected (counts/s) first -> last": "-",
+               "output": "(not made)"}
+        attrs = read_attrs(path)
+        if attrs:
+            ref = attrs["reference"]
+            df = pd.read_parquet(path, columns=[f"{ref}_corrected"])
+            row.update({"frames": len(df), "attenuator changes": len(json.loads(attrs["changes"])),
+                        "corrected (counts/s) first -> last":
+                            f"{df.iloc[0, 0]:.4g} -> {df.iloc[-1, 0]:.4g} ({ref})",
+                        "output": str(path)})
         rows.append(row)
     return rows
 

@@ -35,7 +35,7 @@ class RunSummary:
 
 def data_runs(cfg: BeamtimeConfig) -> list[str]:
     """Run folders (``r0042``) in the raw root, the dark run and the ignored runs left out."""
-    if not cfg.raw_root.is_dir():
+    if not cfg.has_dssc or not cfg.raw_root.is_dir():
         return []
     skip = {cfg.dark_run_key} | {run_key(n) for n in cfg.ignore_runs}
     return sorted(p.name for p in cfg.raw_root.iterdir()

@@ -37,9 +37,13 @@ ASSET_CODE = {
     "preprocessed_module": ["pipeline.py", "preprocess.py", "binning_kernel.py", "gain.py", "readers/euxfel.py",
                             "readers/frame_map.py"],
     "binned_cube": ["pipeline.py", "cube.py", "preprocess.py"],
+    "insitu_frames": ["insitu/pipeline.py", "insitu/correct.py", "insitu/tiff_reader.py", "insitu/layout.py"],
+    "roi_series": ["insitu/pipeline.py", "insitu/rois.py", "insitu/plots.py"],
+    "attenuation_corrected_series": ["insitu/pipeline.py", "insitu/attenuation.py", "insitu/rois.py",
+                                     "insitu/plots.py"],
 }
 
-#: The config keys each asset reads (beyond its inputs).
+#: The config keys each asset reads (beyond its inputs); a dict names keys inside a section.
 ASSET_CONFIG = {
     "raw_run": ["detector"],
     "scan_variable": ["scan_variable"],
@@ -47,6 +51,11 @@ ASSET_CONFIG = {
     "dark": ["detector", "dark_run"],
     "preprocessed_module": ["detector", "frame_pattern", "gain_map"],
     "binned_cube": ["detector", "frame_pattern"],
+    "insitu_frames": {"insitu": {"timezone", "flatfield", "median_filter", "flatfield_good_range",
+                                 "background_regions"}},
+    # The ROIs themselves (from the config or the ROI file) are an input of roi_series.
+    "roi_series": {"insitu": {"timezone"}},
+    "attenuation_corrected_series": {"insitu": {"timezone", "attenuation"}},
 }
 
 NO_DARK = "no-dark"
@@ -71,7 +80,8 @@ def code_version(asset: str) -> str:
 
 def config_version(cfg: BeamtimeConfig, asset: str) -> str:
     """A hash of the config keys ``asset`` reads."""
-    data = cfg.model_dump(mode="json", include=set(ASSET_CONFIG[asset]))
+    keys = ASSET_CONFIG[asset]
+    data = cfg.model_dump(mode="json", include=keys if isinstance(keys, dict) else set(keys))
     return digest(json.dumps(data, sort_keys=True), n=12)
 
 
@@ -122,3 +132,15 @@ def recorded_lineage(path: Path) -> str | None:
     """The lineage version an output file records; None if the file or the attribute is missing."""
     v = read_attrs(path).get("lineage_version")
     return None if v is None else str(v)
+
+
+def output_versions(cfg: BeamtimeConfig, asset: str, inputs: dict[str, str | None]) -> dict:
+    """The version attributes of an output of ``asset`` made from ``inputs`` (their lineage or source versions).
+
+    An input whose file records no version (written by an older release) counts as "unknown",
+    which no current version equals: its dependents show as stale.
+    """
+    inputs = {k: v or "unknown" for k, v in inputs.items()}
+    return {"lineage_version": lineage_version(asset, cfg, inputs),
+            "code_version": code_version(asset),
+            "input_versions": json.dumps(inputs, sort_keys=True)}

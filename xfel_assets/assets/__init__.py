@@ -1,12 +1,17 @@
-"""The assets of the DSSC pump-probe pipeline, one module per asset; observed sources in sources.py."""
+"""The assets, one module per asset: the DSSC pump-probe pipeline, the in-situ TIFF series; observed sources in sources.py."""
 
+from .attenuation_corrected_series import attenuation_corrected_series
 from .binned_cube import binned_cube
 from .dark import dark
 from .framemask import framemask
+from .insitu_frames import insitu_frames
 from .preprocessed_module import preprocessed_module
 from .raw_run import raw_run
+from .roi_series import roi_series
 from .scan_variable import scan_variable
 from .sources import dark_run_files, gain_map, raw_run_files
 
 SOURCES = [raw_run_files, dark_run_files, gain_map]
-ALL_ASSETS = [*SOURCES, raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube]
+DSSC_ASSETS = [raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube]
+INSITU_ASSETS = [insitu_frames, roi_series, attenuation_corrected_series]
+ALL_ASSETS = [*SOURCES, *DSSC_ASSETS, *INSITU_ASSETS]

@@ -280,9 +280,10 @@ def write_config(root: Path, config: dict) -> Path:
 
 def write_demo_beamtime(
     root: Path, runs: int = 3, trains: int = 40, frames: int = 10, modules: int = 4,
-    module_shape: tuple[int, int] = (128, 512), seed: int = 0,
+    module_shape: tuple[int, int] = (128, 512), seed: int = 0, insitu: bool = True,
 ) -> Path:
-    """Write a dark run r0001 and ``runs`` pump-probe runs r0002..., with real-data quirks.
+    """Write a dark run r0001 and ``runs`` pump-probe runs r0002..., with real-data quirks, and
+    (with ``insitu``) an in-situ TIFF sample under raw/insitu.
 
     Returns the path of the beamtime.yaml written beside the raw folder.
     """
@@ -305,4 +306,9 @@ def write_demo_beamtime(
         ))
     config = beamtime_config(root, mods, module_shape, dark_run=1, frame_pattern=pattern)
     config["name"] = "demo"
+    if insitu:
+        from .insitu import insitu_config, write_insitu_sample
+
+        write_insitu_sample(raw / "insitu", seed=seed)
+        config["insitu"] = insitu_config("raw/insitu")
     return write_config(root, config)
