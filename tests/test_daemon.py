@@ -16,14 +16,17 @@ from conftest import dark_run, make_beamtime, small_run
 from xfel_assets.backfill import stop_process_group
 from xfel_assets.cli import ensure_dagster_home
 from xfel_core.config import load_beamtime
+from xfel_core.demo.insitu import insitu_config, write_insitu_sample
 
 pytestmark = pytest.mark.daemon
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_daemon_sensor_materializes_a_new_run(tmp_path):
-    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run())
+def test_daemon_sensors_materialize_a_new_run_and_a_new_insitu_measurement(tmp_path):
+    write_insitu_sample(tmp_path / "bt" / "raw" / "insitu", "S1", ("m1",), 6, (64, 128), seed=4)
+    insitu = dict(insitu_config("raw/insitu", (64, 128)), settle_seconds=0.0)
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run(), insitu=insitu)
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
     env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config_path))
     log = open(tmp_path / "daemon.log", "w")
@@ -35,16 +38,19 @@ def test_daemon_sensor_materializes_a_new_run(tmp_path):
         deadline = time.monotonic() + 300
         with dg.DagsterInstance.from_config(str(home)) as instance:
             while time.monotonic() < deadline:
-                if "r0002" in instance.get_materialized_partitions(dg.AssetKey("binned_cube")):
+                if ("r0002" in instance.get_materialized_partitions(dg.AssetKey("binned_cube"))
+                        and "S1" in instance.get_materialized_partitions(dg.AssetKey("attenuation_corrected_series"))):
                     break
                 assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
                 time.sleep(3)
             else:
-                raise AssertionError("no binned_cube after 300 s:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
+                raise AssertionError("no binned_cube or attenuation_corrected_series after 300 s:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
             assert instance.get_dynamic_partitions("runs") == ["r0002"]  # the dark run r0001 is not a data run
             assert set(instance.get_materialized_partitions(dg.AssetKey("dark"))) == {"00", "01"}
             done = {str(k) for k in instance.get_materialized_partitions(dg.AssetKey("preprocessed_module"))}
             assert done == {"00|r0002", "01|r0002"}
+            assert instance.get_dynamic_partitions("insitu_measurements") == ["S1/S1_m1"]
+            assert set(instance.get_materialized_partitions(dg.AssetKey("roi_series"))) == {"S1/S1_m1"}
         cfg = load_beamtime(config_path)
         ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
         assert int(ds["count"].sum()) > 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import BeamtimeConfig, InsituConfig
-from ..exceptions import ConfigError, MissingInputError
+from ..exceptions import ConfigError, RunDataError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -65,7 +65,7 @@ def flatfield_dir(ins: InsituConfig, sample: str) -> Path:
     for folder in (ins.raw_root / sample / ins.flatfield, ins.raw_root / ins.flatfield):
         if tiff_files(folder):
             return folder
-    raise MissingInputError(
+    raise RunDataError(
         f"no flat-field TIFFs for sample {sample}: looked in {ins.raw_root / sample / ins.flatfield} "
         f"and {ins.raw_root / ins.flatfield}")
 
