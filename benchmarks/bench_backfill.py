@@ -91,7 +91,7 @@ def main() -> None:
 
     print(f"\nbackfill of R runs x {args.modules} modules ({SHAPE[0]}x{SHAPE[1]} pixels, 40 frames per module), "
           f"{PARALLEL_RUNS} Dagster runs at once, {os.cpu_count()} CPUs, SQLite")
-    print(f"| R | run launcher | steps | Dagster runs | wall s | compute s | overhead s/step |")
+    print("| R | run launcher | steps | Dagster runs | wall s | compute s | overhead s/step |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['runs']} | {r['launcher']} | {r['steps']} | {r['dagster_runs']} | {r['wall']:.0f} | "

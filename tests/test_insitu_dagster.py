@@ -159,3 +159,35 @@ def test_materialize_command_runs_the_insitu_assets(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 of 3 Dagster runs succeeded" in out.stdout
     assert "attenuation_corrected_series.parquet" in out.stdout
+
+
+def test_a_new_flatfield_shows_that_samples_frames_as_stale(tmp_path):
+    """The observed in-situ files change (a new flat-field of S1): S1's insitu_frames turn stale, S2's do not."""
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    from xfel_assets.assets import ALL_ASSETS
+    from xfel_assets.backfill import record_source_versions
+
+    raw = tmp_path / "raw" / "insitu"
+    write_insitu_sample(raw, "S1", ("m1",), 4, SHAPE, seed=10)
+    write_insitu_sample(raw, "S2", ("m1",), 4, SHAPE, seed=11)
+    config_path = insitu_beamtime(tmp_path)
+    keys = ["S1/S1_m1", "S2/S2_m1"]
+
+    def status(key):
+        return get_stale_status_resolver(instance, ALL_ASSETS).get_status(dg.AssetKey("insitu_frames"), key)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("insitu_measurements", keys)
+        record_source_versions(instance, load_beamtime(config_path))
+        for key in keys:
+            assert dg.materialize(ALL_ASSETS, selection=["insitu_frames"], partition_key=key, instance=instance,
+                                  resources=resources(config_path)).success
+        assert {status(k) for k in keys} == {StaleStatus.FRESH}
+        flat = layout.tiff_files(raw / "S1" / "flatfield")[0]
+        flat.write_bytes(flat.read_bytes())  # rewritten: a new modification time
+        os.utime(flat, (time.time() + 5, time.time() + 5))
+        record_source_versions(instance, load_beamtime(config_path))  # what source_change_sensor does
+        assert status("S1/S1_m1") == StaleStatus.STALE
+        assert status("S2/S2_m1") == StaleStatus.FRESH

@@ -26,10 +26,10 @@ import dagster as dg
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 
 from xfel_core.config import BeamtimeConfig, module_key
-from xfel_core.staleness import StaleOutput, find_stale
+from xfel_core.staleness import StaleOutput
 
-from .partitions import RUNS_PARTITION_SET, run_module_key
-from .sensors import observation, source_versions
+from .partitions import run_module_key
+from .sensors import known_partitions, observation, source_versions
 from .steps import MODULE_POOL
 
 LAUNCH = """
@@ -263,8 +263,8 @@ def failures(instance: dg.DagsterInstance, backfill_id: str) -> list[tuple[str, 
 
 def record_source_versions(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
     """Record the current data versions of the observed sources (as the source sensor does); returns how many."""
-    runs = instance.get_dynamic_partitions(RUNS_PARTITION_SET)
-    events = [observation(a, k, v) for a, parts in source_versions(cfg, runs).items() for k, v in parts.items()]
+    events = [observation(a, k, v) for a, parts in source_versions(cfg, *known_partitions(instance)).items()
+              for k, v in parts.items()]
     for ev in events:
         instance.report_runless_asset_event(ev)
     return len(events)

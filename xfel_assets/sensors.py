@@ -25,7 +25,7 @@ from xfel_core.exceptions import XfelError
 from xfel_core.readers.euxfel import check_openable
 from xfel_core.run_summary import data_runs, expected_files_present
 
-from .partitions import RUNS_PARTITION_SET, run_module_key
+from .partitions import MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, run_module_key
 from .resources import BeamtimeResource
 
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
@@ -116,27 +116,33 @@ def observation(asset: str, partition: str, version: str) -> dg.AssetObservation
     return dg.AssetObservation(asset_key=asset, partition=partition, tags={DATA_VERSION_TAG: version})
 
 
-def source_versions(cfg: BeamtimeConfig, runs: list[str]) -> dict[str, dict[str, str]]:
+def source_versions(cfg: BeamtimeConfig, runs: list[str], measurements: list[str] = ()) -> dict[str, dict[str, str]]:
     """The current data version of every partition of the observed sources."""
     modules = cfg.detector.modules
     return {
         "raw_run_files": {r: versions.raw_run_version(cfg, r) for r in runs},
         "dark_run_files": {module_key(m): versions.dark_source_version(cfg, m) for m in modules},
         "gain_map": {module_key(m): versions.gain_version(cfg, m) for m in modules},
+        "insitu_files": {k: versions.insitu_source_version(cfg, k) for k in measurements} if cfg.insitu else {},
     }
+
+
+def known_partitions(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
+    """(runs, in-situ measurements) that are partitions now."""
+    return (instance.get_dynamic_partitions(RUNS_PARTITION_SET),
+            instance.get_dynamic_partitions(MEASUREMENTS_PARTITION_SET))
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def source_change_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
-    """Record new data versions of the raw runs, the dark run's files and the gain maps when they change.
+    """Record new data versions of the raw runs, the dark run's files, the gain maps and the in-situ TIFFs when they change.
 
     The web UI then shows every partition made from the old versions as stale ("upstream data
     changed"). Only changed partitions are recorded; the cursor holds the versions last seen.
     """
     cfg = beamtime.load()
-    runs = context.instance.get_dynamic_partitions(RUNS_PARTITION_SET)
     try:
-        now = source_versions(cfg, runs)
+        now = source_versions(cfg, *known_partitions(context.instance))
     except (XfelError, OSError) as e:
         return dg.SkipReason(f"cannot read the sources: {e}")
     before = json.loads(context.cursor) if context.cursor else {}

@@ -122,6 +122,20 @@ def gain_version(cfg: BeamtimeConfig, module: int) -> str:
     return read_gain_map(cfg, module).version
 
 
+def insitu_source_version(cfg: BeamtimeConfig, key: str) -> str:
+    """Source version of an in-situ measurement: its TIFFs and its sample's flat-field TIFFs."""
+    from .exceptions import RunDataError
+    from .insitu import layout
+
+    ins = cfg.require_insitu()
+    sample, _ = layout.split_measurement_key(key)
+    try:
+        flat = layout.tiff_files(layout.flatfield_dir(ins, sample))
+    except RunDataError:
+        flat = []
+    return digest(files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, key))), files_fingerprint(flat))
+
+
 def lineage_version(asset: str, cfg: BeamtimeConfig, inputs: dict[str, str]) -> str:
     """The lineage version of an output of ``asset`` made from inputs with these versions."""
     return digest(asset, code_version(asset), config_version(cfg, asset),

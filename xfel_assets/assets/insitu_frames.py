@@ -15,7 +15,7 @@ class InsituFramesConfig(dg.Config):
     overwrite: bool = False
 
 
-@dg.asset(partitions_def=measurement_partitions, code_version=versions.code_version("insitu_frames"),
+@dg.asset(partitions_def=measurement_partitions, deps=["insitu_files"], code_version=versions.code_version("insitu_frames"),
           group_name="insitu", kinds={"hdf5", "tiff"}, retry_policy=retry_policy())
 def insitu_frames(context: dg.AssetExecutionContext, config: InsituFramesConfig,
                   beamtime: BeamtimeResource) -> dg.MaterializeResult:

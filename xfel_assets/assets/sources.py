@@ -1,4 +1,4 @@
-"""Observed source data: the raw run files, the dark run's files, the gain / flat-field map.
+"""Observed source data: the raw run files, the dark run's files, the gain / flat-field map, the in-situ TIFFs.
 
 Dagster does not make these; it observes them. Their data versions come from xfel_core.versions
 (file names, sizes and modification times; the gain map's values), so a rewritten raw run, a new
@@ -12,7 +12,9 @@ import dagster as dg
 from xfel_core import versions
 from xfel_core.config import module_key
 
-from ..partitions import RUNS_PARTITION_SET, module_partitions, run_partitions
+from ..partitions import (
+    MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, measurement_partitions, module_partitions, run_partitions,
+)
 from ..resources import BeamtimeResource
 
 with warnings.catch_warnings():
@@ -38,3 +40,10 @@ with warnings.catch_warnings():
         cfg = beamtime.load()
         return dg.DataVersionsByPartition(
             {module_key(m): dg.DataVersion(versions.gain_version(cfg, m)) for m in cfg.detector.modules})
+
+    @dg.observable_source_asset(partitions_def=measurement_partitions, group_name="sources")
+    def insitu_files(context, beamtime: BeamtimeResource) -> dg.DataVersionsByPartition:
+        """Each in-situ measurement's TIFFs and its sample's flat-field TIFFs; version: names, sizes, modification times."""
+        cfg = beamtime.load()
+        keys = context.instance.get_dynamic_partitions(MEASUREMENTS_PARTITION_SET) if cfg.insitu else []
+        return dg.DataVersionsByPartition({k: dg.DataVersion(versions.insitu_source_version(cfg, k)) for k in keys})

@@ -52,8 +52,7 @@ def make_insitu_frames(cfg: BeamtimeConfig, key: str, overwrite: bool = False) -
     if not files:
         raise MissingInputError(f"no TIFFs in {layout.measurement_dir(ins, key)} (measurement {key})")
     flat_files = layout.tiff_files(layout.flatfield_dir(ins, sample))
-    vers = versions.output_versions(cfg, "insitu_frames", {
-        "tiffs": versions.files_fingerprint(files), "flatfield": versions.files_fingerprint(flat_files)})
+    vers = versions.output_versions(cfg, "insitu_frames", {"files": versions.insitu_source_version(cfg, key)})
     path = layout.measurement_output(cfg, key, FRAMES_FILE)
     recorded = versions.recorded_lineage(path)
     if path.exists() and recorded != vers["lineage_version"] and not (overwrite or ins.overwrite):
