@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -280,16 +278,16 @@ def test_roi_file_round_trip_and_used_by_roi_series(one_sample, tmp_path):
         load_rois(bad)
 
 
-def test_roi_commands(tmp_path):
-    exe = str(Path(sys.executable).parent / "xfel-assets")
+def test_roi_commands(tmp_path, capsys):
+    from xfel_assets.cli import main
+
     path = tmp_path / "rois.yaml"
-    out = subprocess.run([exe, "roi", "save", str(path), "--roi", "peak:com:10:30:40:80",
-                          "--roi", "bragg:intensity:10:30:40:80"], capture_output=True, text=True, check=True)
-    assert "wrote 2 ROIs" in out.stdout
+    assert main(["roi", "save", str(path), "--roi", "peak:com:10:30:40:80", "--roi", "bragg:intensity:10:30:40:80"]) == 0
+    assert "wrote 2 ROIs" in capsys.readouterr().out
     assert [(r.name, r.role, r.y, r.x) for r in load_rois(path)] == [
         ("peak", "com", (10, 30), (40, 80)), ("bragg", "intensity", (10, 30), (40, 80))]
-    out = subprocess.run([exe, "roi", "load", str(path)], capture_output=True, text=True, check=True)
-    assert "peak" in out.stdout and "[10, 30)" in out.stdout
-    out = subprocess.run([exe, "roi", "save", str(path), "--roi", "peak:nonsense:1:2:3:4"], capture_output=True,
-                         text=True)
-    assert out.returncode == 2 and "--roi 'peak:nonsense:1:2:3:4'" in out.stderr
+    assert main(["roi", "load", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "peak" in out and "[10, 30)" in out
+    assert main(["roi", "save", str(path), "--roi", "peak:nonsense:1:2:3:4"]) == 2
+    assert "--roi 'peak:nonsense:1:2:3:4'" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from xfel_core.insitu.tiff_reader import read_headers
 
 from .partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
 from .resources import BeamtimeResource
+from .sensors import complete_and_unchanged
 
 #: Measurements checked per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_MEASUREMENTS_PER_TICK = 20
@@ -67,20 +68,10 @@ def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: Beamti
         return dg.SkipReason(f"in-situ raw root {ins.raw_root} does not exist")
     candidates = [k for k in layout.all_measurement_keys(ins) if k not in known]
 
-    ready, waiting = [], []
     now = time.time()
-    for key in candidates[:MAX_MEASUREMENTS_PER_TICK]:
-        fp = versions.files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, key)))
-        why = measurement_readiness(ins, key, now)
-        if why:
-            pending.pop(key, None)
-            waiting.append(f"{key}: {why}")
-        elif pending.get(key) == fp:
-            ready.append(key)
-            pending.pop(key)
-        else:
-            pending[key] = fp
-            waiting.append(f"{key}: complete, waiting one tick to see it unchanged")
+    ready, waiting = complete_and_unchanged(
+        candidates[:MAX_MEASUREMENTS_PER_TICK], lambda k: measurement_readiness(ins, k, now),
+        lambda k: versions.files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, k))), pending)
 
     new_cursor = json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
     if not ready:

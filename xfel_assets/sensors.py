@@ -13,6 +13,7 @@ preprocessed_module for every module, binned_cube.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
@@ -46,6 +47,30 @@ def run_readiness(cfg: BeamtimeConfig, run: str) -> str | None:
     return None
 
 
+def complete_and_unchanged(candidates: list[str], readiness: Callable[[str], str | None],
+                           fingerprint: Callable[[str], str], pending: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The completeness rule of the sensors: (ready, why the others wait).
+
+    A candidate is ready when it is complete and readable now (``readiness`` gives None) and its
+    files' fingerprint equals the one seen at the previous tick (kept in ``pending``, updated here).
+    """
+    ready, waiting = [], []
+    for key in candidates:
+        why = readiness(key)
+        if why:
+            pending.pop(key, None)
+            waiting.append(f"{key}: {why}")
+            continue
+        fp = fingerprint(key)
+        if pending.get(key) == fp:
+            ready.append(key)
+            pending.pop(key)
+        else:
+            pending[key] = fp
+            waiting.append(f"{key}: complete, waiting one tick to see it unchanged")
+    return ready, waiting
+
+
 def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str]) -> set[AssetKeyPartitionKey]:
     """Every asset partition to materialize for a new run."""
     keys = {AssetKeyPartitionKey(dg.AssetKey(a), run) for a in RUN_ASSETS}
@@ -69,20 +94,8 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
         return dg.SkipReason(f"raw root {raw_root} does not exist")
     candidates = [r for r in data_runs(cfg) if r not in known]
 
-    ready, waiting = [], []
-    for run in candidates[:MAX_RUNS_PER_TICK]:
-        why = run_readiness(cfg, run)
-        if why:
-            pending.pop(run, None)
-            waiting.append(f"{run}: {why}")
-            continue
-        fp = versions.raw_run_version(cfg, run)
-        if pending.get(run) == fp:
-            ready.append(run)
-            pending.pop(run)
-        else:
-            pending[run] = fp
-            waiting.append(f"{run}: complete, waiting one tick to see it unchanged")
+    ready, waiting = complete_and_unchanged(candidates[:MAX_RUNS_PER_TICK], lambda r: run_readiness(cfg, r),
+                                            lambda r: versions.raw_run_version(cfg, r), pending)
 
     new_cursor = json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
     if not ready:

@@ -38,10 +38,10 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
     missing = {f"{m:02d}": int((~s.present[i]).sum()) for i, m in enumerate(s.modules)}
     fpt = s.frames_per_train[s.present]
     return done_info(path, t0, trains=s.ntrains, first_train=int(s.train_ids[0]), last_train=int(s.train_ids[-1]),
-                 frames_per_train=int(fpt.max()) if fpt.size else 0, modules=len(s.modules),
-                 missing_trains_per_module=missing, raw_size_bytes=s.size_bytes, files=len(s.files),
-                 sources=s.sources, suspect_trains=s.suspect_trains,
-                 zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()), **vers)
+                     frames_per_train=int(fpt.max()) if fpt.size else 0, modules=len(s.modules),
+                     missing_trains_per_module=missing, raw_size_bytes=s.size_bytes, files=len(s.files),
+                     sources=s.sources, suspect_trains=s.suspect_trains,
+                     zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()), **vers)
 
 
 def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
@@ -49,7 +49,8 @@ def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     cfg.require_dssc()
     t0 = time.perf_counter()
     sv = cfg.scan_variable
-    vers = versions.output_versions(cfg, "scan_variable", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
+    vers = versions.output_versions(cfg, "scan_variable",
+                                    {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
     run_dir = cfg.run_dir(run)
     dc = euxfel.open_run(run_dir)
     tids, values = euxfel.train_values(dc, sv.source, sv.key)
@@ -62,15 +63,16 @@ def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
         cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source, key=sv.key, **vers))
     run_trains = len(dc.train_ids)
     return done_info(path, t0, scan_points=bins.nbins, centres=bins.centres.tolist(), units=sv.units,
-                 trains_per_point=bins.trains_per_bin().tolist(), trains_with_value=len(tids),
-                 trains_without_value=run_trains - int((bins.bin_index >= 0).sum()), **vers)
+                     trains_per_point=bins.trains_per_bin().tolist(), trains_with_value=len(tids),
+                     trains_without_value=run_trains - int((bins.bin_index >= 0).sum()), **vers)
 
 
 def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     """Build the (trains x frames) mask from the gas monitor and the config's exclusions (framemask.h5)."""
     cfg.require_dssc()
     t0 = time.perf_counter()
-    vers = versions.output_versions(cfg, "framemask", {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
+    vers = versions.output_versions(cfg, "framemask",
+                                    {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
     tids, _, fpt = read_frames_per_train(cfg.output_path(run, "raw_run"))
     nframes = int(fpt.max()) if fpt.size else 0
     if cfg.maxframes is not None:
@@ -94,8 +96,8 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
                                                    **quality.check_attrs(checks)))
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
     return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
-                 frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
-                 kept_fraction=kept, kept_fraction_per_train=per_train, checks=checks, **vers)
+                     frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
+                     kept_fraction=kept, kept_fraction_per_train=per_train, checks=checks, **vers)
 
 
 def _module_frames(cfg: BeamtimeConfig, run: str, module: int):
@@ -130,8 +132,8 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     write_dark(path, dark, provenance(cfg.yaml_text(), frames.files, run=run, module=module, **vers,
                                       **quality.check_attrs(checks)))
     return done_info(path, t0, dark_run=run, cells=len(dark.cell_id), frames=int(dark.count.sum()),
-                 mean_adu=float(np.mean(dark.mean)), median_noise_adu=float(np.median(dark.std)),
-                 checks=checks, dark_version=dark.version, **vers)
+                     mean_adu=float(np.mean(dark.mean)), median_noise_adu=float(np.median(dark.std)),
+                     checks=checks, dark_version=dark.version, **vers)
 
 
 def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict:
@@ -169,11 +171,11 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                        frames_total=stats.total, frames_kept=stats.kept, **vers, **quality.check_attrs(checks))
     write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
     return done_info(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
-                 kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
-                 frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
-                 counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
-                 dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=inputs["gain"], checks=checks,
-                 **vers)
+                     kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
+                     frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
+                     counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
+                     dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=inputs["gain"], checks=checks,
+                     **vers)
 
 
 def _calibration_of(module_attrs: dict[int, dict]) -> dict:
@@ -207,6 +209,6 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     write_cube(path, ds)
     counts = ds["count"].sum("module").values  # (scan points, frame types)
     return done_info(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
-                 frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
-                 counts=counts, has_difference="difference" in ds, checks=checks,
-                 nan_fraction=float(np.isnan(ds["mean"].values).mean()), **calibration, **vers)
+                     frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
+                     counts=counts, has_difference="difference" in ds, checks=checks,
+                     nan_fraction=float(np.isnan(ds["mean"].values).mean()), **calibration, **vers)

@@ -190,5 +190,7 @@ def changes_table(changes: list[Change], tz: ZoneInfo) -> pd.DataFrame:
         row = asdict(c)
         row["time_local"] = dt.datetime.fromtimestamp(c.time, tz).isoformat(timespec="seconds")
         rows.append(row)
-    return pd.DataFrame(rows, columns=["index", "time", "time_local", "found_by", "nominal", "measured",
-                                       "factor", "used", "residual"])
+    table = pd.DataFrame(rows, columns=["index", "time", "time_local", "found_by", "nominal", "measured",
+                                        "factor", "used", "residual"])
+    return table.astype({"index": "int64", "time": "float64", "nominal": "float64", "measured": "float64",
+                         "factor": "float64", "residual": "float64"})
