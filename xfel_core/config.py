@@ -56,22 +56,27 @@ class DetectorConfig(_Strict):
 
 
 class Binning(_Strict):
-    """How scan values become scan points: exactly one of bin_width, nbins or values."""
+    """How scan values become scan points: exactly one of bin_width, nbins, values or edges."""
 
     bin_width: float | None = Field(default=None, gt=0)
     nbins: int | None = Field(default=None, ge=1)
     values: list[float] | None = Field(default=None, min_length=1)
     #: With ``values``: the largest distance of a train's value from a listed value.
     tolerance: float = Field(default=1e-6, ge=0)
+    #: Bin edges, increasing: a value in [edges[i], edges[i+1]) goes to scan point i (the last
+    #: bin includes its upper edge); values outside are not used. Scan points are the bin centres.
+    edges: list[float] | None = Field(default=None, min_length=2)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Binning:
-        given = [k for k in ("bin_width", "nbins", "values") if getattr(self, k) is not None]
+        given = [k for k in ("bin_width", "nbins", "values", "edges") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of bin_width, nbins or values "
+                "give exactly one of bin_width, nbins, values or edges "
                 f"(given: {', '.join(given) if given else 'none'})"
             )
+        if self.edges is not None and not all(a < b for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError(f"edges must increase: {self.edges}")
         return self
 
 
@@ -277,6 +282,138 @@ class InsituConfig(_Strict):
         return v
 
 
+class PalLayoutConfig(_Strict):
+    """PAL-XFEL raw files: <raw_root>/run=NNN/scan=NNN/pNNNN.h5 (see README, 'Event files')."""
+
+    hutch: str = "eh1"
+    detector: str = "jungfrau2"
+    qbpm: str = "qbpm1"
+    #: Metadata column of the pump-laser flag; null: the first timestamp_info.RATE_* column with a pump rate.
+    laser_column: str | None = None
+    #: Metadata column of the scan value; null: delay_value, else th_value.
+    scan_column: str | None = None
+    #: Metadata column of a per-shot timing-tool correction (added to the scan value); null: none.
+    timing_tool_column: str | None = None
+
+
+class GenericLayoutConfig(_Strict):
+    """One HDF5 file per run; which dataset holds what (LCLS-style and other event files)."""
+
+    #: File of a run, relative to events.raw_root; ``{run}`` is the run number.
+    file: str = "r{run:04d}.h5"
+    #: Images (events, y, x).
+    images: str
+    #: I0 per event.
+    i0: str
+    #: Scan variable per event (e.g. the nominal delay).
+    scan: str
+    timestamps: str | None = None
+    #: Pump laser on (nonzero) / off per event; null: all on.
+    laser: str | None = None
+    #: Timing-tool correction per event (added to the scan value); null: none.
+    timing_tool: str | None = None
+
+
+class AnomalyConfig(_Strict):
+    """Shot rejection rules (the PAL-XFEL toolkit's filters); null switches a rule off.
+
+    Robust statistics throughout: median and 1.4826 x the median absolute deviation (sigma).
+    """
+
+    #: Keep shots whose I0 is within median +- i0_sigma x sigma.
+    i0_sigma: float | None = Field(default=4.0, gt=0)
+    #: ... and at least this I0 (beam off, monitor dropouts).
+    i0_min: float | None = None
+    #: Keep shots whose ratio_roi intensity / I0 is within median +- ratio_sigma x sigma (per scan point and laser).
+    ratio_sigma: float | None = Field(default=5.0, gt=0)
+    #: The intensity ROI of the ratio rule; null: the first ROI.
+    ratio_roi: str | None = None
+    #: Keep shots whose total intensity lies within linear_sigma x sigma of a robust straight line
+    #: against I0 (per scan point and laser).
+    linear_sigma: float | None = Field(default=5.0, gt=0)
+    #: Reject frames with a pixel at or above this (dark-subtracted) value; null: no rule.
+    saturation: float | None = None
+    #: Reject frames whose total intensity is below this fraction of the run's median total.
+    empty_fraction: float | None = Field(default=0.1, ge=0)
+    #: Mask pixels whose mean (dark run's, else the run's) exceeds this factor x their 3 x 3 neighbourhood's median (+1).
+    hot_pixel_factor: float | None = Field(default=5.0, gt=1)
+
+
+class GeometryConfig(_Strict):
+    """Detector geometry for the azimuthal integration (pyFAI), in SI units and pixels."""
+
+    distance_m: float = Field(gt=0)
+    #: Pixel size (y, x) in metres.
+    pixel_size_m: tuple[float, float]
+    #: Beam centre (y, x) on the detector, in pixels (the direct beam's position).
+    beam_centre_px: tuple[float, float]
+    #: X-ray wavelength (m); or give energy_kev.
+    wavelength_m: float | None = Field(default=None, gt=0)
+    energy_kev: float | None = Field(default=None, gt=0)
+    #: HDF5 file with a (y, x) mask (nonzero: masked pixel) in mask_dataset; null: none.
+    mask_file: Path | None = None
+    mask_dataset: str = "mask"
+    #: Radial bins and unit of the profile.
+    npt: int = Field(default=200, ge=2)
+    unit: Literal["q_A^-1", "q_nm^-1", "2th_deg", "r_mm"] = "q_A^-1"
+    #: Radial range in `unit`; null: the detector's whole range.
+    radial_range: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_wavelength(self) -> GeometryConfig:
+        if (self.wavelength_m is None) == (self.energy_kev is None):
+            raise ValueError("give exactly one of wavelength_m or energy_kev")
+        return self
+
+    @property
+    def wavelength(self) -> float:
+        """Wavelength in metres."""
+        return self.wavelength_m if self.wavelength_m is not None else 12.398419843320026e-10 / self.energy_kev
+
+
+class NormalisationConfig(_Strict):
+    """How event images and profiles are normalised: x mean(I0) / I0, or by a region's intensity."""
+
+    by: Literal["i0", "region", "none"] = "i0"
+    #: With by: region, the ROI whose intensity normalises (x its run mean / the shot's).
+    region: str | None = None
+
+
+class EventsConfig(_Strict):
+    """Per-event (shot) files: PAL-XFEL's layout or a generic per-run HDF5 file."""
+
+    layout: Literal["pal", "generic"]
+    #: Folder of the runs (pal: run=NNN folders; generic: the files of `generic.file`).
+    raw_root: Path
+    pal: PalLayoutConfig = Field(default_factory=PalLayoutConfig)
+    generic: GenericLayoutConfig | None = None
+    #: A run of the same layout whose mean image is subtracted (the dark); null: none.
+    dark_run: int | None = Field(default=None, ge=0)
+    #: Runs that are not data: the sensor and the commands leave them out (as the dark run).
+    ignore_runs: list[int] = Field(default_factory=list)
+    rois: list[Roi] = Field(default_factory=list)
+    #: A ROI file (`xfel-assets roi save`); replaces rois.
+    roi_file: Path | None = None
+    geometry: GeometryConfig
+    anomalies: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    normalisation: NormalisationConfig = Field(default_factory=NormalisationConfig)
+    #: Binning of the (timing-tool corrected) scan value for event_cube.
+    binning: Binning
+    scan_units: str = ""
+    #: The timing-tool value times this is added to the scan value (e.g. 1e-3 for fs to ps).
+    timing_tool_scale: float = 1.0
+    #: Events read at a time.
+    chunk_events: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _layout_section(self) -> EventsConfig:
+        if self.layout == "generic" and self.generic is None:
+            raise ValueError("layout generic needs the generic section (which dataset holds what)")
+        if self.normalisation.by == "region" and self.normalisation.region is None:
+            raise ValueError("normalisation.by region needs normalisation.region (a ROI name)")
+        return self
+
+
 class BeamtimeConfig(_Strict):
     """One beamtime: where its data lives and how its runs are reduced."""
 
@@ -304,6 +441,8 @@ class BeamtimeConfig(_Strict):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     #: In-situ TIFF series (samples and measurements); null: none in this beamtime.
     insitu: InsituConfig | None = None
+    #: Per-event files (PAL-XFEL, LCLS-style); null: none in this beamtime.
+    events: EventsConfig | None = None
     #: The YAML file this came from (set by :func:`load_beamtime`).
     source_file: Path | None = None
 
@@ -320,8 +459,9 @@ class BeamtimeConfig(_Strict):
             given, missing = ("scan_variable", "frame_pattern") if self.frame_pattern is None \
                 else ("frame_pattern", "scan_variable")
             raise ValueError(f"{missing}: required key is missing ({given} is set; the DSSC runs need both)")
-        if self.scan_variable is None and self.insitu is None:
-            raise ValueError("nothing to process: give scan_variable and frame_pattern (DSSC runs), insitu, or both")
+        if self.scan_variable is None and self.insitu is None and self.events is None:
+            raise ValueError("nothing to process: give scan_variable and frame_pattern (DSSC runs), insitu "
+                             "or events")
         return self
 
     @property
@@ -338,6 +478,12 @@ class BeamtimeConfig(_Strict):
     def insitu_processed_root(self) -> Path:
         ins = self.require_insitu()
         return ins.processed_root or self.processed_root / "insitu"
+
+    def require_events(self) -> EventsConfig:
+        if self.events is None:
+            raise ConfigError(f"{self.source_file}: the event assets need an events section, "
+                              "which this beamtime does not have")
+        return self.events
 
     def require_insitu(self) -> InsituConfig:
         if self.insitu is None:
@@ -426,12 +572,16 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
     gain = data.get("gain_map")
     if isinstance(gain, dict) and isinstance(gain.get("file"), str):
         data["gain_map"] = dict(gain, file=str((path.parent / gain["file"]).resolve()))
-    insitu = data.get("insitu")
-    if isinstance(insitu, dict):
-        data["insitu"] = insitu = dict(insitu)
-        for key in ("raw_root", "processed_root", "roi_file"):
-            if isinstance(insitu.get(key), str):
-                insitu[key] = str((path.parent / insitu[key]).resolve())
+    for section in ("insitu", "events"):
+        sub = data.get(section)
+        if isinstance(sub, dict):
+            data[section] = sub = dict(sub)
+            for key in ("raw_root", "processed_root", "roi_file"):
+                if isinstance(sub.get(key), str):
+                    sub[key] = str((path.parent / sub[key]).resolve())
+    geometry = data["events"].get("geometry") if isinstance(data.get("events"), dict) else None
+    if isinstance(geometry, dict) and isinstance(geometry.get("mask_file"), str):
+        data["events"]["geometry"] = dict(geometry, mask_file=str((path.parent / geometry["mask_file"]).resolve()))
     data["source_file"] = str(path)
     try:
         return BeamtimeConfig.model_validate(data)

@@ -22,11 +22,21 @@ from .preprocess import read_module_sums
 def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None, units: str,
                attrs: dict | None = None) -> xr.Dataset:
     """Read every module's sums and make the cube; modules must share scan points and frame types."""
-    modules = sorted(module_files)
+    return cube_from_sums({m: read_module_sums(module_files[m]) for m in sorted(module_files)}, trains_per_bin,
+                          units, attrs, {m: str(p) for m, p in module_files.items()})
+
+
+def cube_from_sums(sums: dict[int, dict], trains_per_bin: np.ndarray | None, units: str,
+                   attrs: dict | None = None, names: dict[int, str] | None = None,
+                   value_units: str = "ADU") -> xr.Dataset:
+    """The cube from per-module sums: {module: {"sum", "sumsq" (bins, types, y, x), "count" (bins, types),
+    "scan_variable" (bins,), "frame_type" [types]}}; ``trains_per_bin`` becomes ``trains``."""
+    modules = sorted(sums)
+    names = names or {m: f"module {m}" for m in modules}
     first = None
     mean = sem = count = None
     for i, m in enumerate(modules):
-        d = read_module_sums(module_files[m])
+        d = sums[m]
         if first is None:
             first = d
             nb, nt = d["count"].shape
@@ -36,8 +46,8 @@ def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None,
             count = np.zeros((nb, nt, len(modules)), np.int64)
         elif not (np.array_equal(d["scan_variable"], first["scan_variable"]) and d["frame_type"] == first["frame_type"]
                   and d["sum"].shape == first["sum"].shape):
-            raise RunDataError(f"{module_files[m]} was made with other scan points, frame types or module "
-                               f"shape than {module_files[modules[0]]}; rematerialize the run's modules")
+            raise RunDataError(f"{names[m]} was made with other scan points, frame types or module "
+                               f"shape than {names[modules[0]]}; rematerialize the run's modules")
         mu, se = finalize(d["sum"], d["sumsq"], d["count"])
         mean[:, :, i] = mu
         sem[:, :, i] = se
@@ -54,8 +64,8 @@ def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None,
     }
     dims5 = ("scan_variable", "frame_type", "module", "y", "x")
     data = {
-        "mean": (dims5, mean, {"units": "ADU", "long_name": "mean dark-subtracted intensity per frame"}),
-        "sem": (dims5, sem, {"units": "ADU", "long_name": "standard error of the mean"}),
+        "mean": (dims5, mean, {"units": value_units, "long_name": "mean dark-subtracted intensity per frame"}),
+        "sem": (dims5, sem, {"units": value_units, "long_name": "standard error of the mean"}),
         "count": (dims5[:3], count, {"units": "frames", "long_name": "frames averaged"}),
     }
     if trains_per_bin is not None:
@@ -65,9 +75,9 @@ def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None,
         p, u = ftypes.index("pumped"), ftypes.index("unpumped")
         dims4 = ("scan_variable", "module", "y", "x")
         data["difference"] = (dims4, mean[:, p] - mean[:, u],
-                              {"units": "ADU", "long_name": "pumped minus unpumped mean"})
+                              {"units": value_units, "long_name": "pumped minus unpumped mean"})
         data["difference_sem"] = (dims4, np.hypot(sem[:, p], sem[:, u]),
-                                  {"units": "ADU", "long_name": "standard error of the difference"})
+                                  {"units": value_units, "long_name": "standard error of the difference"})
     return xr.Dataset(data, coords=coords, attrs=attrs or {})
 
 

@@ -48,6 +48,7 @@ def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning)
     - ``bin_width``: scan points at whole multiples of the width; a value goes to the nearest.
     - ``nbins``: equal-width bins spanning the run's smallest to largest value; centres.
     - ``values``: the listed values; a train further than ``tolerance`` from all is dropped.
+    - ``edges``: bins between the edges; centres; values outside are dropped.
     NaN values are dropped.
     """
     order = np.argsort(train_ids, kind="stable")
@@ -68,6 +69,13 @@ def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning)
             hi = lo + 1.0
         edges = np.linspace(lo, hi, n + 1)
         idx[finite] = np.clip(np.searchsorted(edges, v[finite], side="right") - 1, 0, n - 1)
+        centres = 0.5 * (edges[:-1] + edges[1:])
+    elif binning.edges is not None:
+        edges = np.asarray(binning.edges, dtype=np.float64)
+        n = len(edges) - 1
+        pos = np.searchsorted(edges, v[finite], side="right") - 1
+        pos[v[finite] == edges[-1]] = n - 1
+        idx[finite] = np.where((pos >= 0) & (pos < n), pos, -1)
         centres = 0.5 * (edges[:-1] + edges[1:])
     else:
         centres = np.unique(np.asarray(binning.values, dtype=np.float64))

@@ -41,6 +41,9 @@ ASSET_CODE = {
     "roi_series": ["insitu/pipeline.py", "insitu/rois.py", "insitu/plots.py"],
     "attenuation_corrected_series": ["insitu/pipeline.py", "insitu/attenuation.py", "insitu/rois.py",
                                      "insitu/plots.py"],
+    "event_smalldata": ["events/pipeline.py", "events/readers.py", "events/anomalies.py", "events/azimuthal.py",
+                        "events/smalldata.py", "scan.py"],
+    "event_cube": ["events/pipeline.py", "events/readers.py", "events/smalldata.py", "cube.py"],
 }
 
 #: The config keys each asset reads (beyond its inputs); a dict names keys inside a section.
@@ -56,6 +59,10 @@ ASSET_CONFIG = {
     # The ROIs themselves (from the config or the ROI file) are an input of roi_series.
     "roi_series": {"insitu": {"timezone"}},
     "attenuation_corrected_series": {"insitu": {"timezone", "attenuation"}},
+    # The raw files, the dark run, the ROIs and the mask are inputs of event_smalldata.
+    "event_smalldata": {"events": {"layout", "pal", "generic", "dark_run", "geometry", "anomalies", "normalisation",
+                                   "binning", "timing_tool_scale", "scan_units"}},
+    "event_cube": {"events": {"dark_run", "normalisation", "binning", "scan_units"}},
 }
 
 NO_DARK = "no-dark"
@@ -81,7 +88,8 @@ def code_version(asset: str) -> str:
 def config_version(cfg: BeamtimeConfig, asset: str) -> str:
     """A hash of the config keys ``asset`` reads."""
     keys = ASSET_CONFIG[asset]
-    data = cfg.model_dump(mode="json", include=keys if isinstance(keys, dict) else set(keys))
+    # Keys at their defaults are left out: a new optional key in a later release changes no version.
+    data = cfg.model_dump(mode="json", include=keys if isinstance(keys, dict) else set(keys), exclude_defaults=True)
     return digest(json.dumps(data, sort_keys=True), n=12)
 
 

@@ -1,0 +1,95 @@
+"""Azimuthal (radial) integration of a whole stack of images with one sparse matrix, geometry from pyFAI.
+
+pyFAI gives each pixel's radial position (q, 2theta or r) and its solid angle from the config's
+geometry. The profile of an image is, per radial bin, the sum of its unmasked pixels divided by
+the sum of their (relative) solid angles: pyFAI's ``integrate1d`` with no pixel splitting
+(``method=("no", "histogram", "cython")``, ``correctSolidAngle=True``), which the tests check.
+As a (bins x pixels) sparse matrix it applies to a block of images in one product, with no
+Python loop over images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+from ..config import GeometryConfig
+from ..exceptions import ConfigError
+
+#: pyFAI's method equivalent to this integration (no pixel splitting, histogram).
+PYFAI_METHOD = ("no", "histogram", "cython")
+
+
+def integrator(geom: GeometryConfig) -> AzimuthalIntegrator:
+    """pyFAI's integrator for the geometry: PONI at the beam centre, detector normal to the beam."""
+    py, px = geom.pixel_size_m
+    cy, cx = geom.beam_centre_px
+    # pyFAI's poni is the position (m) of the beam's foot from the detector's first pixel corner.
+    return AzimuthalIntegrator(dist=geom.distance_m, poni1=(cy + 0.5) * py, poni2=(cx + 0.5) * px,
+                               pixel1=py, pixel2=px, wavelength=geom.wavelength)
+
+
+def read_mask(geom: GeometryConfig, shape: tuple[int, int]) -> np.ndarray:
+    """(y, x) bool, True where masked; all False without a mask file."""
+    if geom.mask_file is None:
+        return np.zeros(shape, dtype=bool)
+    try:
+        with h5py.File(geom.mask_file, "r") as f:
+            mask = f[geom.mask_dataset][()] != 0
+    except (OSError, KeyError) as e:
+        raise ConfigError(f"geometry.mask_file {geom.mask_file}: cannot read dataset {geom.mask_dataset!r} ({e})") from None
+    if mask.shape != shape:
+        raise ConfigError(f"geometry.mask_file {geom.mask_file}: mask of {mask.shape} pixels, images have {shape}")
+    return mask
+
+
+@dataclass
+class RadialIntegrator:
+    """Radial profiles of image stacks: ``profiles(images)`` -> (images, npt)."""
+
+    matrix: sp.csr_matrix  # (npt, pixels): solid-angle weights are in norm, not here
+    norm: np.ndarray  # (npt,) sum of the relative solid angles of each bin's pixels
+    radial: np.ndarray  # (npt,) bin centres in `unit`
+    edges: np.ndarray  # (npt + 1,)
+    unit: str
+
+    def profiles(self, images: np.ndarray) -> np.ndarray:
+        """(k, npt) float64 profiles of (k, y, x) images; NaN in bins without pixels."""
+        flat = images.reshape(len(images), -1)
+        sums = (self.matrix @ flat.T).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.norm > 0, sums / self.norm, np.nan)
+
+
+def radial_integrator(geom: GeometryConfig, shape: tuple[int, int], mask: np.ndarray) -> RadialIntegrator:
+    """The sparse radial integrator of the geometry for images of ``shape``, masked pixels left out."""
+    ai = integrator(geom)
+    pos = ai.array_from_unit(shape, "center", geom.unit, scale=True).astype(np.float64).ravel()
+    solid = ai.solidAngleArray(shape).astype(np.float64).ravel()
+    good = ~mask.ravel()
+    lo, hi = geom.radial_range if geom.radial_range is not None else (pos[good].min(), pos[good].max())
+    if not hi > lo:
+        raise ConfigError(f"geometry.radial_range {[lo, hi]} is empty")
+    edges = np.linspace(lo, hi, geom.npt + 1)
+    b = np.floor((pos - lo) / (hi - lo) * geom.npt).astype(np.int64)
+    b[pos == hi] = geom.npt - 1
+    use = good & (b >= 0) & (b < geom.npt)
+    pixels = np.flatnonzero(use)
+    matrix = sp.csr_matrix((np.ones(len(pixels), dtype=np.float32), (b[use], pixels)),
+                           shape=(geom.npt, pos.size))
+    norm = np.bincount(b[use], weights=solid[use], minlength=geom.npt)
+    return RadialIntegrator(matrix=matrix, norm=norm, radial=0.5 * (edges[:-1] + edges[1:]), edges=edges,
+                            unit=geom.unit)
+
+
+def pyfai_profile(geom: GeometryConfig, image: np.ndarray, mask: np.ndarray, radial_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """pyFAI's own integrate1d of one image with the same options (for tests and the benchmark)."""
+    r = integrator(geom).integrate1d(image, geom.npt, unit=geom.unit, method=PYFAI_METHOD, mask=mask,
+                                     radial_range=radial_range, correctSolidAngle=True)
+    return r.radial, r.intensity
+
+
