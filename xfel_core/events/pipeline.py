@@ -25,7 +25,7 @@ from ..outputs import atomic_path, done_info, provenance
 from ..scan import bin_scan_values
 from . import anomalies
 from .azimuthal import radial_integrator, read_mask
-from .readers import read_run, run_files
+from .readers import read_run
 from .smalldata import accumulate_groups, mean_image, reduce_events
 
 SMALLDATA_FILE = "event_smalldata.h5"
@@ -96,7 +96,6 @@ def make_event_smalldata(cfg: BeamtimeConfig, run: str) -> dict:
 
     scan_corrected = raw.scan + (raw.timing_tool * ev.timing_tool_scale if raw.timing_tool is not None else 0.0)
     bins = bin_scan_values(np.arange(raw.nevents), scan_corrected, ev.binning)
-    groups = np.where(bins.bin_index >= 0, bins.bin_index * 2 + (~raw.laser).astype(np.int64), -1)
     # The ratio and linear-model rules compare shots of one nominal scan point and laser state
     # (the toolkit's per-scan-point filtering), before the timing-tool correction moves them.
     _, nominal_point = np.unique(raw.scan, return_inverse=True)
