@@ -98,6 +98,15 @@ def cmd_demo_beamtime(args) -> int:
     return 0
 
 
+def cmd_demo_events(args) -> int:
+    from xfel_core.demo.events import write_demo_events
+
+    path = write_demo_events(Path(args.dir), layout=args.layout, runs=args.runs, n_per_point=args.shots)
+    print(f"wrote {args.layout} event-file runs (dark run r0001, data runs from r0002) under "
+          f"{Path(args.dir).resolve() / 'raw' / 'events'}; config {path}")
+    return 0
+
+
 def cmd_demo_insitu(args) -> int:
     from xfel_core.demo.insitu import write_demo_insitu
 
@@ -185,20 +194,26 @@ def _insitu_selection(cfg, spec: str | None) -> list[str]:
 
 def cmd_materialize(args) -> int:
     cfg, home = _setup(args)
-    # --runs alone: only runs; --samples alone: only in-situ samples; neither: everything.
-    runs = parse_runs(args.runs, data_runs(cfg)) if args.runs or not args.samples else []
-    measurements = _insitu_selection(cfg, args.samples) if args.samples or not args.runs else []
-    if not runs and not measurements:
-        where = [str(cfg.raw_root)] + ([str(cfg.insitu.raw_root)] if cfg.insitu else [])
-        print(f"no runs or in-situ measurements to process in {' or '.join(where)}", file=sys.stderr)
+    # --runs alone: only runs (DSSC and event files); --samples alone: only in-situ samples; neither: everything.
+    want_runs, want_samples = bool(args.runs or not args.samples), bool(args.samples or not args.runs)
+    runs = parse_runs(args.runs, data_runs(cfg)) if want_runs and cfg.has_dssc else []
+    ev_runs = []
+    if want_runs and cfg.events is not None:
+        from xfel_core.events.readers import event_runs
+
+        ev_runs = parse_runs(args.runs, event_runs(cfg.events))
+    measurements = _insitu_selection(cfg, args.samples) if want_samples else []
+    if not runs and not measurements and not ev_runs:
+        where = [str(cfg.raw_root)] + [str(s.raw_root) for s in (cfg.insitu, cfg.events) if s is not None]
+        print(f"no runs, event runs or in-situ measurements to process in {' or '.join(where)}", file=sys.stderr)
         return 1
 
     import dagster as dg
 
     from xfel_core.insitu.layout import split_measurement_key
-    from xfel_core.report import format_table, run_rows, sample_rows
+    from xfel_core.report import event_run_rows, format_table, run_rows, sample_rows
 
-    from .materialize import materialize_insitu, materialize_runs
+    from .materialize import materialize_event_runs, materialize_insitu, materialize_runs
 
     instance = dg.DagsterInstance.get()
     max_concurrent = cfg.execution.resolved_max_concurrent()
@@ -213,9 +228,16 @@ def cmd_materialize(args) -> int:
         print(f"beamtime {cfg.name}: in-situ, {len(measurements)} measurements of {len(samples)} samples; "
               f"Dagster home {home}")
         outcomes += materialize_insitu(measurements, instance, max_concurrent)
+    if ev_runs:
+        print(f"beamtime {cfg.name}: {len(ev_runs)} runs of event files ({cfg.events.layout} layout); "
+              f"Dagster home {home}")
+        outcomes += materialize_event_runs(ev_runs, instance, max_concurrent)
     if runs:
         print()
         print(format_table(run_rows(cfg, runs)))
+    if ev_runs:
+        print()
+        print(format_table(event_run_rows(cfg, ev_runs)))
     if samples:
         print()
         print(format_table(sample_rows(cfg, samples)))
@@ -318,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-transmission", action="store_true",
                    help="leave Filter_transmission out of the headers (changes are then found as steps)")
     p.set_defaults(func=cmd_demo_insitu)
+
+    p = sub.add_parser("demo-events", help="write runs of event files (PAL-XFEL layout or a generic HDF5 file) and their config")
+    p.add_argument("dir", help="folder for the beamtime (raw/events/, processed/, beamtime.yaml)")
+    p.add_argument("--layout", choices=["pal", "generic"], default="pal")
+    p.add_argument("--runs", type=int, default=2, help="data runs (a dark run r0001 comes too)")
+    p.add_argument("--shots", type=int, default=40, help="shots per scan point")
+    p.set_defaults(func=cmd_demo_events)
 
     p = sub.add_parser("roi", help="save ROIs to a ROI file, or load one and show its ROIs")
     p.add_argument("action", choices=["save", "load"])

@@ -19,6 +19,10 @@ insitu_sample_job = dg.define_asset_job(
     "insitu_sample_job", selection=["attenuation_corrected_series"],
     description="Stitch one sample's measurements and correct the attenuator changes.")
 
+event_run_job = dg.define_asset_job(
+    "event_run_job", selection=["event_smalldata", "event_cube"],
+    description="Per-event small data and the binned cube of one run of event files.")
+
 observe_raw_runs_job = dg.define_asset_job(
     "observe_raw_runs_job", selection=["raw_run_files"],
     description="Observe every run's raw files (new data versions make their outputs stale).")
@@ -26,5 +30,5 @@ observe_calibration_job = dg.define_asset_job(
     "observe_calibration_job", selection=["dark_run_files", "gain_map"],
     description="Observe the dark run's files and the gain maps of every module.")
 
-ALL_JOBS = [run_inputs_job, dark_job, module_job, cube_job, insitu_measurement_job, insitu_sample_job,
+ALL_JOBS = [run_inputs_job, dark_job, module_job, cube_job, insitu_measurement_job, insitu_sample_job, event_run_job,
             observe_raw_runs_job, observe_calibration_job]

@@ -20,7 +20,7 @@ from xfel_core.insitu.layout import split_measurement_key
 
 from .definitions import defs
 from .partitions import (
-    MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions, run_module_key,
+    EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions, run_module_key,
     run_module_partitions,
 )
 
@@ -70,8 +70,12 @@ def insitu_sample_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("insitu_sample_job")
 
 
+def event_run_job_def() -> dg.JobDefinition:
+    return defs.resolve_job_def("event_run_job")
+
+
 JOB_FNS = {f.__name__: f for f in (run_inputs_job_def, dark_job_def, module_job_def, cube_job_def,
-                                   insitu_measurement_job_def, insitu_sample_job_def)}
+                                   insitu_measurement_job_def, insitu_sample_job_def, event_run_job_def)}
 
 
 def _execute(job_fn_name: str, partition: str, tags: dict) -> StepOutcome:
@@ -168,4 +172,13 @@ def materialize_insitu(measurements: list[str], instance: dg.DagsterInstance, ma
                             [("insitu_measurement_job_def", k, _partition_tags(k)) for k in measurements])
         bad = {split_measurement_key(o.partition)[0] for o in failed}
         stages.run("in-situ samples", [("insitu_sample_job_def", s, _partition_tags(s)) for s in samples if s not in bad])
+    return stages.outcomes
+
+
+def materialize_event_runs(runs: list[str], instance: dg.DagsterInstance, max_concurrent: int,
+                           log=print) -> list[StepOutcome]:
+    """Materialize event_smalldata and event_cube of runs of event files (one Dagster run each)."""
+    _add_partitions(instance, EVENT_RUNS_PARTITION_SET, runs)
+    with _Stages(max_concurrent, log, None) as stages:
+        stages.run("event runs", [("event_run_job_def", r, _partition_tags(r)) for r in runs])
     return stages.outcomes

@@ -58,3 +58,7 @@ SAMPLES_PARTITION_SET = "insitu_samples"
 measurement_partitions = dg.DynamicPartitionsDefinition(name=MEASUREMENTS_PARTITION_SET)
 #: In-situ samples (added by the in-situ sensor).
 sample_partitions = dg.DynamicPartitionsDefinition(name=SAMPLES_PARTITION_SET)
+
+EVENT_RUNS_PARTITION_SET = "event_runs"
+#: Runs of per-event files (PAL-XFEL, generic), ``r0039`` (added by the event-run sensor).
+event_run_partitions = dg.DynamicPartitionsDefinition(name=EVENT_RUNS_PARTITION_SET)

@@ -26,7 +26,7 @@ from xfel_core.exceptions import XfelError
 from xfel_core.readers.euxfel import check_openable
 from xfel_core.run_summary import data_runs, expected_files_present
 
-from .partitions import MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, run_module_key
+from .partitions import EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, run_module_key
 from .resources import BeamtimeResource
 
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
@@ -129,7 +129,8 @@ def observation(asset: str, partition: str, version: str) -> dg.AssetObservation
     return dg.AssetObservation(asset_key=asset, partition=partition, tags={DATA_VERSION_TAG: version})
 
 
-def source_versions(cfg: BeamtimeConfig, runs: list[str], measurements: list[str] = ()) -> dict[str, dict[str, str]]:
+def source_versions(cfg: BeamtimeConfig, runs: list[str], measurements: list[str] = (),
+                    event_runs: list[str] = ()) -> dict[str, dict[str, str]]:
     """The current data version of every partition of the observed sources."""
     modules = cfg.detector.modules
     return {
@@ -137,13 +138,15 @@ def source_versions(cfg: BeamtimeConfig, runs: list[str], measurements: list[str
         "dark_run_files": {module_key(m): versions.dark_source_version(cfg, m) for m in modules},
         "gain_map": {module_key(m): versions.gain_version(cfg, m) for m in modules},
         "insitu_files": {k: versions.insitu_source_version(cfg, k) for k in measurements} if cfg.insitu else {},
+        "event_run_files": {r: versions.event_source_version(cfg, r) for r in event_runs} if cfg.events else {},
     }
 
 
-def known_partitions(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
-    """(runs, in-situ measurements) that are partitions now."""
+def known_partitions(instance: dg.DagsterInstance) -> tuple[list[str], list[str], list[str]]:
+    """(runs, in-situ measurements, event runs) that are partitions now."""
     return (instance.get_dynamic_partitions(RUNS_PARTITION_SET),
-            instance.get_dynamic_partitions(MEASUREMENTS_PARTITION_SET))
+            instance.get_dynamic_partitions(MEASUREMENTS_PARTITION_SET),
+            instance.get_dynamic_partitions(EVENT_RUNS_PARTITION_SET))
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)

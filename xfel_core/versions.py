@@ -144,6 +144,15 @@ def insitu_source_version(cfg: BeamtimeConfig, key: str) -> str:
     return digest(files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, key))), files_fingerprint(flat))
 
 
+def event_source_version(cfg: BeamtimeConfig, run: str) -> str:
+    """Source version of an event run: its raw files and the dark run's."""
+    from .events.readers import run_files
+
+    ev = cfg.require_events()
+    dark = run_files(ev, run_key(ev.dark_run)) if ev.dark_run is not None else []
+    return digest(files_fingerprint(run_files(ev, run)), files_fingerprint(dark))
+
+
 def lineage_version(asset: str, cfg: BeamtimeConfig, inputs: dict[str, str]) -> str:
     """The lineage version of an output of ``asset`` made from inputs with these versions."""
     return digest(asset, code_version(asset), config_version(cfg, asset),

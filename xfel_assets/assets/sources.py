@@ -1,4 +1,4 @@
-"""Observed source data: the raw run files, the dark run's files, the gain / flat-field map, the in-situ TIFFs.
+"""Observed source data: the raw run files, the dark run's files, the gain / flat-field map, the in-situ TIFFs, the event files.
 
 Dagster does not make these; it observes them. Their data versions come from xfel_core.versions
 (file names, sizes and modification times; the gain map's values), so a rewritten raw run, a new
@@ -13,7 +13,8 @@ from xfel_core import versions
 from xfel_core.config import module_key
 
 from ..partitions import (
-    MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, measurement_partitions, module_partitions, run_partitions,
+    EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, event_run_partitions,
+    measurement_partitions, module_partitions, run_partitions,
 )
 from ..resources import BeamtimeResource
 
@@ -47,3 +48,10 @@ with warnings.catch_warnings():
         cfg = beamtime.load()
         keys = context.instance.get_dynamic_partitions(MEASUREMENTS_PARTITION_SET) if cfg.insitu else []
         return dg.DataVersionsByPartition({k: dg.DataVersion(versions.insitu_source_version(cfg, k)) for k in keys})
+
+    @dg.observable_source_asset(partitions_def=event_run_partitions, group_name="sources")
+    def event_run_files(context, beamtime: BeamtimeResource) -> dg.DataVersionsByPartition:
+        """Each event run's raw files (and the dark run's); version: names, sizes, modification times."""
+        cfg = beamtime.load()
+        runs = context.instance.get_dynamic_partitions(EVENT_RUNS_PARTITION_SET) if cfg.events else []
+        return dg.DataVersionsByPartition({r: dg.DataVersion(versions.event_source_version(cfg, r)) for r in runs})

@@ -197,7 +197,7 @@ def events_config(raw_root: str, layout: str = "pal", shape: tuple[int, int] = S
         "geometry": dict(GEOMETRY, radial_range=[0.2, 0.6]),
         "anomalies": {"saturation": SATURATION},
         "normalisation": {"by": "i0"},
-        "binning": {"edges": [-1.5, -0.5, 0.25, 0.75, 1.5, 3.0, 5.0]},
+        "binning": {"edges": [-1.5, -0.5, 0.1, 0.6, 1.5, 3.0, 5.0]},
         "scan_units": "ps",
         "timing_tool_scale": 1e-3,
     }

@@ -8,7 +8,7 @@ so the outliers being looked for do not widen the band that should catch them.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from ..config import AnomalyConfig
 
@@ -26,20 +26,21 @@ def outside_band(x: np.ndarray, k: float) -> np.ndarray:
     return ~(np.abs(x - med) <= k * sig)
 
 
-def robust_line_outliers(x: np.ndarray, y: np.ndarray, k: float, iterations: int = 5) -> np.ndarray:
-    """Points further than k robust sigmas from a straight line y(x) fitted by iterative clipping."""
-    keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 3:
-        return ~keep
-    for _ in range(iterations):
-        slope, icept = np.polyfit(x[keep], y[keep], 1)
-        resid = y - (slope * x + icept)
-        sig = robust_sigma(resid[keep])
-        new = np.isfinite(resid) & (np.abs(resid) <= k * max(sig, 1e-12))
-        if np.array_equal(new, keep) or new.sum() < 3:
-            break
-        keep = new
-    return ~keep
+def robust_line_outliers(x: np.ndarray, y: np.ndarray, k: float) -> np.ndarray:
+    """Points further than k robust sigmas from a straight line y(x).
+
+    The line is Theil-Sen's (the median of the pairwise slopes, scipy.stats.theilslopes): a
+    least-squares fit would be pulled towards the very outliers it is to find, and the few
+    shots of a beam dropout sit far out in I0 with all the leverage.
+    """
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return ~ok
+    slope = stats.theilslopes(y[ok], x[ok]).slope
+    resid = y - slope * x
+    resid -= np.median(resid[ok])
+    sig = robust_sigma(resid[ok])
+    return ~(np.abs(resid) <= k * max(sig, 1e-12 * np.abs(y[ok]).max()))
 
 
 def per_group(flag_fn, groups: np.ndarray, *arrays: np.ndarray) -> np.ndarray:

@@ -1,0 +1,29 @@
+import dagster as dg
+from xfel_core import versions
+from xfel_core.events import pipeline
+from xfel_core.events.plots import profile_png
+
+from ..metadata import counts_table, materialized, png_md, scalars
+from ..partitions import event_run_partitions
+from ..resources import BeamtimeResource
+from ..steps import retry_policy, run_science
+
+
+@dg.asset(partitions_def=event_run_partitions, deps=["event_run_files"],
+          code_version=versions.code_version("event_smalldata"), group_name="events", kinds={"hdf5", "xarray"},
+          retry_policy=retry_policy())
+def event_smalldata(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
+    """Per event (shot) of a run: I0, scan value (timing-tool corrected), laser flag, ROI sums, radial profile (pyFAI geometry) and the anomaly flags."""
+    info = run_science(pipeline.make_event_smalldata, beamtime.load(), context.partition_key)
+    md = {
+        **scalars(info, "events", "kept", "hot_pixels", "masked_pixels", "scan_points", "laser_on", "radial_bins",
+                  "radial_unit", "has_timing_tool", "events_per_second"),
+        "shots_rejected_by_rule": counts_table(info["rejected_by_rule"], "rule", "shots"),
+        "shots_left_out_by_the_timestamp_join": counts_table(info["dropped_by_join"], "timestamp list", "entries"),
+        "rois": dg.MetadataValue.text(", ".join(info["rois"]) or "none"),
+    }
+    if info["profile_mean"] is not None:
+        md["mean_radial_profile"] = png_md(profile_png(info["radial"], info["profile_mean"], info["radial_unit"],
+                                                       f"{context.partition_key}: mean of {info['kept']} kept shots"),
+                                           "mean radial profile")
+    return materialized("event_smalldata", info, md)

@@ -1,0 +1,77 @@
+"""`new_event_run_sensor`: each complete new run of event files becomes a partition and is processed.
+
+The completeness rule of the other sensors: the run has its files (pal: scan=*/p*.h5; generic:
+its file), every file opens as HDF5, and the files' names, sizes and modification times are the
+same as at the previous tick. The request is one asset backfill per run: event_smalldata, then
+event_cube.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import h5py
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.events import AssetKeyPartitionKey
+
+from xfel_core import versions
+from xfel_core.config import EventsConfig
+from xfel_core.events.readers import event_runs, run_files
+
+from .partitions import EVENT_RUNS_PARTITION_SET
+from .resources import BeamtimeResource
+from .sensors import complete_and_unchanged
+
+MAX_RUNS_PER_TICK = 20
+
+
+def event_run_readiness(ev: EventsConfig, run: str) -> str | None:
+    """None if every file of the run opens as HDF5, else why not."""
+    files = run_files(ev, run)
+    if not files:
+        return "no files yet"
+    for p in files:
+        try:
+            with h5py.File(p, "r"):
+                pass
+        except (OSError, ValueError) as e:
+            return f"{p} does not open as HDF5 ({e})"
+    return None
+
+
+@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           asset_selection=dg.AssetSelection.groups("events"))
+def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
+    """Watch the event-file raw root; add each complete new run as a partition and make its small data and cube."""
+    cfg = beamtime.load()
+    if cfg.events is None:
+        return dg.SkipReason(f"{cfg.source_file} has no events section")
+    ev = cfg.events
+    state = json.loads(context.cursor) if context.cursor else {}
+    pending: dict[str, str] = state.get("pending", {})
+    done: list[str] = state.get("done", [])
+    known = set(context.instance.get_dynamic_partitions(EVENT_RUNS_PARTITION_SET)) | set(done)
+    if not ev.raw_root.is_dir():
+        return dg.SkipReason(f"event raw root {ev.raw_root} does not exist")
+    candidates = [r for r in event_runs(ev) if r not in known]
+    ready, waiting = complete_and_unchanged(candidates[:MAX_RUNS_PER_TICK], lambda r: event_run_readiness(ev, r),
+                                            lambda r: versions.files_fingerprint(run_files(ev, r)), pending)
+    new_cursor = json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
+    if not ready:
+        context.update_cursor(new_cursor)
+        detail = "; ".join(waiting) if waiting else f"no new runs in {ev.raw_root}"
+        return dg.SkipReason(f"nothing new to process: {detail}")
+    asset_graph = context.repository_def.asset_graph
+    requests = [
+        dg.RunRequest.for_asset_graph_subset(AssetGraphSubset.from_asset_partition_set(
+            {AssetKeyPartitionKey(dg.AssetKey(a), r) for a in ("event_smalldata", "event_cube")}, asset_graph),
+            tags={"xfel/event_run": r})
+        for r in ready
+    ]
+    context.log.info(f"new complete event runs: {ready}")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[dg.DynamicPartitionsDefinition(name=EVENT_RUNS_PARTITION_SET).build_add_request(ready)],
+        cursor=new_cursor,
+    )

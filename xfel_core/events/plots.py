@@ -1,0 +1,17 @@
+"""PNG preview of the event assets for the web UI (matplotlib, non-GUI backend)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..insitu.plots import _png, plt
+
+
+def profile_png(radial: np.ndarray, profile: np.ndarray, unit: str, title: str) -> bytes:
+    """The mean radial profile of the kept shots."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(radial, profile, "-", lw=1)
+    ax.set_xlabel(unit)
+    ax.set_ylabel("intensity (ADU per unit solid angle)")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
