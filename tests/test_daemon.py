@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from conftest import dark_run, make_beamtime, small_run
-from xfel_assets.backfill import stop_process_group
+from xfel_assets.backfill import daemon_command, stop_process_group
 from xfel_assets.cli import ensure_dagster_home
 from xfel_core.config import load_beamtime
 from xfel_core.demo.insitu import insitu_config, write_insitu_sample
@@ -30,10 +30,8 @@ def test_daemon_sensors_materialize_a_new_run_and_a_new_insitu_measurement(tmp_p
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
     env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config_path))
     log = open(tmp_path / "daemon.log", "w")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    daemon = subprocess.Popen(daemon_command(Path("workspace.yaml")), cwd=REPO, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SHAPE
 from test_backfill import MODULES4, check_full_backfill_with_a_corrupt_run, write_beamtime
-from xfel_assets.backfill import stop_process_group
+from xfel_assets.backfill import daemon_command, stop_process_group
 from xfel_assets.cli import POSTGRES_ENV, ensure_dagster_home
 from xfel_core.config import load_beamtime, run_key
 from xfel_core.demo.beamtime import RunSpec, write_run
@@ -54,9 +54,8 @@ def test_backfill_and_sensor_runs_together_on_postgres(tmp_path, postgres_url, m
         instance.add_dynamic_partitions("runs", runs)  # the backfill's runs: not the sensor's to take
 
     log = open(tmp_path / "daemon.log", "w")
-    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-                               str(home / "workspace.yaml")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    daemon = subprocess.Popen(daemon_command(home / "workspace.yaml"), env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             # Up before the command looks for it (else the command starts a second daemon).
