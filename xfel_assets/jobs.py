@@ -9,6 +9,8 @@ dark_job = dg.define_asset_job("dark_job", selection=["dark"],
                                description="The per-cell dark of one module from the configured dark run.")
 module_job = dg.define_asset_job("module_job", selection=["preprocessed_module"],
                                  description="Reduce one module of one run.")
+dssc_smalldata_job = dg.define_asset_job("dssc_smalldata_job", selection=["dssc_smalldata"],
+                                         description="Per-frame small data of one module of one run.")
 cube_job = dg.define_asset_job("cube_job", selection=["binned_cube"],
                                description="Join a run's modules into the binned cube.")
 
@@ -30,5 +32,5 @@ observe_calibration_job = dg.define_asset_job(
     "observe_calibration_job", selection=["dark_run_files", "gain_map"],
     description="Observe the dark run's files and the gain maps of every module.")
 
-ALL_JOBS = [run_inputs_job, dark_job, module_job, cube_job, insitu_measurement_job, insitu_sample_job, event_run_job,
+ALL_JOBS = [run_inputs_job, dark_job, module_job, dssc_smalldata_job, cube_job, insitu_measurement_job, insitu_sample_job, event_run_job,
             observe_raw_runs_job, observe_calibration_job]

@@ -37,6 +37,10 @@ def module_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("module_job")
 
 
+def dssc_smalldata_job_def() -> dg.JobDefinition:
+    return defs.resolve_job_def("dssc_smalldata_job")
+
+
 def cube_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("cube_job")
 
@@ -74,7 +78,7 @@ def event_run_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("event_run_job")
 
 
-JOB_FNS = {f.__name__: f for f in (run_inputs_job_def, dark_job_def, module_job_def, cube_job_def,
+JOB_FNS = {f.__name__: f for f in (run_inputs_job_def, dark_job_def, module_job_def, dssc_smalldata_job_def, cube_job_def,
                                    insitu_measurement_job_def, insitu_sample_job_def, event_run_job_def)}
 
 
@@ -135,8 +139,9 @@ def _partition_tags(key: str) -> dict:
 
 def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurrent: int,
                      dark_modules: list[str] | None = None, log=print,
-                     stage_seconds: dict[str, float] | None = None) -> list[StepOutcome]:
-    """Materialize all assets of ``runs`` (and the darks of ``dark_modules``); returns every Dagster run's outcome.
+                     stage_seconds: dict[str, float] | None = None, smalldata: bool = False) -> list[StepOutcome]:
+    """Materialize all assets of ``runs`` (and the darks of ``dark_modules``; dssc_smalldata with
+    ``smalldata``); returns every Dagster run's outcome.
 
     ``instance`` must be the persistent instance of $DAGSTER_HOME: the worker processes open it too.
     """
@@ -155,8 +160,10 @@ def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurre
                 key = run_module_key(r, m)
                 module_work.append(("module_job_def", str(key),
                                     dict(run_module_partitions.get_tags_for_partition_key(key))))
+        if smalldata:
+            module_work += [("dssc_smalldata_job_def", k, t) for _, k, t in module_work]
         failed = stages.run("modules", module_work)
-        bad_runs |= {o.partition.split("|")[1] for o in failed}
+        bad_runs |= {o.partition.split("|")[1] for o in failed if o.job == "module_job"}
         stages.run("binned cubes", [("cube_job_def", r, _partition_tags(r)) for r in runs if r not in bad_runs])
     return stages.outcomes
 

@@ -71,10 +71,12 @@ def complete_and_unchanged(candidates: list[str], readiness: Callable[[str], str
     return ready, waiting
 
 
-def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str]) -> set[AssetKeyPartitionKey]:
-    """Every asset partition to materialize for a new run."""
+def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
+                         smalldata: bool = False) -> set[AssetKeyPartitionKey]:
+    """Every asset partition to materialize for a new run (dssc_smalldata too if configured)."""
     keys = {AssetKeyPartitionKey(dg.AssetKey(a), run) for a in RUN_ASSETS}
-    keys |= {AssetKeyPartitionKey(dg.AssetKey("preprocessed_module"), run_module_key(run, m)) for m in modules}
+    module_assets = ("preprocessed_module", "dssc_smalldata") if smalldata else ("preprocessed_module",)
+    keys |= {AssetKeyPartitionKey(dg.AssetKey(a), run_module_key(run, m)) for a in module_assets for m in modules}
     keys |= {AssetKeyPartitionKey(dg.AssetKey("dark"), m) for m in missing_darks}
     return keys
 
@@ -111,7 +113,8 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     requests = []
     for i, run in enumerate(ready):
         subset = AssetGraphSubset.from_asset_partition_set(
-            run_asset_partitions(run, cfg.module_keys, missing_darks if i == 0 else []), asset_graph)
+            run_asset_partitions(run, cfg.module_keys, missing_darks if i == 0 else [], cfg.smalldata is not None),
+            asset_graph)
         # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
         requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={"xfel/run": run}))
     context.log.info(f"new complete runs: {ready}")

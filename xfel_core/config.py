@@ -414,6 +414,20 @@ class EventsConfig(_Strict):
         return self
 
 
+class DsscSmalldataConfig(_Strict):
+    """Per-frame small data of the DSSC runs (dssc_smalldata, run x module): ROI sums and radial profiles."""
+
+    #: ROIs in each module's own pixels (y, x), the same on every module.
+    rois: list[Roi] = Field(default_factory=list)
+    roi_file: Path | None = None
+    #: Geometry of one module for its radial profile (pixel_size_m ~ (236e-6, 204e-6) for the DSSC's
+    #: hexagonal pixels); beam_centre_px in that module's pixels (it may lie outside the module).
+    #: null: no radial profile.
+    geometry: GeometryConfig | None = None
+    #: Beam centre [y, x] per module (key "00".."15") where it differs from geometry.beam_centre_px.
+    beam_centres: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+
 class BeamtimeConfig(_Strict):
     """One beamtime: where its data lives and how its runs are reduced."""
 
@@ -443,6 +457,8 @@ class BeamtimeConfig(_Strict):
     insitu: InsituConfig | None = None
     #: Per-event files (PAL-XFEL, LCLS-style); null: none in this beamtime.
     events: EventsConfig | None = None
+    #: Per-frame small data of the DSSC runs; null: none.
+    smalldata: DsscSmalldataConfig | None = None
     #: The YAML file this came from (set by :func:`load_beamtime`).
     source_file: Path | None = None
 
@@ -572,7 +588,7 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
     gain = data.get("gain_map")
     if isinstance(gain, dict) and isinstance(gain.get("file"), str):
         data["gain_map"] = dict(gain, file=str((path.parent / gain["file"]).resolve()))
-    for section in ("insitu", "events"):
+    for section in ("insitu", "events", "smalldata"):
         sub = data.get(section)
         if isinstance(sub, dict):
             data[section] = sub = dict(sub)

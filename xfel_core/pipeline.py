@@ -100,7 +100,8 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
                      kept_fraction=kept, kept_fraction_per_train=per_train, checks=checks, **vers)
 
 
-def _module_frames(cfg: BeamtimeConfig, run: str, module: int):
+def module_frames_of(cfg: BeamtimeConfig, run: str, module: int) -> euxfel.ModuleFrames:
+    """Where the frames of one module of a run are (only that module's files are opened)."""
     run_dir = cfg.run_dir(run)
     files = euxfel.files_of_aggregator(euxfel.run_files(run_dir), cfg.detector.aggregator_for(module))
     if not files:
@@ -123,7 +124,7 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
         raise RunDataError("dark_run is null in the config: there is no dark to compute")
     run = run_key(cfg.dark_run)
     vers = versions.output_versions(cfg, "dark", {"dark_source": versions.dark_source_version(cfg, module)})
-    frames = _module_frames(cfg, run, module)
+    frames = module_frames_of(cfg, run, module)
     if frames.nframes == 0:
         raise RunDataError(f"dark run {run}: module {module:02d} has no frames")
     dark = compute_dark(frames, cfg.chunk_frames)
@@ -156,7 +157,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     gain = read_gain_map(cfg, module) if cfg.gain_map is not None else None
     inputs["gain"] = gain.version if gain is not None else versions.NO_GAIN
     vers = versions.output_versions(cfg, "preprocessed_module", inputs)
-    frames = _module_frames(cfg, run, module)
+    frames = module_frames_of(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)
     sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,

@@ -44,6 +44,7 @@ ASSET_CODE = {
     "event_smalldata": ["events/pipeline.py", "events/readers.py", "events/anomalies.py", "events/azimuthal.py",
                         "events/smalldata.py", "scan.py"],
     "event_cube": ["events/pipeline.py", "events/readers.py", "events/smalldata.py", "cube.py"],
+    "dssc_smalldata": ["dssc_smalldata.py", "pipeline.py", "events/azimuthal.py", "readers/euxfel.py"],
 }
 
 #: The config keys each asset reads (beyond its inputs); a dict names keys inside a section.
@@ -63,6 +64,8 @@ ASSET_CONFIG = {
     "event_smalldata": {"events": {"layout", "pal", "generic", "dark_run", "geometry", "anomalies", "normalisation",
                                    "binning", "timing_tool_scale", "scan_units"}},
     "event_cube": {"events": {"dark_run", "normalisation", "binning", "scan_units"}},
+    "dssc_smalldata": {"detector": True, "frame_pattern": True, "framemask": True,
+                       "smalldata": {"geometry", "beam_centres"}},
 }
 
 NO_DARK = "no-dark"

@@ -5,6 +5,7 @@ from .binned_cube import binned_cube
 from .event_cube import event_cube
 from .event_smalldata import event_smalldata
 from .dark import dark
+from .dssc_smalldata import dssc_smalldata
 from .framemask import framemask
 from .insitu_frames import insitu_frames
 from .preprocessed_module import preprocessed_module
@@ -14,7 +15,7 @@ from .scan_variable import scan_variable
 from .sources import dark_run_files, event_run_files, gain_map, insitu_files, raw_run_files
 
 SOURCES = [raw_run_files, dark_run_files, gain_map, insitu_files, event_run_files]
-DSSC_ASSETS = [raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube]
+DSSC_ASSETS = [raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata]
 INSITU_ASSETS = [insitu_frames, roi_series, attenuation_corrected_series]
 EVENT_ASSETS = [event_smalldata, event_cube]
 ALL_ASSETS = [*SOURCES, *DSSC_ASSETS, *INSITU_ASSETS, *EVENT_ASSETS]

@@ -1,0 +1,90 @@
+"""Per-frame small data of DSSC modules against a plain loop over the generated frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import SHAPE, dark_run, make_beamtime, small_run
+from xfel_core import dssc_smalldata, pipeline
+from xfel_core.config import load_beamtime
+from xfel_core.events.azimuthal import pyfai_profile
+from xfel_core.preprocess import read_dark
+
+GEOMETRY = {"distance_m": 0.2, "pixel_size_m": [236e-6, 204e-6], "beam_centre_px": [-20.0, 10.0],
+            "energy_kev": 1.0, "npt": 12, "unit": "2th_deg"}
+ROIS = [{"name": "peak", "role": "intensity", "y": [4, 12], "x": [8, 24]},
+        {"name": "edge", "role": "intensity", "y": [0, 3], "x": [0, 32]}]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dssc_sd")
+    spec = small_run(2, missing_trains={1: [3]}, low_pulse_fraction=0.2)
+    path = make_beamtime(root, [spec], dark=dark_run(1), smalldata={"rois": ROIS, "geometry": GEOMETRY,
+                                                                    "beam_centres": {"01": [-25.0, 12.0]}})
+    cfg = load_beamtime(path)
+    from xfel_core.demo.beamtime import write_run
+
+    gen = write_run(root / "raw", spec)  # the same run again: the generator is deterministic
+    for m in cfg.detector.modules:
+        pipeline.make_dark(cfg, m)
+    for step in (pipeline.make_raw_run, pipeline.make_scan_variable, pipeline.make_framemask):
+        step(cfg, "r0002")
+    infos = {m: dssc_smalldata.make_dssc_smalldata(cfg, "r0002", m) for m in cfg.detector.modules}
+    pm = {m: pipeline.make_preprocessed_module(cfg, "r0002", m) for m in cfg.detector.modules}
+    return cfg, gen, infos, pm
+
+
+@pytest.mark.parametrize("module", [0, 1])
+def test_roi_sums_and_profiles_against_a_plain_loop(made, module):
+    cfg, gen, infos, pm = made
+    sd = xr.open_dataset(infos[module]["path"], engine="h5netcdf").load()
+    dark = read_dark(pipeline.dark_path(cfg, module))
+    tids = list(gen.train_ids)
+    geom = cfg.smalldata.geometry.model_copy(update={"beam_centre_px": (-25.0, 12.0)} if module == 1 else {})
+    for e in range(0, sd.sizes["event"], 7):
+        t, p = tids.index(int(sd["train_id"][e])), int(sd["pulse"][e])
+        frame = gen.frames[module][t, p].astype(np.float64) - dark.mean[list(dark.cell_id).index(int(sd["cell_id"][e]))]
+        for j, r in enumerate(cfg.smalldata.rois):
+            assert sd["roi_sum"].values[e, j] == pytest.approx(frame[r.slices[0], r.slices[1]].sum(), rel=1e-5, abs=1e-3)
+        assert sd["total"].values[e] == pytest.approx(frame.sum(), rel=1e-5, abs=1e-3)
+        edges = sd["radial"].values
+        width = edges[1] - edges[0]
+        _, ref = pyfai_profile(geom, frame.astype(np.float32), np.zeros(SHAPE, bool),
+                               (edges[0] - width / 2, edges[-1] + width / 2))
+        np.testing.assert_allclose(sd["radial_profile"].values[e, 1:], ref[1:], rtol=1e-4)
+    # The frames kept are the frames the binned cube sums.
+    assert int(sd["kept"].sum()) == pm[module]["frames_kept"]
+    assert set(sd["frame_type"].values) == {"pumped", "unpumped"}
+    assert set(sd["laser"].values[sd["frame_type"].values == "pumped"]) == {1}
+    # Pulse energies are the gas monitor's, and the low ones are the frames the framemask rejected.
+    low = sd["pulse_energy"].values < cfg.framemask.min_pulse_energy_uj
+    assert low.any() and not sd["kept"].values[low].any()
+
+
+def test_dssc_smalldata_materializes_through_dagster(made):
+    import dagster as dg
+
+    from test_insitu_dagster import resources
+    from xfel_assets.assets import ALL_ASSETS
+    from xfel_assets.partitions import run_module_key
+
+    cfg, _, infos, _ = made
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("runs", ["r0002"])
+        result = dg.materialize(ALL_ASSETS, selection=["dssc_smalldata"], partition_key=run_module_key("r0002", "01"),
+                                resources=resources(cfg.source_file), instance=instance)
+        assert result.success
+        md = instance.get_latest_materialization_event(dg.AssetKey("dssc_smalldata")).asset_materialization.metadata
+        assert md["events"].value == infos[1]["events"] and md["kept"].value == infos[1]["kept"]
+
+
+def test_new_runs_request_the_small_data_only_when_configured():
+    from xfel_assets.sensors import run_asset_partitions
+
+    def assets(smalldata):
+        return {k.asset_key.to_user_string() for k in run_asset_partitions("r0005", ["00", "01"], [], smalldata)}
+
+    assert "dssc_smalldata" in assets(True) and "dssc_smalldata" not in assets(False)

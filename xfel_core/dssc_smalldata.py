@@ -1,0 +1,154 @@
+"""Per-frame small data of a DSSC module (the `dssc_smalldata` asset): every frame is an event.
+
+For each frame of one module of a run that the framemask covers: its train, position in the
+train, memory cell, frame type (and laser: pumped 1, unpumped 0, other types -1), the train's
+scan value and scan point, the X-ray pulse energy it saw (the gas monitor, uJ; NaN for dark
+frames), whether the binned cube keeps it (and the framemask's reason if not), and from the
+dark-subtracted frame its total, the ROI sums and (with a geometry) its radial profile.
+Written as ``<run>/dssc_smalldata_<MM>.h5``, first dimension ``event``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import xarray as xr
+
+from . import framemask, scan, versions
+from .config import BeamtimeConfig, DsscSmalldataConfig
+from .events.azimuthal import radial_integrator
+from .exceptions import ConfigError, RunDataError
+from .insitu.rois import check_inside, load_rois, rois_version
+from .outputs import atomic_path, done_info, provenance, read_attrs
+from .pipeline import dark_path, module_frames_of
+from .preprocess import read_dark
+from .quality import require_passed
+from .readers import euxfel
+from .scan import lookup_rows
+
+ASSET = "dssc_smalldata"
+
+
+def smalldata_rois(sm: DsscSmalldataConfig):
+    return load_rois(sm.roi_file) if sm.roi_file is not None else list(sm.rois)
+
+
+def pulse_energy_per_frame(cfg: BeamtimeConfig, run: str, train_id: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The gas monitor's energy (uJ) of the pulse each frame saw; NaN for dark frames and missing data."""
+    out = np.full(len(train_id), np.nan)
+    rules = cfg.framemask
+    if not rules.xgm_source:
+        return out
+    try:
+        ptids, energy = euxfel.train_values(euxfel.open_run(cfg.run_dir(run)), rules.xgm_source, rules.xgm_key)
+    except RunDataError:
+        return out
+    xray = framemask.xray_frames(cfg.frame_pattern, int(position.max()) + 1 if len(position) else 0)
+    slot = np.cumsum(xray) - 1
+    order = np.argsort(ptids)
+    row = lookup_rows(ptids[order].astype(np.uint64), train_id, order)
+    ok = (row >= 0) & xray[position] & (slot[position] < energy.shape[1])
+    out[ok] = energy[row[ok], slot[position[ok]]]
+    return out
+
+
+def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
+    """Per frame of one module: metadata, pulse energy, kept flag, total, ROI sums, radial profile."""
+    cfg.require_dssc()
+    t0 = time.perf_counter()
+    sm = cfg.smalldata
+    if sm is None:
+        raise ConfigError(f"{cfg.source_file}: dssc_smalldata needs a smalldata section (ROIs, optional geometry)")
+    rois = smalldata_rois(sm)
+    shape = tuple(cfg.detector.module_shape)
+    check_inside(rois, shape, f"module {module:02d}")
+    attrs = {a: read_attrs(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
+    inputs = {a: attrs[a].get("lineage_version") for a in attrs}
+    inputs["rois"] = rois_version(rois)
+    require_passed(attrs["framemask"], "framemask", cfg.output_path(run, "framemask"))
+    bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
+    fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
+    dark = None
+    inputs["dark"] = versions.NO_DARK
+    if cfg.dark_run is not None:
+        dark_attrs = read_attrs(dark_path(cfg, module))
+        require_passed(dark_attrs, "dark", dark_path(cfg, module))
+        dark = read_dark(dark_path(cfg, module))
+        inputs["dark"] = dark_attrs.get("lineage_version")
+    vers = versions.output_versions(cfg, ASSET, inputs)
+
+    frames = module_frames_of(cfg, run, module)
+    pos = frames.position.astype(np.int64)
+    row = lookup_rows(fm.train_id, frames.train_id, np.arange(len(fm.train_id)))
+    wanted = (row >= 0) & (pos < fm.mask.shape[1])
+    reason = np.full(frames.nframes, 255, np.uint8)
+    reason[wanted] = fm.reason[row[wanted], pos[wanted]]
+    point = bins.bins_of(frames.train_id)
+    kept = wanted & (reason == 0) & (point >= 0)
+
+    radial = None
+    if sm.geometry is not None:
+        geom = sm.geometry
+        centre = sm.beam_centres.get(f"{module:02d}")
+        if centre is not None:
+            geom = geom.model_copy(update={"beam_centre_px": centre})
+        radial = radial_integrator(geom, shape, np.zeros(shape, dtype=bool))
+    dark_mean = dark_rows = None
+    if dark is not None:
+        dark_rows = dark.rows_for(frames.cell_id[wanted], f"module {module:02d} ({frames.source})")
+        dark_mean = dark.mean.reshape(len(dark.cell_id), -1).astype(np.float32)
+        all_rows = np.zeros(frames.nframes, np.int64)
+        all_rows[wanted] = dark_rows
+    n = frames.nframes
+    total = np.full(n, np.nan)
+    roi = np.full((n, len(rois)), np.nan)
+    profile = np.full((n, len(radial.radial)), np.nan) if radial is not None else None
+    for start, stop, block in euxfel.iter_frame_blocks(frames, cfg.chunk_frames, wanted):
+        imgs = block.astype(np.float32)  # (k, pixels), ADU
+        if dark_mean is not None:
+            imgs -= dark_mean[all_rows[start:stop]]
+        imgs = imgs.reshape((stop - start,) + shape)
+        total[start:stop] = imgs.sum(axis=(1, 2), dtype=np.float64)
+        for j, r in enumerate(rois):
+            roi[start:stop, j] = imgs[:, r.slices[0], r.slices[1]].sum(axis=(1, 2), dtype=np.float64)
+        if radial is not None:
+            profile[start:stop] = radial.profiles(imgs)
+
+    names = cfg.frame_pattern
+    ftype = pos % len(names)
+    laser = np.array([1 if names[t] == "pumped" else 0 if names[t] == "unpumped" else -1 for t in range(len(names))],
+                     dtype=np.int8)[ftype]
+    energy = pulse_energy_per_frame(cfg, run, frames.train_id, pos)
+    w = np.flatnonzero(wanted)
+    scan_value = np.full(n, np.nan)
+    has = point >= 0
+    scan_value[has] = bins.centres[point[has]]
+    data = {
+        "train_id": ("event", frames.train_id[w]),
+        "pulse": ("event", pos[w].astype(np.int32), {"long_name": "frame position in its train"}),
+        "cell_id": ("event", frames.cell_id[w]),
+        "frame_type": ("event", np.array(names, dtype=object)[ftype[w]]),
+        "laser": ("event", laser[w], {"long_name": "pumped 1, unpumped 0, other frame types -1"}),
+        "scan_point": ("event", point[w], {"long_name": "scan point (-1: none)"}),
+        "scan": ("event", scan_value[w], {"units": units, "long_name": "scan point value of the train"}),
+        "pulse_energy": ("event", energy[w], {"units": "uJ", "long_name": "X-ray pulse energy (gas monitor)"}),
+        "kept": ("event", kept[w].astype(np.int8), {"long_name": "used in the binned cube"}),
+        "framemask_reason": ("event", reason[w], {"long_name": "framemask reason code (0: kept)"}),
+        "total": ("event", total[w], {"units": "ADU", "long_name": "dark-subtracted total"}),
+        "roi_sum": (("event", "roi"), roi[w], {"units": "ADU", "long_name": "dark-subtracted ROI sums"}),
+    }
+    coords = {"event": np.arange(len(w)), "roi": np.array([r.name for r in rois], dtype=object)}
+    if radial is not None:
+        data["radial_profile"] = (("event", "radial"), profile[w], {"units": "ADU per unit solid angle"})
+        coords["radial"] = ("radial", radial.radial, {"units": radial.unit})
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, frames=len(w), kept=int(kept.sum()),
+                          dark_run=cfg.dark_run_key, reasons=json.dumps(framemask.REASONS), **vers)
+    path = cfg.output_path(run, ASSET, module)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    return done_info(path, t0, events=len(w), kept=int(kept.sum()), rois=[r.name for r in rois],
+                     radial_bins=0 if radial is None else len(radial.radial),
+                     events_per_second=len(w) / max(time.perf_counter() - t0, 1e-9), **vers)
