@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import framemask, quality, scan, versions
+from . import framemask, previews, quality, scan, versions
 from .config import BeamtimeConfig, run_key
 from .cube import build_cube, write_cube
 from .exceptions import RunDataError
@@ -97,7 +97,8 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
     return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
                      frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
-                     kept_fraction=kept, kept_fraction_per_train=per_train, checks=checks, **vers)
+                     kept_fraction=kept, kept_fraction_per_train=per_train, train_ids=tids, checks=checks,
+                     **vers)
 
 
 def module_frames_of(cfg: BeamtimeConfig, run: str, module: int) -> euxfel.ModuleFrames:
@@ -212,4 +213,5 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     return done_info(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
                      frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
                      counts=counts, has_difference="difference" in ds, checks=checks,
+                     png=previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames"),
                      nan_fraction=float(np.isnan(ds["mean"].values).mean()), **calibration, **vers)

@@ -36,7 +36,7 @@ ASSET_CODE = {
     "dark": ["pipeline.py", "preprocess.py", "binning_kernel.py", "readers/euxfel.py", "readers/frame_map.py"],
     "preprocessed_module": ["pipeline.py", "preprocess.py", "binning_kernel.py", "gain.py", "readers/euxfel.py",
                             "readers/frame_map.py"],
-    "binned_cube": ["pipeline.py", "cube.py", "preprocess.py"],
+    "binned_cube": ["pipeline.py", "cube.py", "preprocess.py", "previews.py"],
     "insitu_frames": ["insitu/pipeline.py", "insitu/correct.py", "insitu/tiff_reader.py", "insitu/layout.py"],
     "roi_series": ["insitu/pipeline.py", "insitu/rois.py", "insitu/plots.py"],
     "attenuation_corrected_series": ["insitu/pipeline.py", "insitu/attenuation.py", "insitu/rois.py",

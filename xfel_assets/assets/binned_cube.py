@@ -1,7 +1,7 @@
 import dagster as dg
 from xfel_core import pipeline, versions
 
-from ..metadata import materialized, scalars, scan_points_table
+from ..metadata import materialized, png_md, scalars, scan_points_table
 from ..partitions import check_modules_match, run_partitions
 from ..resources import BeamtimeResource
 from ..steps import retry_policy, run_science
@@ -25,6 +25,7 @@ def binned_cube(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -
         **scalars(info, "scan_points", "modules", "frames_kept", "has_difference", "nan_fraction"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=info["frame_types"]),
+        "mean_image_and_difference": png_md(info["png"], "assembled mean image and pump-probe difference"),
         "open_with": dg.MetadataValue.md(
             f"```python\nimport xarray as xr\nds = xr.open_dataset({str(info['path'])!r}, engine='h5netcdf')\n```"),
     })

@@ -1,7 +1,8 @@
 import dagster as dg
 from xfel_core import pipeline, versions
+from xfel_core.previews import kept_fraction_png
 
-from ..metadata import counts_table, materialized, scalars
+from ..metadata import counts_table, materialized, png_md, scalars
 from ..partitions import run_partitions
 from ..resources import BeamtimeResource
 from ..steps import retry_policy, run_science
@@ -18,4 +19,7 @@ def framemask(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> 
     return materialized("framemask", info, {
         **scalars(info, "trains", "frames_per_train", "frames_kept", "frames_rejected", "kept_fraction"),
         "frames_by_reason": counts_table(info["reasons"]),
+        "kept_fraction_per_train": png_md(kept_fraction_png(info["train_ids"], info["kept_fraction_per_train"],
+                                                            f"{context.partition_key}: frames kept per train"),
+                                          "kept fraction per train"),
     })

@@ -1,7 +1,9 @@
 import dagster as dg
+import numpy as np
 from xfel_core import pipeline, versions
+from xfel_core.previews import scan_points_png
 
-from ..metadata import materialized, scalars, scan_points_table
+from ..metadata import materialized, png_md, scalars, scan_points_table
 from ..partitions import run_partitions
 from ..resources import BeamtimeResource
 from ..steps import retry_policy, run_science
@@ -15,4 +17,7 @@ def scan_variable(context: dg.AssetExecutionContext, beamtime: BeamtimeResource)
     return materialized("scan_variable", info, {
         **scalars(info, "scan_points", "trains_with_value", "trains_without_value"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], trains=info["trains_per_point"]),
+        "trains_per_scan_point": png_md(scan_points_png(np.asarray(info["centres"]), np.asarray(info["trains_per_point"]),
+                                                        info["units"], f"{context.partition_key}: trains per scan point"),
+                                        "trains per scan point"),
     })
