@@ -19,7 +19,7 @@ from xfel_core.demo.insitu import BACKGROUND_RATE, demo_rois, insitu_config, wri
 from xfel_core.exceptions import ConfigError, RunDataError
 from xfel_core.insitu import layout
 from xfel_core.insitu import pipeline as ip
-from xfel_core.insitu.rois import dump_rois, fwhm, load_rois
+from xfel_core.rois import dump_rois, fwhm, load_rois
 from xfel_core.insitu.tiff_reader import TiffDataError, format_pilatus_header
 
 SHAPE = (96, 160)

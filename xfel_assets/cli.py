@@ -135,7 +135,7 @@ def _roi_spec(text: str):
 
 
 def cmd_roi(args) -> int:
-    from xfel_core.insitu.rois import configured_rois, dump_rois, load_rois
+    from xfel_core.rois import configured_rois, dump_rois, load_rois
     from xfel_core.report import format_table
 
     if args.action == "save":

@@ -17,10 +17,10 @@ import numpy as np
 import xarray as xr
 
 from . import framemask, scan, versions
-from .config import BeamtimeConfig, DsscSmalldataConfig
+from .config import BeamtimeConfig
 from .events.azimuthal import radial_integrator
 from .exceptions import ConfigError, RunDataError
-from .insitu.rois import check_inside, load_rois, rois_version
+from .rois import check_inside, rois_version, section_rois
 from .outputs import atomic_path, done_info, provenance, read_attrs
 from .pipeline import dark_path, module_frames_of
 from .preprocess import read_dark
@@ -29,10 +29,6 @@ from .readers import euxfel
 from .scan import lookup_rows
 
 ASSET = "dssc_smalldata"
-
-
-def smalldata_rois(sm: DsscSmalldataConfig):
-    return load_rois(sm.roi_file) if sm.roi_file is not None else list(sm.rois)
 
 
 def pulse_energy_per_frame(cfg: BeamtimeConfig, run: str, train_id: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -61,7 +57,7 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
     sm = cfg.smalldata
     if sm is None:
         raise ConfigError(f"{cfg.source_file}: dssc_smalldata needs a smalldata section (ROIs, optional geometry)")
-    rois = smalldata_rois(sm)
+    rois = section_rois(sm)
     shape = tuple(cfg.detector.module_shape)
     check_inside(rois, shape, f"module {module:02d}")
     attrs = {a: read_attrs(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}

@@ -20,7 +20,7 @@ from .. import versions
 from ..config import BeamtimeConfig, EventsConfig, run_key
 from ..cube import cube_from_sums, write_cube
 from ..exceptions import MissingInputError, RunDataError
-from ..insitu.rois import check_inside, rois_version
+from ..rois import check_inside, rois_version, section_rois
 from ..outputs import atomic_path, done_info, provenance
 from ..scan import bin_scan_values
 from . import anomalies
@@ -35,14 +35,6 @@ FRAME_TYPES = ["pumped", "unpumped"]  # laser on, laser off: the binned_cube nam
 
 def output_path(cfg: BeamtimeConfig, run: str, name: str) -> Path:
     return cfg.processed_root / "events" / run / name
-
-
-def event_rois(cfg: BeamtimeConfig):
-    """The ROIs of event_smalldata: events.roi_file if set, else events.rois (may be none)."""
-    from ..insitu.rois import load_rois
-
-    ev = cfg.require_events()
-    return load_rois(ev.roi_file) if ev.roi_file is not None else list(ev.rois)
 
 
 def dark_image(ev: EventsConfig) -> tuple[np.ndarray | None, str]:
@@ -74,7 +66,7 @@ def make_event_smalldata(cfg: BeamtimeConfig, run: str) -> dict:
     """Per event of a run: I0, scan value, laser, ROI sums, radial profile (pyFAI geometry), anomaly flags."""
     t0 = time.perf_counter()
     ev = cfg.require_events()
-    rois = event_rois(cfg)
+    rois = section_rois(ev)
     raw = read_run(ev, run)
     if raw.nevents == 0:
         raise RunDataError(f"run {run}: no events in {[str(p) for p in raw.files]}")

@@ -24,7 +24,7 @@ from . import layout
 from .attenuation import changes_table, correct_series
 from .correct import correct_frames, make_flatfield
 from .plots import roi_image_png, series_png
-from .rois import check_inside, configured_rois, intensity_columns, roi_columns, rois_version
+from ..rois import check_inside, configured_rois, intensity_columns, roi_columns, rois_version
 from .tiff_reader import read_frames_into, read_headers
 
 FRAMES_FILE = "insitu_frames.h5"

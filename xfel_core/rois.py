@@ -1,5 +1,8 @@
 """Regions of interest: the ROI file (the seed's dump_roi / load_roi) and per-frame ROI quantities.
 
+Used by the in-situ series (roi_series), the event files (event_smalldata) and the DSSC small
+data (dssc_smalldata); each reads its ROIs from its config section's ``roi_file`` or ``rois``.
+
 A ROI file is a small YAML file::
 
     detector_shape: [195, 487]     # (y, x) pixels it was drawn on; optional
@@ -20,10 +23,10 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
-from ..config import BeamtimeConfig, Roi
-from ..exceptions import ConfigError
-from ..outputs import atomic_path
-from ..versions import digest
+from .config import BeamtimeConfig, Roi
+from .exceptions import ConfigError
+from .outputs import atomic_path
+from .versions import digest
 
 #: FWHM of a Gaussian in units of its standard deviation.
 GAUSS_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -66,10 +69,14 @@ def load_rois(path: Path) -> list[Roi]:
     return rois
 
 
+def section_rois(section) -> list[Roi]:
+    """The ROIs of a config section (insitu, events, smalldata): its roi_file if set, else its rois."""
+    return load_rois(section.roi_file) if section.roi_file is not None else list(section.rois)
+
+
 def configured_rois(cfg: BeamtimeConfig) -> list[Roi]:
-    """The ROIs roi_series computes: from insitu.roi_file if set, else insitu.rois."""
-    ins = cfg.require_insitu()
-    rois = load_rois(ins.roi_file) if ins.roi_file is not None else list(ins.rois)
+    """The ROIs roi_series computes: from insitu.roi_file if set, else insitu.rois (at least one)."""
+    rois = section_rois(cfg.require_insitu())
     if not rois:
         raise ConfigError(f"{cfg.source_file}: no ROIs: set insitu.rois or insitu.roi_file "
                           "(see 'xfel-assets roi save')")
