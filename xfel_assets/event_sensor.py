@@ -8,8 +8,6 @@ event_cube.
 
 from __future__ import annotations
 
-import json
-
 import dagster as dg
 import h5py
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
@@ -21,7 +19,7 @@ from xfel_core.events.readers import event_runs, run_files
 
 from .partitions import EVENT_RUNS_PARTITION_SET
 from .resources import BeamtimeResource
-from .sensors import complete_and_unchanged
+from .sensors import complete_and_unchanged, cursor_json, read_cursor
 
 MAX_RUNS_PER_TICK = 20
 
@@ -48,16 +46,13 @@ def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
     if cfg.events is None:
         return dg.SkipReason(f"{cfg.source_file} has no events section")
     ev = cfg.events
-    state = json.loads(context.cursor) if context.cursor else {}
-    pending: dict[str, str] = state.get("pending", {})
-    done: list[str] = state.get("done", [])
-    known = set(context.instance.get_dynamic_partitions(EVENT_RUNS_PARTITION_SET)) | set(done)
+    pending, done, known = read_cursor(context, EVENT_RUNS_PARTITION_SET)
     if not ev.raw_root.is_dir():
         return dg.SkipReason(f"event raw root {ev.raw_root} does not exist")
     candidates = [r for r in event_runs(ev) if r not in known]
     ready, waiting = complete_and_unchanged(candidates[:MAX_RUNS_PER_TICK], lambda r: event_run_readiness(ev, r),
                                             lambda r: versions.files_fingerprint(run_files(ev, r)), pending)
-    new_cursor = json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
+    new_cursor = cursor_json(pending, done, ready)
     if not ready:
         context.update_cursor(new_cursor)
         detail = "; ".join(waiting) if waiting else f"no new runs in {ev.raw_root}"

@@ -10,7 +10,6 @@ insitu_frames and roi_series of its new measurements, then its attenuation_corre
 
 from __future__ import annotations
 
-import json
 import time
 from zoneinfo import ZoneInfo
 
@@ -26,7 +25,7 @@ from xfel_core.insitu.tiff_reader import read_headers
 
 from .partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
 from .resources import BeamtimeResource
-from .sensors import complete_and_unchanged
+from .sensors import complete_and_unchanged, cursor_json, read_cursor
 
 #: Measurements checked per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_MEASUREMENTS_PER_TICK = 20
@@ -60,10 +59,7 @@ def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: Beamti
     if cfg.insitu is None:
         return dg.SkipReason(f"{cfg.source_file} has no insitu section")
     ins = cfg.insitu
-    state = json.loads(context.cursor) if context.cursor else {}
-    pending: dict[str, str] = state.get("pending", {})
-    done: list[str] = state.get("done", [])
-    known = set(context.instance.get_dynamic_partitions(MEASUREMENTS_PARTITION_SET)) | set(done)
+    pending, done, known = read_cursor(context, MEASUREMENTS_PARTITION_SET)
     if not ins.raw_root.is_dir():
         return dg.SkipReason(f"in-situ raw root {ins.raw_root} does not exist")
     candidates = [k for k in layout.all_measurement_keys(ins) if k not in known]
@@ -73,7 +69,7 @@ def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: Beamti
         candidates[:MAX_MEASUREMENTS_PER_TICK], lambda k: measurement_readiness(ins, k, now),
         lambda k: versions.files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, k))), pending)
 
-    new_cursor = json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
+    new_cursor = cursor_json(pending, done, ready)
     if not ready:
         context.update_cursor(new_cursor)
         detail = "; ".join(waiting) if waiting else f"no new measurement folders in {ins.raw_root}"

@@ -47,6 +47,17 @@ def run_readiness(cfg: BeamtimeConfig, run: str) -> str | None:
     return None
 
 
+def read_cursor(context: dg.SensorEvaluationContext, partitions_set: str) -> tuple[dict[str, str], list[str], set[str]]:
+    """(pending fingerprints, keys taken, keys known: taken or already partitions) from a sensor's cursor."""
+    state = json.loads(context.cursor) if context.cursor else {}
+    pending, done = state.get("pending", {}), state.get("done", [])
+    return pending, done, set(context.instance.get_dynamic_partitions(partitions_set)) | set(done)
+
+
+def cursor_json(pending: dict[str, str], done: list[str], ready: list[str]) -> str:
+    return json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
+
+
 def complete_and_unchanged(candidates: list[str], readiness: Callable[[str], str | None],
                            fingerprint: Callable[[str], str], pending: dict[str, str]) -> tuple[list[str], list[str]]:
     """The completeness rule of the sensors: (ready, why the others wait).
@@ -86,10 +97,7 @@ def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
 def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
     """Watch the raw root; add each complete new run as a partition and materialize all its assets."""
     cfg = beamtime.load()
-    state = json.loads(context.cursor) if context.cursor else {}
-    pending: dict[str, str] = state.get("pending", {})
-    done: list[str] = state.get("done", [])
-    known = set(context.instance.get_dynamic_partitions(RUNS_PARTITION_SET)) | set(done)
+    pending, done, known = read_cursor(context, RUNS_PARTITION_SET)
 
     raw_root = cfg.raw_root
     if not raw_root.is_dir():
@@ -99,7 +107,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     ready, waiting = complete_and_unchanged(candidates[:MAX_RUNS_PER_TICK], lambda r: run_readiness(cfg, r),
                                             lambda r: versions.raw_run_version(cfg, r), pending)
 
-    new_cursor = json.dumps({"pending": pending, "done": sorted(set(done) | set(ready))})
+    new_cursor = cursor_json(pending, done, ready)
     if not ready:
         context.update_cursor(new_cursor)
         detail = "; ".join(waiting) if waiting else f"no new run folders in {raw_root}"
