@@ -31,6 +31,13 @@ with warnings.catch_warnings():
     by_module = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="module")
 
 
+def module_step_deps(*per_module: str) -> list[dg.AssetDep]:
+    """Dependencies of a run x module asset: its run's raw_run, scan_variable and framemask, and
+    the per-module assets named (dark, gain_map) of its module."""
+    return ([dg.AssetDep(a, partition_mapping=by_run) for a in ("raw_run", "scan_variable", "framemask")]
+            + [dg.AssetDep(a, partition_mapping=by_module) for a in per_module])
+
+
 def run_module_key(run: str, module: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"run": run, "module": module})
 

@@ -3,19 +3,14 @@ from xfel_core import versions
 from xfel_core.dssc_smalldata import make_dssc_smalldata
 
 from ..metadata import materialized, scalar, scalars
-from ..partitions import by_module, by_run, check_modules_match, run_module_partitions, split_run_module_key
+from ..partitions import check_modules_match, module_step_deps, run_module_partitions, split_run_module_key
 from ..resources import BeamtimeResource
 from ..steps import MODULE_POOL, retry_policy, run_science
 
 
 @dg.asset(
     partitions_def=run_module_partitions,
-    deps=[
-        dg.AssetDep("raw_run", partition_mapping=by_run),
-        dg.AssetDep("scan_variable", partition_mapping=by_run),
-        dg.AssetDep("framemask", partition_mapping=by_run),
-        dg.AssetDep("dark", partition_mapping=by_module),
-    ],
+    deps=module_step_deps("dark"),
     code_version=versions.code_version("dssc_smalldata"),
     group_name="dssc",
     kinds={"hdf5", "xarray"},

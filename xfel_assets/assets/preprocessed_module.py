@@ -2,20 +2,14 @@ import dagster as dg
 from xfel_core import pipeline, versions
 
 from ..metadata import counts_table, materialized, scalar, scalars, scan_points_table
-from ..partitions import by_module, by_run, check_modules_match, run_module_partitions, split_run_module_key
+from ..partitions import check_modules_match, module_step_deps, run_module_partitions, split_run_module_key
 from ..resources import BeamtimeResource
 from ..steps import MODULE_POOL, retry_policy, run_science
 
 
 @dg.asset(
     partitions_def=run_module_partitions,
-    deps=[
-        dg.AssetDep("raw_run", partition_mapping=by_run),
-        dg.AssetDep("scan_variable", partition_mapping=by_run),
-        dg.AssetDep("framemask", partition_mapping=by_run),
-        dg.AssetDep("dark", partition_mapping=by_module),
-        dg.AssetDep("gain_map", partition_mapping=by_module),
-    ],
+    deps=module_step_deps("dark", "gain_map"),
     code_version=versions.code_version("preprocessed_module"),
     group_name="dssc",
     kinds={"hdf5", "numba"},
