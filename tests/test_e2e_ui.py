@@ -169,9 +169,12 @@ def test_materialize_binned_cube_of_one_run_from_its_page(server, page):
     page.locator("button:has-text('Materialize')").first.click()
     dialog = page.locator("[role=dialog]").first
     dialog.get_by_text("Select a partition or create one").first.click()
-    page.get_by_placeholder("Filter partitions").fill("r0003")
-    page.get_by_text("r0003", exact=True).first.click()
+    search = page.get_by_placeholder("Filter partitions")
+    search.fill("r0003")
+    # The option in the drop-down under the filter box (the page may show "r0003" elsewhere too).
+    search.locator("xpath=ancestor::*[.//span[text()='r0003']][1]//span[text()='r0003']").first.click()
     page.keyboard.press("Escape")
+    dialog.get_by_text("1 partition", exact=True).wait_for()
     shot(page, server, "02-materialize-dialog")
     dialog.get_by_role("button", name="Launch 1 run").click()
     dialog.wait_for(state="hidden")  # the run is launched (queued for the daemon)
