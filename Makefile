@@ -21,9 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/xfel-assets demo $(DEMO)/beamtime
 
-## Run the whole test suite.
+## Run the whole test suite: the main suite, then the browser tests of the web UI (marker e2e).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m e2e
 
 ## Dagster web UI (127.0.0.1:3000) and daemon, on the demo beamtime.
 ui: $(STAMP)
