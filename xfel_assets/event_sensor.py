@@ -19,7 +19,7 @@ from xfel_core.events.readers import event_runs, run_files
 
 from .partitions import EVENT_RUNS_PARTITION_SET
 from .resources import BeamtimeResource
-from .sensors import complete_and_unchanged, cursor_json, read_cursor
+from .sensors import new_complete_keys
 
 MAX_RUNS_PER_TICK = 20
 
@@ -46,17 +46,12 @@ def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
     if cfg.events is None:
         return dg.SkipReason(f"{cfg.source_file} has no events section")
     ev = cfg.events
-    pending, done, known = read_cursor(context, EVENT_RUNS_PARTITION_SET)
-    if not ev.raw_root.is_dir():
-        return dg.SkipReason(f"event raw root {ev.raw_root} does not exist")
-    candidates = [r for r in event_runs(ev) if r not in known]
-    ready, waiting = complete_and_unchanged(candidates[:MAX_RUNS_PER_TICK], lambda r: event_run_readiness(ev, r),
-                                            lambda r: versions.files_fingerprint(run_files(ev, r)), pending)
-    new_cursor = cursor_json(pending, done, ready)
-    if not ready:
-        context.update_cursor(new_cursor)
-        detail = "; ".join(waiting) if waiting else f"no new runs in {ev.raw_root}"
-        return dg.SkipReason(f"nothing new to process: {detail}")
+    found = new_complete_keys(context, EVENT_RUNS_PARTITION_SET, ev.raw_root, "event raw root",
+                              lambda: event_runs(ev), lambda r: event_run_readiness(ev, r),
+                              lambda r: versions.files_fingerprint(run_files(ev, r)), MAX_RUNS_PER_TICK, "no new runs")
+    if isinstance(found, dg.SkipReason):
+        return found
+    ready, new_cursor = found
     asset_graph = context.repository_def.asset_graph
     requests = [
         dg.RunRequest.for_asset_graph_subset(AssetGraphSubset.from_asset_partition_set(

@@ -25,7 +25,7 @@ from xfel_core.insitu.tiff_reader import read_headers
 
 from .partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
 from .resources import BeamtimeResource
-from .sensors import complete_and_unchanged, cursor_json, read_cursor
+from .sensors import new_complete_keys
 
 #: Measurements checked per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_MEASUREMENTS_PER_TICK = 20
@@ -59,21 +59,15 @@ def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: Beamti
     if cfg.insitu is None:
         return dg.SkipReason(f"{cfg.source_file} has no insitu section")
     ins = cfg.insitu
-    pending, done, known = read_cursor(context, MEASUREMENTS_PARTITION_SET)
-    if not ins.raw_root.is_dir():
-        return dg.SkipReason(f"in-situ raw root {ins.raw_root} does not exist")
-    candidates = [k for k in layout.all_measurement_keys(ins) if k not in known]
-
     now = time.time()
-    ready, waiting = complete_and_unchanged(
-        candidates[:MAX_MEASUREMENTS_PER_TICK], lambda k: measurement_readiness(ins, k, now),
-        lambda k: versions.files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, k))), pending)
-
-    new_cursor = cursor_json(pending, done, ready)
-    if not ready:
-        context.update_cursor(new_cursor)
-        detail = "; ".join(waiting) if waiting else f"no new measurement folders in {ins.raw_root}"
-        return dg.SkipReason(f"nothing new to process: {detail}")
+    found = new_complete_keys(
+        context, MEASUREMENTS_PARTITION_SET, ins.raw_root, "in-situ raw root", lambda: layout.all_measurement_keys(ins),
+        lambda k: measurement_readiness(ins, k, now),
+        lambda k: versions.files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, k))),
+        MAX_MEASUREMENTS_PER_TICK, "no new measurement folders")
+    if isinstance(found, dg.SkipReason):
+        return found
+    ready, new_cursor = found
 
     by_sample: dict[str, list[str]] = {}
     for key in ready:

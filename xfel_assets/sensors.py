@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
@@ -82,6 +83,25 @@ def complete_and_unchanged(candidates: list[str], readiness: Callable[[str], str
     return ready, waiting
 
 
+def new_complete_keys(context: dg.SensorEvaluationContext, partitions_set: str, root: Path, root_label: str,
+                      all_keys: Callable[[], list[str]], readiness: Callable[[str], str | None],
+                      fingerprint: Callable[[str], str], limit: int,
+                      nothing: str) -> tuple[list[str], str] | dg.SkipReason:
+    """The sensors' common pass: keys not yet partitions that are complete and unchanged since the
+    previous tick, as (ready keys, new cursor); or why there are none (the cursor is kept then)."""
+    if not root.is_dir():
+        return dg.SkipReason(f"{root_label} {root} does not exist")
+    pending, done, known = read_cursor(context, partitions_set)
+    candidates = [k for k in all_keys() if k not in known]
+    ready, waiting = complete_and_unchanged(candidates[:limit], readiness, fingerprint, pending)
+    new_cursor = cursor_json(pending, done, ready)
+    if not ready:
+        context.update_cursor(new_cursor)
+        detail = "; ".join(waiting) if waiting else f"{nothing} in {root}"
+        return dg.SkipReason(f"nothing new to process: {detail}")
+    return ready, new_cursor
+
+
 def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
                          smalldata: bool = False) -> set[AssetKeyPartitionKey]:
     """Every asset partition to materialize for a new run (dssc_smalldata too if configured)."""
@@ -97,21 +117,12 @@ def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
 def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
     """Watch the raw root; add each complete new run as a partition and materialize all its assets."""
     cfg = beamtime.load()
-    pending, done, known = read_cursor(context, RUNS_PARTITION_SET)
-
-    raw_root = cfg.raw_root
-    if not raw_root.is_dir():
-        return dg.SkipReason(f"raw root {raw_root} does not exist")
-    candidates = [r for r in data_runs(cfg) if r not in known]
-
-    ready, waiting = complete_and_unchanged(candidates[:MAX_RUNS_PER_TICK], lambda r: run_readiness(cfg, r),
-                                            lambda r: versions.raw_run_version(cfg, r), pending)
-
-    new_cursor = cursor_json(pending, done, ready)
-    if not ready:
-        context.update_cursor(new_cursor)
-        detail = "; ".join(waiting) if waiting else f"no new run folders in {raw_root}"
-        return dg.SkipReason(f"nothing new to process: {detail}")
+    found = new_complete_keys(context, RUNS_PARTITION_SET, cfg.raw_root, "raw root", lambda: data_runs(cfg),
+                              lambda r: run_readiness(cfg, r), lambda r: versions.raw_run_version(cfg, r),
+                              MAX_RUNS_PER_TICK, "no new run folders")
+    if isinstance(found, dg.SkipReason):
+        return found
+    ready, new_cursor = found
 
     dark_done = set()
     if cfg.dark_run is not None:
