@@ -89,11 +89,11 @@ def test_failing_blocking_check_fails_the_step_and_stops_downstream(tmp_path, se
     data["checks"] = {"min_kept_fraction": 0.99}
     path.write_text(yaml.safe_dump(data))
     from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.resources import BeamtimeResource
+    from xfel_assets.resources import resources_for
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("runs", ["r0002"])
-        res = {"beamtime": BeamtimeResource(config_path=str(path))}
+        res = resources_for(path)
         ok = dg.materialize([a for a in ALL_ASSETS], selection=["raw_run"], partition_key="r0002",
                             instance=instance, resources=res)
         assert ok.success

@@ -99,11 +99,11 @@ def test_failed_partition_names_the_file_and_writes_nothing(materialized_instanc
 
 def _sensor_tick(instance, config_path: Path, cursor):
     from xfel_assets.definitions import defs
-    from xfel_assets.resources import BeamtimeResource
+    from xfel_assets.resources import resources_for
     from xfel_assets.sensors import new_run_sensor
 
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources={"beamtime": BeamtimeResource(config_path=str(config_path))})
+                                  resources=resources_for(config_path))
     result = new_run_sensor(ctx)
     return result, ctx.cursor if not isinstance(result, dg.SensorResult) else result.cursor
 
@@ -196,12 +196,12 @@ def test_numbers_from_dagster_equal_direct_pipeline(materialized_instance, sessi
 def test_io_errors_are_retried_and_bad_data_is_not(tmp_path, monkeypatch):
     """A transient OSError is retried with backoff (retry policy); an XfelError fails at once, naming the file."""
     from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.resources import BeamtimeResource
+    from xfel_assets.resources import resources_for
     from xfel_core import pipeline
     from xfel_core.exceptions import RunDataError
 
     path = make_beamtime(tmp_path, [small_run(2)], dark=None)
-    res = {"beamtime": BeamtimeResource(config_path=str(path))}
+    res = resources_for(path)
     real = pipeline.make_raw_run
     calls = []
 

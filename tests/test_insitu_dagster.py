@@ -25,9 +25,9 @@ FRAMES = 16
 
 
 def resources(config_path: Path) -> dict:
-    from xfel_assets.resources import BeamtimeResource
+    from xfel_assets.resources import resources_for
 
-    return {"beamtime": BeamtimeResource(config_path=str(config_path))}
+    return resources_for(config_path)
 
 
 def assets(*names: str):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,7 +40,7 @@ def test_killed_module_step_keeps_the_previous_output(tmp_path):
 
     for attempt in range(5):
         proc = subprocess.Popen([sys.executable, "-c", STEP.format(cfg=str(path))])
-        tmp = out.with_name(f".{out.name}.tmp-{proc.pid}")
+        tmp = out.with_name(f".{out.name}.tmp-{socket.gethostname()}-{proc.pid}")
         deadline = time.monotonic() + 120
         while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -61,3 +63,19 @@ def test_killed_module_step_keeps_the_previous_output(tmp_path):
     assert not tmp.exists()  # ... and clears the abandoned temporary file
     with h5py.File(out, "r") as f:
         assert f["sum"].shape == (60, 2, 128, 512)
+
+
+def test_only_this_hosts_dead_writers_temporaries_are_removed(tmp_path):
+    from xfel_core.outputs import remove_abandoned_temporaries
+
+    out = tmp_path / "r0002_m00.h5"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine_dead = out.with_name(f".{out.name}.tmp-{socket.gethostname()}-{dead.pid}")
+    mine_alive = out.with_name(f".{out.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    other_host = out.with_name(f".{out.name}.tmp-node042-{dead.pid}")  # a SLURM job elsewhere: cannot tell
+    old_style = out.with_name(f".{out.name}.tmp-{dead.pid}")
+    for p in (mine_dead, mine_alive, other_host, old_style):
+        p.write_bytes(b"partial")
+    assert sorted(remove_abandoned_temporaries(out)) == sorted([mine_dead, old_style])
+    assert mine_alive.exists() and other_host.exists()

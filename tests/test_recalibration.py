@@ -171,11 +171,11 @@ def test_dagster_shows_exactly_the_partitions_a_new_dark_makes_stale(tmp_path):
     from xfel_assets.assets import ALL_ASSETS
     from xfel_assets.backfill import record_source_versions
     from xfel_assets.partitions import run_module_key
-    from xfel_assets.resources import BeamtimeResource
+    from xfel_assets.resources import resources_for
 
     path = make_beamtime(tmp_path, [small_run(2)], dark=dark_run(1))
     write_run(tmp_path / "raw", dark_run(5))
-    res = {"beamtime": BeamtimeResource(config_path=str(path))}
+    res = resources_for(path)
     pm = dg.AssetKey("preprocessed_module")
 
     def make(selection, key):

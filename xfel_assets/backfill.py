@@ -30,7 +30,7 @@ from xfel_core.staleness import StaleOutput
 
 from .partitions import run_module_key
 from .sensors import known_partitions, observation, source_versions
-from .steps import MODULE_POOL
+from .steps import MODULE_POOL, SLURM_POOL
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -270,10 +270,13 @@ def record_source_versions(instance: dg.DagsterInstance, cfg: BeamtimeConfig) ->
     return len(events)
 
 
-def set_module_pool(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
-    """Limit the module steps running at once across all runs to execution.max_module_steps."""
+def set_pools(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
+    """Limit the module steps running at once across all runs to execution.max_module_steps, and (in
+    SLURM mode) the SLURM jobs queued or running to slurm.max_jobs; returns the module step limit."""
     n = cfg.execution.resolved_max_module_steps()
     instance.event_log_storage.set_concurrency_slots(MODULE_POOL, n)
+    if cfg.compute == "slurm":
+        instance.event_log_storage.set_concurrency_slots(SLURM_POOL, cfg.slurm.max_jobs)
     return n
 
 

@@ -93,7 +93,8 @@ def cmd_demo_beamtime(args) -> int:
     from xfel_core.demo.beamtime import write_demo_beamtime
 
     path = write_demo_beamtime(Path(args.dir), runs=args.runs, trains=args.trains, frames=args.frames,
-                               modules=args.modules, insitu=not args.no_insitu)
+                               modules=args.modules, insitu=not args.no_insitu,
+                               slurm_cluster=Path(args.slurm_cluster) if args.slurm_cluster else None)
     print(f"wrote demo beamtime {path}")
     return 0
 
@@ -161,9 +162,8 @@ def _setup(args):
     os.environ[ENV_VAR] = str(cfg_path)
     cfg = load_beamtime(cfg_path)
     home = Path(os.environ.get("DAGSTER_HOME") or cfg_path.parent.parent / "dagster_home").resolve()
-    ex = cfg.execution
-    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, ex.resolved_max_concurrent(),
-                                                         ex.resolved_max_module_steps()))
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, cfg.resolved_max_concurrent(),
+                                                         cfg.execution.resolved_max_module_steps()))
     return cfg, home
 
 
@@ -213,10 +213,12 @@ def cmd_materialize(args) -> int:
     from xfel_core.insitu.layout import split_measurement_key
     from xfel_core.report import event_run_rows, format_table, run_rows, sample_rows
 
+    from .backfill import set_pools
     from .materialize import materialize_event_runs, materialize_insitu, materialize_runs
 
     instance = dg.DagsterInstance.get()
-    max_concurrent = cfg.execution.resolved_max_concurrent()
+    set_pools(instance, cfg)
+    max_concurrent = cfg.resolved_max_concurrent()
     outcomes = []
     if runs:
         done_darks = set(instance.get_materialized_partitions(dg.AssetKey("dark")))
@@ -263,7 +265,7 @@ def cmd_backfill(args) -> int:
     new = [r for r in runs if not instance.has_dynamic_partition(RUNS_PARTITION_SET, r)]
     instance.add_dynamic_partitions(RUNS_PARTITION_SET, new)
     bf.record_source_versions(instance, cfg)
-    slots = bf.set_module_pool(instance, cfg)
+    slots = bf.set_pools(instance, cfg)
     stale = None
     if args.stale_only:
         stale = find_stale(cfg, runs)
@@ -328,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--frames", type=int, default=10, help="frames per train")
         p.add_argument("--modules", type=int, default=4, help="DSSC modules (1-16)")
         p.add_argument("--no-insitu", action="store_true", help="no in-situ sample")
+        p.add_argument("--slurm-cluster", metavar="CLUSTER_DIR",
+                       help="run the heavy assets as jobs on the local SLURM cluster that "
+                       "deploy/slurm/start-local-cluster.sh CLUSTER_DIR started (compute: slurm)")
 
     p = sub.add_parser("demo-beamtime", help="write a demo beamtime in the European XFEL raw layout (and an in-situ sample)")
     demo_args(p)

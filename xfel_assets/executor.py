@@ -1,6 +1,6 @@
 """The executor: the multiprocess executor for runs with several heavy steps, else the run's own process.
 
-Heavy steps are those in the module pool (they read whole detector modules). A run with several
+Heavy steps are those in the module pool (they read whole detector modules) or the SLURM pool. A run with several
 of them runs them in parallel processes forked from a forkserver that has already imported
 numpy, h5py, EXtra-data, xarray and our packages. Any other run (a backfill's run of one asset
 partition; a run's raw_run, scan_variable and framemask, a few tenths of a second each) runs its
@@ -20,7 +20,7 @@ from dagster._core.executor.base import Executor
 from dagster._core.executor.in_process import InProcessExecutor
 
 from .resources import config_at_load
-from .steps import MODULE_POOL
+from .steps import HEAVY_POOLS
 
 PRELOAD_MODULES = ["xfel_assets.preload"]
 
@@ -33,7 +33,7 @@ class HeavyStepsExecutor(Executor):
 
     def execute(self, plan_context, execution_plan):
         heavy = [k for k in execution_plan.step_keys_to_execute
-                 if execution_plan.get_step_by_key(k).pool == MODULE_POOL]
+                 if execution_plan.get_step_by_key(k).pool in HEAVY_POOLS]
         return (self._multi if len(heavy) > 1 else self._single).execute(plan_context, execution_plan)
 
     @property
@@ -57,7 +57,7 @@ def xfel_executor(init_context) -> Executor:
 
 def _max_concurrent() -> int:
     cfg = config_at_load()
-    return cfg.execution.resolved_max_concurrent() if cfg is not None else os.cpu_count() or 1
+    return cfg.resolved_max_concurrent() if cfg is not None else os.cpu_count() or 1
 
 
 def make_executor(max_concurrent: int | None = None) -> dg.ExecutorDefinition:

@@ -11,12 +11,18 @@ import numpy as np
 
 
 def common(info: dict) -> dict:
-    """Output path and size, seconds spent: shown for every materialization."""
-    return {
+    """Output path and size, seconds spent, where it was computed: shown for every materialization."""
+    md = {
         "output_path": dg.MetadataValue.path(str(info["path"])),
         "output_size_bytes": dg.MetadataValue.int(int(info["size_bytes"])),
         "seconds": dg.MetadataValue.float(round(float(info["seconds"]), 3)),
     }
+    if "slurm" in info:  # computed as a SLURM job (dagster-slurm adds sacct's slurm_job_id, elapsed_seconds, ...)
+        job = info["slurm"]
+        md["computed_on"] = dg.MetadataValue.text(f"SLURM job {job['job_id']} on {job['node']}")
+        md["slurm_node"] = dg.MetadataValue.text(str(job["node"]))
+        md["slurm_payload_seconds"] = dg.MetadataValue.float(round(float(job["seconds"]), 3))
+    return md
 
 
 def scalar(value) -> dg.MetadataValue:

@@ -1,4 +1,4 @@
-"""The beamtime resource: which beamtime.yaml the assets work on."""
+"""The resources: which beamtime.yaml the assets work on (and, from compute.py, where heavy steps run)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def config_at_load() -> BeamtimeConfig | None:
     return BeamtimeResource(config_path=str(path)).load() if path.exists() else None
 
 
-def default_beamtime_resource() -> BeamtimeResource:
-    return BeamtimeResource(config_path=str(beamtime_path_from_env()))
+def resources_for(config_path: str | os.PathLike) -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset may ask for: the beamtime (``config_path``) and where heavy steps compute."""
+    from .compute import ComputeResource  # compute -> steps -> this module
+
+    return {"beamtime": BeamtimeResource(config_path=str(config_path)), "compute": ComputeResource()}
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    return resources_for(beamtime_path_from_env())
 

@@ -1,4 +1,4 @@
-"""How the asset steps run: which errors are retried, and the concurrency pool of module steps."""
+"""How the asset steps run: which errors are retried, and the concurrency pools of the heavy steps."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ from .resources import config_at_load
 #: Concurrency pool of the steps that read whole detector modules (dark, preprocessed_module):
 #: its limit (execution.max_module_steps) bounds them across all runs of a backfill.
 MODULE_POOL = "xfel_module_steps"
+#: Concurrency pool of the steps that run as SLURM jobs (``compute: slurm``): its limit
+#: (slurm.max_jobs) bounds the jobs queued or running on the cluster across all runs.
+SLURM_POOL = "xfel_slurm_jobs"
+#: Pools whose steps are heavy: a run with several of them uses the multiprocess executor.
+HEAVY_POOLS = (MODULE_POOL, SLURM_POOL)
+
+
+def heavy_pool(local_pool: str | None = None) -> str | None:
+    """The pool of a heavy asset: the SLURM pool in SLURM mode (the config when the definitions load), else ``local_pool``."""
+    cfg = config_at_load()
+    return SLURM_POOL if cfg is not None and cfg.compute == "slurm" else local_pool
 
 
 def run_science(fn: Callable[..., dict], *args: Any) -> dict:

@@ -428,6 +428,86 @@ class DsscSmalldataConfig(_Strict):
     beam_centres: dict[str, tuple[float, float]] = Field(default_factory=dict)
 
 
+SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
+SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
+#: The assets that run as SLURM jobs with ``compute: slurm`` (they read whole detector files).
+SLURM_ASSETS = ("preprocessed_module", "event_smalldata", "insitu_frames")
+
+
+class SlurmJobSize(_Strict):
+    """What one SLURM job of an asset asks for."""
+
+    cpus: int = Field(default=2, ge=1)
+    #: Memory per job, SLURM's syntax: 8000 (MB), 8G.
+    mem: str = "8G"
+    #: Wall-time limit, SLURM's syntax: MM, HH:MM:SS or D-HH:MM:SS.
+    time_limit: str = "01:00:00"
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _not_sexagesimal(cls, v):
+        if isinstance(v, int):  # YAML 1.1 reads 1:00:00 as the base-60 number 3600
+            raise ValueError(f"YAML read this as the number {v}: quote the time limit, e.g. \"01:00:00\"")
+        return v
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        if not SLURM_TIME_RE.match(v):
+            raise ValueError(f"not a SLURM time limit (MM, HH:MM:SS or D-HH:MM:SS): {v!r}")
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: str) -> str:
+        if not SLURM_MEM_RE.match(v):
+            raise ValueError(f"not a SLURM memory size (e.g. 8000, 8G): {v!r}")
+        return v
+
+
+class SlurmJobsConfig(_Strict):
+    """Job size per asset kind."""
+
+    preprocessed_module: SlurmJobSize = Field(default_factory=SlurmJobSize)
+    event_smalldata: SlurmJobSize = Field(default_factory=SlurmJobSize)
+    insitu_frames: SlurmJobSize = Field(default_factory=SlurmJobSize)
+
+
+class SlurmSshConfig(_Strict):
+    """The cluster's login node, reached over SSH with a key (no prompts: Dagster runs unattended)."""
+
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str
+    key_path: Path | None = None
+    #: Known-hosts file holding the login node's host key; null: ~/.ssh/known_hosts. Host keys are always checked.
+    known_hosts: Path | None = None
+
+
+class SlurmConfig(_Strict):
+    """Where and how the heavy assets run as SLURM jobs (``compute: slurm``).
+
+    Raw data, processed data and this file must be on a file system shared by the Dagster
+    machine and the cluster, at the same paths.
+    """
+
+    ssh: SlurmSshConfig
+    #: Virtual environment on the cluster with this release of xfel-assets installed.
+    python_env: Path
+    #: Folder on the cluster for job scripts, logs and Pipes messages (one subfolder per Dagster run).
+    remote_base: Path
+    partition: str = ""
+    account: str | None = None
+    qos: str | None = None
+    #: SLURM jobs queued or running at once, across all Dagster runs (a Dagster concurrency pool).
+    max_jobs: int = Field(default=4, ge=1)
+    #: Seconds between the first job-state polls (backing off to 4x).
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    #: A job not finished after this many seconds is cancelled and the step failed.
+    job_timeout_s: int = Field(default=86400, ge=1)
+    jobs: SlurmJobsConfig = Field(default_factory=SlurmJobsConfig)
+
+
 class BeamtimeConfig(_Strict):
     """One beamtime: where its data lives and how its runs are reduced."""
 
@@ -459,6 +539,10 @@ class BeamtimeConfig(_Strict):
     events: EventsConfig | None = None
     #: Per-frame small data of the DSSC runs; null: none.
     smalldata: DsscSmalldataConfig | None = None
+    #: Where the heavy assets run: in Dagster's step processes (local) or as SLURM jobs (slurm).
+    compute: Literal["local", "slurm"] = "local"
+    #: The cluster, for ``compute: slurm``.
+    slurm: SlurmConfig | None = None
     #: The YAML file this came from (set by :func:`load_beamtime`).
     source_file: Path | None = None
 
@@ -475,6 +559,8 @@ class BeamtimeConfig(_Strict):
             given, missing = ("scan_variable", "frame_pattern") if self.frame_pattern is None \
                 else ("frame_pattern", "scan_variable")
             raise ValueError(f"{missing}: required key is missing ({given} is set; the DSSC runs need both)")
+        if self.compute == "slurm" and self.slurm is None:
+            raise ValueError("slurm: required key is missing (compute is slurm)")
         if self.scan_variable is None and self.insitu is None and self.events is None:
             raise ValueError("nothing to process: give scan_variable and frame_pattern (DSSC runs), insitu "
                              "or events")
@@ -484,6 +570,12 @@ class BeamtimeConfig(_Strict):
     def has_dssc(self) -> bool:
         """True if the beamtime has DSSC runs to reduce (scan_variable and frame_pattern are set)."""
         return self.frame_pattern is not None
+
+    def resolved_max_concurrent(self) -> int:
+        """Steps (and Dagster runs) at once: execution.max_concurrent, at least slurm.max_jobs in SLURM mode
+        (a step whose work runs as a SLURM job only waits for it)."""
+        n = self.execution.resolved_max_concurrent()
+        return max(n, self.slurm.max_jobs) if self.compute == "slurm" else n
 
     def require_dssc(self) -> None:
         if not self.has_dssc:

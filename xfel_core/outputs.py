@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,12 +30,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temporary_name(path: Path) -> Path:
+    # Host and pid: on a shared file system writers on other nodes (SLURM jobs) must be told apart.
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
 def remove_abandoned_temporaries(path: Path) -> list[Path]:
-    """Delete temporary files of ``path`` left by writers that were killed (their process is gone)."""
+    """Delete temporary files of ``path`` left by writers on this host that were killed (their process is gone)."""
     removed = []
+    host = socket.gethostname()
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        writer, _, pid = tmp.name.split(".tmp-", 1)[1].rpartition("-")
+        if writer in ("", host) and pid.isdigit() and not _pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
@@ -46,7 +53,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)

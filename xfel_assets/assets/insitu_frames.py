@@ -4,8 +4,9 @@ from xfel_core.insitu import pipeline
 
 from ..metadata import materialized, scalars
 from ..partitions import measurement_partitions
+from ..compute import ComputeResource
 from ..resources import BeamtimeResource
-from ..steps import retry_policy, run_science
+from ..steps import heavy_pool, retry_policy
 
 
 class InsituFramesConfig(dg.Config):
@@ -16,11 +17,11 @@ class InsituFramesConfig(dg.Config):
 
 
 @dg.asset(partitions_def=measurement_partitions, deps=["insitu_files"], code_version=versions.code_version("insitu_frames"),
-          group_name="insitu", kinds={"hdf5", "tiff"}, retry_policy=retry_policy())
+          group_name="insitu", kinds={"hdf5", "tiff"}, retry_policy=retry_policy(), pool=heavy_pool())
 def insitu_frames(context: dg.AssetExecutionContext, config: InsituFramesConfig,
-                  beamtime: BeamtimeResource) -> dg.MaterializeResult:
+                  beamtime: BeamtimeResource, compute: ComputeResource) -> dg.MaterializeResult:
     """A measurement's frames with bad pixels replaced (3 x 3 median), flat-field divided and background subtracted, with their header times, exposures and transmissions."""
-    info = run_science(pipeline.make_insitu_frames, beamtime.load(), context.partition_key, config.overwrite)
+    info = compute.run(context, beamtime.load(), pipeline.make_insitu_frames, context.partition_key, config.overwrite)
     return materialized("insitu_frames", info, {
         **scalars(info, "frames", "shape", "first_frame", "last_frame", "duration_s", "exposure_s",
                   "frames_without_transmission", "flatfield_frames", "bad_pixels_flatfield",

@@ -3,8 +3,9 @@ from xfel_core import pipeline, versions
 
 from ..metadata import counts_table, materialized, scalar, scalars, scan_points_table
 from ..partitions import check_modules_match, module_step_deps, run_module_partitions, split_run_module_key
+from ..compute import ComputeResource
 from ..resources import BeamtimeResource
-from ..steps import MODULE_POOL, retry_policy, run_science
+from ..steps import MODULE_POOL, heavy_pool, retry_policy
 
 
 @dg.asset(
@@ -13,18 +14,19 @@ from ..steps import MODULE_POOL, retry_policy, run_science
     code_version=versions.code_version("preprocessed_module"),
     group_name="dssc",
     kinds={"hdf5", "numba"},
-    pool=MODULE_POOL,
+    pool=heavy_pool(MODULE_POOL),
     retry_policy=retry_policy(),
     check_specs=[dg.AssetCheckSpec("counts_add_up", asset="preprocessed_module", blocking=True,
                                    description="The frames summed equal the frames kept; "
                                    "kept plus rejected equal all frames of the module.")],
 )
-def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
+def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeResource,
+                        compute: ComputeResource) -> dg.MaterializeResult:
     """One module of one run: dark-subtracted, gain-corrected frames summed per (scan point, frame type), with sums of squares and counts."""
     cfg = beamtime.load()
     check_modules_match(cfg)
     run, module = split_run_module_key(context.partition_key)
-    info = run_science(pipeline.make_preprocessed_module, cfg, run, module)
+    info = compute.run(context, cfg, pipeline.make_preprocessed_module, run, module)
     frame_types = list(cfg.frame_pattern)
     return materialized("preprocessed_module", info, {
         **scalars(info, "frames_total", "frames_kept", "kernel_seconds", "bytes_read"),
