@@ -7,7 +7,7 @@ DEMO := $(CURDIR)/demo
 export XFEL_BEAMTIME ?= $(DEMO)/beamtime/beamtime.yaml
 export DAGSTER_HOME ?= $(DEMO)/dagster_home
 
-.PHONY: install demo test ui bench clean-demo
+.PHONY: install demo demo-slurm test ui bench clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/xfel-assets demo $(DEMO)/beamtime
 
-## Run the whole test suite: the main suite, then the browser tests of the web UI (marker e2e).
+## Run the whole test suite: the main suite, then the browser tests of the web UI (marker e2e), then
+## the SLURM tests (marker slurm; they start a local single-node cluster and stop it).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e and not slurm"
 	$(BIN)/python -m pytest -q -m e2e
+	$(BIN)/python -m pytest -q -m slurm
+
+## The demo beamtime with its heavy assets as jobs on a local single-node SLURM cluster (as root:
+## deploy/slurm/start-local-cluster.sh installs and starts it; it is stopped at the end in every case).
+demo-slurm: $(STAMP)
+	@set -e; cluster=$(DEMO)/slurm-cluster; \
+	deploy/slurm/start-local-cluster.sh $$cluster >/dev/null; \
+	trap "deploy/slurm/stop-local-cluster.sh $$cluster" EXIT; \
+	rm -rf $(DEMO)/beamtime-slurm $(DEMO)/dagster_home_slurm; \
+	$(BIN)/xfel-assets demo-beamtime $(DEMO)/beamtime-slurm --slurm-cluster $$cluster; \
+	DAGSTER_HOME=$(DEMO)/dagster_home_slurm $(BIN)/xfel-assets materialize --beamtime $(DEMO)/beamtime-slurm/beamtime.yaml
 
 ## Dagster web UI (127.0.0.1:3000) and daemon, on the demo beamtime.
 ui: $(STAMP)

@@ -13,6 +13,7 @@ import pickle
 import re
 import shlex
 import signal
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from xfel_core.config import BeamtimeConfig, SlurmConfig
 from xfel_core.versions import digest
 
 PAYLOAD = Path(__file__).with_name("slurm_payload.py")
+# Dagster's own Pipes context reads a preview property of the message readers on every run.
+warnings.filterwarnings("ignore", message="Function `PipesMessageReader.expected_writer_count`")
 #: The Dagster metadata keys dagster-slurm adds from sacct (job id, elapsed time, CPU efficiency, memory).
 JOB_ID_RE = re.compile(r"\bJob (\d+)\b")
 
