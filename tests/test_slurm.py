@@ -48,8 +48,7 @@ def cluster():
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = old
-        # The jobs' folders and the databases; the logs are kept only when something failed.
-        shutil.rmtree(folder / "mysql", ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def slurm_cmd(*args: str) -> str:
