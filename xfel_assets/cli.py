@@ -117,6 +117,21 @@ def cmd_demo_insitu(args) -> int:
     return 0
 
 
+def cmd_roi_gui(args) -> int:
+    cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
+    os.environ[ENV_VAR] = str(cfg_path)
+    cfg = load_beamtime(cfg_path)
+    os.environ.setdefault("DAGSTER_HOME", str(cfg_path.parent.parent / "dagster_home"))
+
+    from xfel_core.roi_targets import default_roi_file, load_target
+
+    stack = load_target(cfg, args.target, args.module, args.frame_type)
+    roi_file = Path(args.roi_file).resolve() if args.roi_file else default_roi_file(cfg, stack.section)
+    from .roi_window import run_window  # Qt only for this command
+
+    return run_window(cfg, stack, roi_file)
+
+
 def _roi_spec(text: str):
     """'name:role:y0:y1:x0:x1' as a ROI."""
     from xfel_core.config import Roi
@@ -361,6 +376,16 @@ def main(argv: list[str] | None = None) -> int:
                    "Default: the ROIs of the beamtime config")
     p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR})")
     p.set_defaults(func=cmd_roi)
+
+    p = sub.add_parser("roi-gui", help="a window to drag ROIs over a detector image and see their series (saves the ROI file)")
+    p.add_argument("target", help="an in-situ sample (GaN01) or measurement (GaN01/GaN01_growth01), or a run's "
+                   "binned cube (r0002)")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+    p.add_argument("--module", type=int, help="with a run: the module shown (default: the first)")
+    p.add_argument("--frame-type", help="with a run: a frame type of the pattern, or 'difference' (default: the first)")
+    p.add_argument("--roi-file", help="where Save writes (default: the config section's roi_file, else "
+                   "<section>_rois.yaml beside beamtime.yaml)")
+    p.set_defaults(func=cmd_roi_gui)
 
     p = sub.add_parser("materialize", help="materialize every asset of runs and in-situ samples through Dagster (no daemon needed)")
     p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
