@@ -7,7 +7,7 @@ DEMO := $(CURDIR)/demo
 export XFEL_BEAMTIME ?= $(DEMO)/beamtime/beamtime.yaml
 export DAGSTER_HOME ?= $(DEMO)/dagster_home
 
-.PHONY: install demo demo-slurm test ui bench clean-demo
+.PHONY: install demo demo-slurm test ui notebooks bench clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ ui: $(STAMP)
 	@test -f $(XFEL_BEAMTIME) || $(BIN)/xfel-assets demo-beamtime $(DEMO)/beamtime
 	@$(BIN)/xfel-assets dagster-home >/dev/null
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## JupyterLab on notebooks/ (the demo beamtime's outputs; made first if missing), on 127.0.0.1 with a token.
+notebooks: $(STAMP)
+	@test -f $(DEMO)/beamtime/processed/events/r0002/event_smalldata.h5 || $(BIN)/xfel-assets demo $(DEMO)/beamtime
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
 ## Reduction benchmark: prints a table and ratios (BENCH_ARGS="--size-gb 1" for a quicker run).
 bench: $(STAMP)

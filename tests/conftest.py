@@ -61,3 +61,16 @@ os.environ["DAGSTER_HOME"] = str(_SESSION_DIR / "dagster_home")
 @pytest.fixture(scope="session")
 def session_beamtime() -> Path:
     return _SESSION_CONFIG
+
+
+def reduce_dssc_run(cfg, run: str) -> None:
+    """Every DSSC output of a run (darks included), by the xfel_core functions the assets call, without Dagster."""
+    from xfel_core import pipeline
+
+    for make in (pipeline.make_raw_run, pipeline.make_scan_variable, pipeline.make_framemask):
+        make(cfg, run)
+    for m in cfg.detector.modules:
+        if cfg.dark_run is not None:
+            pipeline.make_dark(cfg, m)
+        pipeline.make_preprocessed_module(cfg, run, m)
+    pipeline.make_binned_cube(cfg, run)

@@ -150,18 +150,12 @@ def test_new_rois_name_the_stale_partitions_and_request_their_backfill(qtbot, in
 
 
 def test_a_run_target_shows_its_binned_cube(qtbot, tmp_path):
-    from conftest import dark_run, make_beamtime, small_run
+    from conftest import dark_run, make_beamtime, reduce_dssc_run, small_run
     from xfel_assets.roi_window import RoiWindow
-    from xfel_core import pipeline as dssc
 
     cfg = load_beamtime(make_beamtime(tmp_path / "bt", [small_run(3)], dark=dark_run()))
     run = "r0003"
-    for make in (dssc.make_raw_run, dssc.make_scan_variable, dssc.make_framemask):
-        make(cfg, run)
-    for m in cfg.detector.modules:
-        dssc.make_dark(cfg, m)
-        dssc.make_preprocessed_module(cfg, run, m)
-    dssc.make_binned_cube(cfg, run)
+    reduce_dssc_run(cfg, run)
     stack = load_target(cfg, run, module=1, frame_type="unpumped")
     with h5py.File(cfg.output_path(run, "binned_cube")) as f:
         expected = f["mean"][:, 1, 1]  # (scan, frame type, module, y, x): unpumped, module 1

@@ -1,6 +1,6 @@
 """PNG previews of the DSSC assets for the web UI: the assembled detector image, scan points, kept frames.
 
-matplotlib with its non-GUI backend; figures are small (well under 1 MB). The DSSC image is
+matplotlib Figures rendered by its Agg canvas (no pyplot); figures are small (well under 1 MB). The DSSC image is
 assembled with extra-geom's DSSC 1M geometry from approximate quadrant positions (the
 instrument's own geometry file is not part of a raw run); modules of another shape than
 128 x 512 are tiled in the DSSC's 4 x 4 module order instead.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .insitu.plots import _png, plt
+from .insitu.plots import _png, subplots
 
 #: Approximate DSSC 1M quadrant positions (mm), as in extra-geom's examples.
 DSSC_QUAD_POSITIONS = [(-130, 5), (-130, -125), (5, -125), (5, 5)]
@@ -49,7 +49,7 @@ def cube_png(ds: xr.Dataset, title: str) -> bytes:
         diff = ds["difference"].isel(scan_variable=point)
         panels.append((assemble({int(m): diff.sel(module=m).values for m in ds["module"].values}),
                        "pumped - unpumped", "RdBu_r"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     units = ds["scan_variable"].attrs.get("units", "")
     value = float(ds["scan_variable"].values[point])
     for ax, (img, label, cmap) in zip(axes[0], panels):
@@ -70,7 +70,7 @@ def cube_png(ds: xr.Dataset, title: str) -> bytes:
 
 def scan_points_png(centres: np.ndarray, trains: np.ndarray, units: str, title: str) -> bytes:
     """Trains per scan point, as bars."""
-    fig, ax = plt.subplots(figsize=(6, 2.8))
+    fig, ax = subplots(figsize=(6, 2.8))
     width = np.min(np.diff(centres)) * 0.8 if len(centres) > 1 else 1.0
     ax.bar(centres, trains, width=width, color="C0")
     ax.set_xlabel(f"scan value ({units})" if units else "scan value")
@@ -81,7 +81,7 @@ def scan_points_png(centres: np.ndarray, trains: np.ndarray, units: str, title: 
 
 def kept_fraction_png(train_ids: np.ndarray, fraction: np.ndarray, title: str) -> bytes:
     """Fraction of each train's frames the framemask keeps."""
-    fig, ax = plt.subplots(figsize=(6, 2.8))
+    fig, ax = subplots(figsize=(6, 2.8))
     ax.plot(np.arange(len(fraction)), fraction, ".-", ms=3, lw=0.8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"train (first {int(train_ids[0]) if len(train_ids) else '-'})")

@@ -281,10 +281,11 @@ def write_config(root: Path, config: dict) -> Path:
 def write_demo_beamtime(
     root: Path, runs: int = 3, trains: int = 40, frames: int = 10, modules: int = 4,
     module_shape: tuple[int, int] = (128, 512), seed: int = 0, insitu: bool = True,
-    slurm_cluster: Path | None = None,
+    slurm_cluster: Path | None = None, events: bool = False,
 ) -> Path:
     """Write a dark run r0001 and ``runs`` pump-probe runs r0002..., with real-data quirks, and
-    (with ``insitu``) an in-situ TIFF sample under raw/insitu. With ``slurm_cluster`` (the folder of
+    (with ``insitu``) an in-situ TIFF sample under raw/insitu, and (with ``events``) runs of
+    PAL-XFEL event files under raw/events. With ``slurm_cluster`` (the folder of
     deploy/slurm/start-local-cluster.sh) the heavy assets run as jobs on that cluster.
 
     Returns the path of the beamtime.yaml written beside the raw folder.
@@ -313,6 +314,11 @@ def write_demo_beamtime(
 
         write_insitu_sample(raw / "insitu", seed=seed)
         config["insitu"] = insitu_config("raw/insitu")
+    if events:
+        from .events import events_config, write_event_runs
+
+        write_event_runs(raw / "events", "pal", runs=2, seed=seed)
+        config["events"] = events_config("raw/events", "pal")
     if slurm_cluster is not None:
         from .slurm import local_cluster_slurm_config
 

@@ -209,15 +209,19 @@ def events_config(raw_root: str, layout: str = "pal", shape: tuple[int, int] = S
     return cfg
 
 
+def write_event_runs(raw: Path, layout: str = "pal", runs: int = 2, n_per_point: int = 40, seed: int = 0) -> None:
+    """A dark run 1 and ``runs`` data runs 2, 3, ... of event files under ``raw``."""
+    write_event_run(raw, 1, layout, n_per_point=5, seed=seed, dark=True)
+    for r in range(runs):
+        write_event_run(raw, 2 + r, layout, n_per_point=n_per_point, seed=seed)
+
+
 def write_demo_events(root: Path, layout: str = "pal", runs: int = 2, n_per_point: int = 40, seed: int = 0) -> Path:
     """An event-file demo beamtime: a dark run 1 and ``runs`` data runs under <root>/raw/events; beamtime.yaml (kept if present)."""
     from .beamtime import write_config
 
     root = Path(root)
-    raw = root / "raw" / "events"
-    write_event_run(raw, 1, layout, n_per_point=5, seed=seed, dark=True)
-    for r in range(runs):
-        write_event_run(raw, 2 + r, layout, n_per_point=n_per_point, seed=seed)
+    write_event_runs(root / "raw" / "events", layout, runs, n_per_point, seed)
     path = root / "beamtime.yaml"
     if path.exists():
         return path

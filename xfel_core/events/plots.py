@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..insitu.plots import _png, plt
+from ..insitu.plots import _png, subplots
 
 
 def profile_png(radial: np.ndarray, profile: np.ndarray, unit: str, title: str) -> bytes:
     """The mean radial profile of the kept shots."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = subplots(figsize=(6, 3))
     ax.plot(radial, profile, "-", lw=1)
     ax.set_xlabel(unit)
     ax.set_ylabel("intensity (ADU per unit solid angle)")

@@ -1,36 +1,40 @@
 """PNG previews for the web UI: the mean image with the ROIs drawn, and the corrected series.
 
-matplotlib with its non-GUI backend (Agg); figures are small (tens of kB) for the metadata.
+matplotlib Figure objects rendered to PNG by its Agg canvas, without pyplot: no global backend is
+chosen, so a notebook or a Qt window importing this keeps its own. Figures are small (tens of kB)
+for the metadata.
 """
 
 from __future__ import annotations
 
 import io
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from ..config import Rect, Roi  # noqa: E402
+from ..config import Rect, Roi
 
 ROLE_COLOURS = {"com": "gold", "fwhm": "orange", "intensity": "red", "background": "limegreen"}
 DPI = 80
 
 
-def _png(fig) -> bytes:
+def subplots(*args, figsize: tuple[float, float], **kwargs):
+    """A figure and its axes, as pyplot.subplots but not registered with pyplot."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
 def roi_image_png(mean_image: np.ndarray, rois: list[Roi], background: list[Rect], title: str) -> bytes:
     """The mean image (log colour scale) with each ROI in its role's colour and the background areas dashed."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = subplots(figsize=(7, 3.6))
     img = np.clip(mean_image, 0, None)
     vmax = float(np.percentile(img, 99.9)) or 1.0
     ax.imshow(np.log1p(img), origin="upper", cmap="viridis", vmin=0, vmax=np.log1p(vmax), interpolation="nearest")
@@ -59,7 +63,7 @@ def series_png(df: pd.DataFrame, reference: str, change_times: list[float], titl
     com = [c for c in df.columns if c.endswith("_com_y") or c.endswith("_com_x")]
     width = [c for c in df.columns if c.endswith("_fwhm_y") or c.endswith("_fwhm_x")]
     panels = 1 + bool(com) + bool(width)
-    fig, axes = plt.subplots(panels, 1, figsize=(7, 2.0 * panels + 0.6), sharex=True, squeeze=False)
+    fig, axes = subplots(panels, 1, figsize=(7, 2.0 * panels + 0.6), sharex=True, squeeze=False)
     axes = axes[:, 0]
     ax = axes[0]
     ax.plot(minutes, df[f"{reference}_rate"], ".", color="0.6", ms=3, label="as measured")
