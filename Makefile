@@ -46,8 +46,9 @@ ui: $(STAMP)
 
 ## JupyterLab on notebooks/ (the demo beamtime's outputs; made first if missing), on 127.0.0.1 with a token.
 notebooks: $(STAMP)
-	@test -f $(DEMO)/beamtime/processed/events/r0002/event_smalldata.h5 || $(BIN)/xfel-assets demo $(DEMO)/beamtime
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
+	@test -f $(DEMO)/beamtime/beamtime.yaml || $(BIN)/xfel-assets demo $(DEMO)/beamtime
+	@grep -q '^events:' $(DEMO)/beamtime/beamtime.yaml || { echo "$(DEMO)/beamtime predates the demo's event-file runs: make clean-demo demo, then make notebooks" >&2; exit 1; }
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## Reduction benchmark: prints a table and ratios (BENCH_ARGS="--size-gb 1" for a quicker run).
 bench: $(STAMP)
