@@ -19,7 +19,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from xfel_core.config import BeamtimeConfig, Roi
-from xfel_core.roi_targets import ImageStack, current_rois, stale_partitions
+from xfel_core.roi_targets import ImageStack, current_rois, recorded_roi_versions, stale_partitions
 from xfel_core.rois import dump_rois, load_rois, roi_columns
 
 #: The columns roi_columns gives each role (``<name>_<suffix>``; ``net`` only with a background ROI).
@@ -40,6 +40,8 @@ class RoiWindow(QtWidgets.QMainWindow):
         self._items: list[pg.RectROI] = []
         self._rois: list[Roi] = []
         self._syncing = False
+        #: The ROI version each existing output that reads the ROI file was computed with.
+        self._recorded = recorded_roi_versions(cfg, self.roi_file)
 
         # Image with a slider along the stack's axis.
         self.image_plot = pg.PlotWidget()
@@ -250,7 +252,8 @@ class RoiWindow(QtWidgets.QMainWindow):
 
     # --- ROI file and the pipeline ----------------------------------------------------------
     def stale(self) -> dict[str, list[str]]:
-        return stale_partitions(self.cfg, self.roi_file, self._rois)
+        """Asset partitions whose outputs were computed with other ROIs than those on screen."""
+        return stale_partitions(self._recorded, self._rois)
 
     def _show_stale(self) -> None:
         stale = self.stale()
@@ -264,6 +267,13 @@ class RoiWindow(QtWidgets.QMainWindow):
         else:
             self.status.setText("Every output that reads these ROIs is up to date.")
         self.request_button.setEnabled(bool(stale))
+
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """Coming back to the window: re-read the outputs' ROI versions (a backfill may have run)."""
+        if event.type() == QtCore.QEvent.Type.ActivationChange and self.isActiveWindow():
+            self._recorded = recorded_roi_versions(self.cfg, self.roi_file)
+            self._show_stale()
+        super().changeEvent(event)
 
     def save(self) -> Path:
         """Write the ROIs to the ROI file (atomically; the pipeline reads it)."""

@@ -28,11 +28,12 @@ from xfel_core.versions import digest
 PAYLOAD = Path(__file__).with_name("slurm_payload.py")
 # Dagster's own Pipes context reads a preview property of the message readers on every run.
 warnings.filterwarnings("ignore", message="Function `PipesMessageReader.expected_writer_count`")
-#: The Dagster metadata keys dagster-slurm adds from sacct (job id, elapsed time, CPU efficiency, memory).
+#: The job id in dagster-slurm's errors ("Job 12 was CANCELLED. ...").
 JOB_ID_RE = re.compile(r"\bJob (\d+)\b")
 
 
 def ssh_resource(sc: SlurmConfig) -> SSHConnectionResource:
+    """The login node as dagster-slurm reaches it: key authentication, the host key checked."""
     return SSHConnectionResource(
         host=sc.ssh.host, port=sc.ssh.port, user=sc.ssh.user,
         key_path=str(sc.ssh.key_path.expanduser()) if sc.ssh.key_path else None,

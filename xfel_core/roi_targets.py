@@ -111,39 +111,48 @@ def _reads_file(cfg: BeamtimeConfig, section: str, roi_file: Path) -> bool:
     return sec is not None and sec.roi_file is not None and Path(sec.roi_file).resolve() == Path(roi_file).resolve()
 
 
-def stale_partitions(cfg: BeamtimeConfig, roi_file: Path, rois: list[Roi]) -> dict[str, list[str]]:
-    """Asset partitions whose outputs were computed with other ROIs than ``rois`` in ``roi_file``,
-    for each config section that reads that file (with their downstream partitions)."""
-    new = rois_version(rois)
-    stale: dict[str, list[str]] = {}
-
-    def outdated(path: Path) -> bool:
+def recorded_roi_versions(cfg: BeamtimeConfig, roi_file: Path) -> dict[str, dict[str, str]]:
+    """For each asset whose config section reads ``roi_file``: the ROI version each existing
+    output was computed with, by partition key (read once; comparing is then cheap)."""
+    def recorded(path: Path) -> str | None:
         attrs = read_attrs(path)
-        return bool(attrs) and json.loads(attrs.get("input_versions", "{}")).get("rois") != new
+        return json.loads(attrs.get("input_versions", "{}")).get("rois", "") if attrs else None
 
+    found: dict[str, dict[str, str | None]] = {}
     if _reads_file(cfg, "insitu", roi_file):
         from .insitu import layout
         from .insitu.pipeline import ROI_SERIES_FILE
 
-        keys = [k for k in layout.all_measurement_keys(cfg.insitu)
-                if outdated(layout.measurement_output(cfg, k, ROI_SERIES_FILE))]
-        if keys:
-            stale["roi_series"] = keys
-            stale["attenuation_corrected_series"] = sorted({layout.split_measurement_key(k)[0] for k in keys})
+        found["roi_series"] = {k: recorded(layout.measurement_output(cfg, k, ROI_SERIES_FILE))
+                               for k in layout.all_measurement_keys(cfg.insitu)}
     if _reads_file(cfg, "events", roi_file):
         from .events.pipeline import SMALLDATA_FILE, output_path
         from .events.readers import event_runs
 
-        runs = [r for r in event_runs(cfg.events) if outdated(output_path(cfg, r, SMALLDATA_FILE))]
-        if runs:
-            stale["event_smalldata"] = runs
-            stale["event_cube"] = runs
+        found["event_smalldata"] = {r: recorded(output_path(cfg, r, SMALLDATA_FILE)) for r in event_runs(cfg.events)}
     if _reads_file(cfg, "smalldata", roi_file) and cfg.processed_root.is_dir():
-        keys = [f"{cfg.module_keys[i]}|{run.name}" for run in sorted(cfg.processed_root.iterdir())
-                if RUN_KEY_RE.match(run.name)
-                for i, m in enumerate(cfg.detector.modules) if outdated(cfg.output_path(run.name, "dssc_smalldata", m))]
-        if keys:
-            stale["dssc_smalldata"] = keys
+        found["dssc_smalldata"] = {
+            f"{cfg.module_keys[i]}|{run.name}": recorded(cfg.output_path(run.name, "dssc_smalldata", m))
+            for run in sorted(cfg.processed_root.iterdir()) if RUN_KEY_RE.match(run.name)
+            for i, m in enumerate(cfg.detector.modules)}
+    return {asset: {k: v for k, v in parts.items() if v is not None} for asset, parts in found.items()}
+
+
+def stale_partitions(recorded: dict[str, dict[str, str]], rois: list[Roi]) -> dict[str, list[str]]:
+    """The partitions whose outputs were computed with other ROIs than ``rois``, and their downstream ones."""
+    new = rois_version(rois)
+    stale: dict[str, list[str]] = {}
+    for asset, versions in recorded.items():
+        keys = [k for k, v in versions.items() if v != new]
+        if not keys:
+            continue
+        stale[asset] = keys
+        if asset == "roi_series":
+            from .insitu.layout import split_measurement_key
+
+            stale["attenuation_corrected_series"] = sorted({split_measurement_key(k)[0] for k in keys})
+        elif asset == "event_smalldata":
+            stale["event_cube"] = keys
     return stale
 
 
