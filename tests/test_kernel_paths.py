@@ -10,16 +10,16 @@ from xfel_core import binning_kernel
 from xfel_core.config import Binning, FramemaskConfig
 from xfel_core.demo.beamtime import DSSC_SOURCE, write_run
 from xfel_core.framemask import build_framemask
-from xfel_core.preprocess import assign_groups, compute_dark, reduce_frames
+from xfel_core.preprocess import DIRECT_PATH, assign_groups, compute_dark, reduce_frames
 from xfel_core.readers import euxfel
 from xfel_core.scan import bin_scan_values
 
 PATHS = {
-    "per-frame chunks": (dict(chunk_frames=1), "direct file reads"),
-    "multi-frame chunks splitting trains": (dict(chunk_frames=5), "direct file reads"),
-    "contiguous": (dict(chunk_frames=0), "direct file reads"),
-    "float32 frames": (dict(detector_dtype="float32"), "direct file reads"),
-    "int32 frames": (dict(detector_dtype="int32"), "direct file reads"),
+    "per-frame chunks": (dict(chunk_frames=1), DIRECT_PATH),
+    "multi-frame chunks splitting trains": (dict(chunk_frames=5), DIRECT_PATH),
+    "contiguous": (dict(chunk_frames=0), DIRECT_PATH),
+    "float32 frames": (dict(detector_dtype="float32"), DIRECT_PATH),
+    "int32 frames": (dict(detector_dtype="int32"), DIRECT_PATH),
     "compressed": (dict(compression="gzip"), "h5py blocks (the dataset is filtered"),
     "chunks splitting frames": (dict(chunk_rows=4), "h5py blocks (chunks"),
 }
@@ -77,7 +77,7 @@ def test_every_read_path_equals_float64_loop(tmp_path, monkeypatch, name, impl):
 def test_h5py_fallback_forced_equals_direct_reads(tmp_path):
     mapped, _, s1 = reduce(tmp_path / "a", {})
     read, _, s2 = reduce(tmp_path / "b", {}, direct=False)
-    assert set(s1.read_paths.values()) == {"direct file reads"}
+    assert set(s1.read_paths.values()) == {DIRECT_PATH}
     assert set(s2.read_paths.values()) == {"h5py blocks (direct reads disabled)"}
     for a, b in zip(mapped, read):
         np.testing.assert_array_equal(a, b)
@@ -97,3 +97,17 @@ def test_empty_scan_bins_all_masked_and_one_frame(tmp_path):
                          dark=False)
     assert got[2].sum() == 1
     np.testing.assert_allclose(got[0], ref[0])
+
+
+def test_a_file_shorter_than_its_chunk_index_is_named_not_mapped(tmp_path):
+    """Reading past the end of a memory map would kill the process (SIGBUS): the size is checked first."""
+    from xfel_core.exceptions import RunDataError
+    from xfel_core.readers import frame_map
+
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(1000))
+    offsets = np.array([0, 400, 800], np.int64)  # the last frame would end at byte 1200
+    with pytest.raises(RunDataError, match=r"short\.bin: .*1000 bytes.*1200.*truncated"):
+        frame_map.map_frames(path, offsets, 400, np.dtype(np.uint16))
+    data, elements, _ = frame_map.map_frames(path, offsets[:2], 400, np.dtype(np.uint16))
+    assert list(elements) == [0, 200] and data.size == 500 and not data.flags.writeable

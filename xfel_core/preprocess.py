@@ -55,6 +55,10 @@ def constants_version(cell_id: np.ndarray, mean: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+#: How the frames of a file with a layout that can be read directly are read.
+DIRECT_PATH = "memory-mapped file"
+
+
 @dataclass
 class FrameStats:
     """How many frames were read and why frames were not used."""
@@ -64,7 +68,7 @@ class FrameStats:
     rejected: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     bytes_read: int = 0
-    #: How each file's frames were read: "direct file reads" or "h5py blocks (why not direct)".
+    #: How each file's frames were read: DIRECT_PATH or "h5py blocks (why not direct)".
     read_paths: dict[str, str] = field(default_factory=dict)
 
 
@@ -96,9 +100,9 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
                   direct: bool = True):
     """Run the binning kernel over the wanted frames; returns (sums, sumsq, counts).
 
-    Each file's frames are read in blocks of about ``block_frames`` frames into one reused
-    buffer: with plain file reads of the block's byte span where the layout allows
-    (``direct``), else through h5py.
+    Where the layout allows (``direct``: uncompressed frames whose file offsets HDF5's chunk index
+    gives) the kernel reads the frames from a memory map of the file, window by window with the
+    next window read ahead; else h5py reads blocks of ``block_frames`` frames into one reused buffer.
     """
     npix = frames.npixels
     acc = binning_kernel.Accumulators(ngroups, npix, threads)
@@ -115,7 +119,7 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
         dark_rows = np.zeros(frames.nframes, np.int64)
     t0 = time.perf_counter()
     nbytes, paths = 0, {}
-    buf = raw = None
+    buf = None
     start = 0
     frame_bytes = npix * frames.dtype.itemsize
     for seg in frames.segments:
@@ -124,23 +128,28 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
         if not wanted[sl].any():
             continue
         located = frame_map.frame_byte_offsets(seg.path, seg.dataset) if direct else "direct reads disabled"
+        g, r = group[sl], dark_rows[sl]
         if isinstance(located, tuple):
             offsets, dtype = located
-            if raw is None:  # room for the block's frames and the small gaps between chunks
-                raw = np.empty(block_frames * frame_bytes * 21 // 20 + frame_bytes, np.uint8)
-            blocks = frame_map.iter_direct_blocks(seg.path, offsets[seg.first: seg.first + seg.total],
-                                                  frame_bytes, dtype, wanted[sl], raw)
-            paths[seg.path] = "direct file reads"
+            offsets = offsets[seg.first: seg.first + seg.total]
+            data, elements, mapped = frame_map.map_frames(seg.path, offsets, frame_bytes, dtype)
+            hits = np.flatnonzero(wanted[sl])
+            windows = [hits[i: i + frame_map.WINDOW_FRAMES] for i in range(0, len(hits), frame_map.WINDOW_FRAMES)]
+            for k, w in enumerate(windows):
+                if k + 1 < len(windows):  # the next window's bytes, read ahead while this one is reduced
+                    nxt = windows[k + 1]
+                    frame_map.read_ahead(mapped, int(offsets[nxt[0]]), int(offsets[nxt[-1]]) + frame_bytes)
+                acc.add(data, elements[w], g[w], r[w], dark_mean)
+                nbytes += len(w) * frame_bytes
+            del data, mapped
+            paths[seg.path] = DIRECT_PATH
         else:
             if buf is None:
                 buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
-            blocks = ((a, b, block.ravel(), np.arange(b - a, dtype=np.int64) * npix)
-                      for a, b, block in iter_segment_blocks(seg, buf, wanted[sl]))
+            for a, b, block in iter_segment_blocks(seg, buf, wanted[sl]):
+                acc.add(block.ravel(), np.arange(b - a, dtype=np.int64) * npix, g[a:b], r[a:b], dark_mean)
+                nbytes += (b - a) * frame_bytes
             paths[seg.path] = f"h5py blocks ({located})"
-        g, r = group[sl], dark_rows[sl]
-        for a, b, data, elem in blocks:
-            acc.add(data, elem, g[a:b], r[a:b], dark_mean)
-            nbytes += (b - a) * frame_bytes
     sums, sumsq, counts = acc.result()
     if stats is not None:
         stats.seconds = time.perf_counter() - t0

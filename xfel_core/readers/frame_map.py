@@ -1,19 +1,20 @@
-"""Where each frame's bytes are in an HDF5 file, to read them with plain file reads.
+"""Where each frame's bytes are in an HDF5 file, to read them straight from a memory map of the file.
 
 Raw European XFEL detector data is stored uncompressed in chunks of whole frames, allocated
 in order (with a small B-tree node between every few dozen chunks). For such a dataset, or a
-contiguous one, the file offset of every frame follows from HDF5's chunk index, and a block of
-frames is one ``preadv`` of its byte span into a reused buffer: no HDF5 read path, no per-chunk
-calls, no page-table work (a memory map of the file spent as long filling its page tables as
-the reduction took, measured). Whenever the layout is not understood (filters, chunks that
-split frames, unallocated chunks, virtual datasets, foreign byte order, chunks out of order or
+contiguous one, the file offset of every frame follows from HDF5's chunk index, and the kernel
+reads the frames where they are in the page cache through a read-only memory map of the file: no
+HDF5 read path, no per-chunk calls, no copy. (Measured on this project's VM, warm cache: a memory
+map read at 11.8 GB/s, ``preadv`` into a reused 32 MB buffer at 2.2 GB/s, the copy out of the
+page cache being the cost.) Whenever the layout is not understood (filters, chunks that split
+frames, unallocated chunks, virtual datasets, foreign byte order, chunks out of order or
 misaligned) :func:`frame_byte_offsets` says why and the caller reads through h5py instead.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -63,37 +64,33 @@ def frame_byte_offsets(path: str | Path, dataset: str) -> tuple[np.ndarray, np.d
     return offsets, dtype
 
 
-def iter_direct_blocks(
-    path: str | Path, offsets: np.ndarray, frame_bytes: int, dtype: np.dtype, wanted: np.ndarray,
-    buf: np.ndarray,
-) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Yield ``(lo, hi, data, element_offsets)`` for blocks of frames ``lo:hi`` holding wanted frames.
+#: Wanted frames handed to the kernel at a time; the next window is read ahead meanwhile (cold cache).
+WINDOW_FRAMES = 1024
 
-    ``data`` is ``buf`` (a reused uint8 buffer) viewed as ``dtype``, holding the byte span of
-    the block, and ``element_offsets`` where each frame of the block starts in it. Blocks are
-    trimmed to their first and last wanted frame; frames with nothing wanted are not read.
-    """
-    cap = len(buf)
-    view = memoryview(buf)
-    hits = np.flatnonzero(wanted)
+
+def map_frames(path: str | Path, offsets: np.ndarray, frame_bytes: int,
+               dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, mmap.mmap]:
+    """``(data, element_offsets, map)``: the file memory-mapped read-only, viewed as ``dtype``, and
+    where each frame starts in it. Only the page cache backs the map (no private memory); it is
+    unmapped when ``data`` and ``map`` are gone."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        i = 0
-        while i < len(hits):
-            lo = int(hits[i])
-            # The most frames whose byte span fits the buffer, then back to the last wanted one.
-            hi = int(np.searchsorted(offsets, offsets[lo] + cap - frame_bytes, side="right"))
-            if hi <= lo:
-                raise ValueError(f"read buffer of {cap} bytes holds no frame of {frame_bytes} bytes")
-            i_next = int(np.searchsorted(hits, hi))
-            hi = int(hits[i_next - 1]) + 1
-            span = int(offsets[hi - 1] - offsets[lo]) + frame_bytes
-            got = os.preadv(fd, [view[:span]], int(offsets[lo]))
-            if got != span:
-                raise RunDataError(f"{path}: read {got} of {span} bytes at offset {int(offsets[lo])}; "
-                                   "the file is shorter than its chunk index (truncated)")
-            data = buf[:span].view(dtype)
-            yield lo, hi, data, (offsets[lo:hi] - offsets[lo]) // dtype.itemsize
-            i = i_next
+        size = os.fstat(fd).st_size
+        end = int(offsets.max()) + frame_bytes if len(offsets) else 0
+        if end > size:  # reading past the end of a map is SIGBUS, not an error: check first
+            raise RunDataError(f"{path}: the file has {size} bytes but its chunk index places frames up to byte "
+                               f"{end}: the file is shorter than its chunk index (truncated)")
+        mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
+    shift = int(offsets[0]) % dtype.itemsize if len(offsets) else 0
+    data = np.frombuffer(mapped, dtype=dtype, count=(size - shift) // dtype.itemsize, offset=shift)
+    return data, (offsets - shift) // dtype.itemsize, mapped
+
+
+def read_ahead(mapped: mmap.mmap, first_byte: int, end_byte: int) -> None:
+    """Start reading bytes [first, end) of a mapped file into the page cache (asynchronous; a no-op when cached)."""
+    start = first_byte - first_byte % mmap.PAGESIZE
+    end = min(len(mapped), end_byte)
+    if end > start:
+        mapped.madvise(mmap.MADV_WILLNEED, start, end - start)
