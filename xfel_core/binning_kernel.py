@@ -13,8 +13,8 @@ counts. Two implementations with the same contract:
   accumulators, summed at the end: no two threads write the same memory.
 
 The frames are given as a flat array ``data`` and the element offset of each frame in it, so
-the same kernel reads a block read by h5py or the raw byte span of a block read from the file
-(frames between small gaps of HDF5 metadata).
+the same kernel reads a block read by h5py or the frames in a memory map of the whole file
+(between small gaps of HDF5 metadata).
 
 Shapes: ``data`` (any,); ``offsets``, ``group``, ``dark_row`` (n,); ``dark`` (cells, pixels)
 or None; ``sums``, ``sumsq`` (groups, pixels); ``counts`` (groups,).
@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - numba is a pinned dependency
     numba = None
 
-#: Consecutive frames per batch (32 MB of raw DSSC frames); blocks read are at most this long.
+#: Consecutive frames per batch (32 MB of raw DSSC frames), sorted by group and memory cell.
 BATCH_FRAMES = 256
 #: Pixels per block: with a handful of groups per batch, their accumulator slices stay in L2.
 _PIXEL_BLOCK = 4096

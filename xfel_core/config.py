@@ -530,7 +530,7 @@ class BeamtimeConfig(_Strict):
     #: Optional gain / flat-field map per module; null: none.
     gain_map: GainMapConfig | None = None
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
-    #: Frames read at a time: 256 raw DSSC frames (32 MB) stay in cache for the kernel.
+    #: Frames h5py reads at a time where a module file cannot be memory-mapped (256 raw DSSC frames: 32 MB).
     chunk_frames: int = Field(default=256, ge=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     #: In-situ TIFF series (samples and measurements); null: none in this beamtime.
