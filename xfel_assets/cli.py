@@ -118,10 +118,7 @@ def cmd_demo_insitu(args) -> int:
 
 
 def cmd_roi_gui(args) -> int:
-    cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
-    os.environ[ENV_VAR] = str(cfg_path)
-    cfg = load_beamtime(cfg_path)
-    os.environ.setdefault("DAGSTER_HOME", str(cfg_path.parent.parent / "dagster_home"))
+    cfg, _ = _setup(args)  # the Dagster home too: the window can launch a backfill there
 
     from xfel_core.roi_targets import default_roi_file, load_target
 
