@@ -165,3 +165,14 @@ def test_a_run_target_shows_its_binned_cube(qtbot, tmp_path):
     qtbot.addWidget(window)
     window.add_roi("all", "intensity", (0, 16), (0, 32))
     assert np.allclose(window.curves["all_sum"].getData()[1], expected.sum(axis=(1, 2), dtype=np.float64))
+
+
+def test_roi_gui_command_names_an_unknown_target(insitu_beamtime, capsys, monkeypatch, tmp_path):
+    from xfel_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))  # both restored after the test:
+    monkeypatch.setenv("XFEL_BEAMTIME", str(insitu_beamtime.source_file))  # the command sets them
+    assert main(["roi-gui", "X9", "--beamtime", str(insitu_beamtime.source_file)]) == 2
+    err = capsys.readouterr().err
+    assert "'X9' is neither a run (r0002), an in-situ sample (['GaN01'])" in err
+    assert (tmp_path / "home" / "workspace.yaml").exists()  # set up as for the other commands
