@@ -323,6 +323,9 @@ def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_pat
         yield proc
     finally:
         stop_process_group(proc)
+        # A stopped daemon leaves its last heartbeats behind: the next backfill would wait 40 s to
+        # find that nobody sends another one. No other daemon was running when this one started.
+        instance.wipe_daemon_heartbeats()
 
 
 def stop_process_group(proc: subprocess.Popen, timeout_s: float = 60) -> None:
