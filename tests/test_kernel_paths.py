@@ -111,3 +111,37 @@ def test_a_file_shorter_than_its_chunk_index_is_named_not_mapped(tmp_path):
         frame_map.map_frames(path, offsets, 400, np.dtype(np.uint16))
     data, elements, _ = frame_map.map_frames(path, offsets[:2], 400, np.dtype(np.uint16))
     assert list(elements) == [0, 200] and data.size == 500 and not data.flags.writeable
+
+
+def test_read_ahead_stays_within_its_windows_and_stops_with_the_reader(tmp_path, monkeypatch):
+    """The read-ahead thread asks for at most `ahead` windows beyond the reader's and ends with it, error or not."""
+    import os
+    import threading
+    import time
+
+    from xfel_core.readers import frame_map
+
+    path = tmp_path / "frames.bin"
+    path.write_bytes(bytes(1 << 20))
+    ranges = [(i << 16, (i + 1) << 16) for i in range(16)]
+    asked = []
+    advise = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, a, n, how: (asked.append(a), advise(fd, a, n, how)))
+
+    with pytest.raises(RuntimeError, match="reader failed"):
+        with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
+            for k in range(3):  # the reader is on window 2: windows 0-4 may be asked for, no more
+                ahead.reached()
+            raise RuntimeError("reader failed")
+    assert set(asked) <= {a for a, _ in ranges[:5]} and ranges[0][0] in asked
+    assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
+
+    asked.clear()
+    with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
+        for k in range(len(ranges)):
+            ahead.reached()
+            wanted = ranges[min(k + 2, len(ranges) - 1)][0]  # reading window k, k+1 and k+2 are asked for
+            deadline = time.monotonic() + 10
+            while wanted not in asked and time.monotonic() < deadline:
+                time.sleep(0.001)
+    assert asked == [a for a, _ in ranges]

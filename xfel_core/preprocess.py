@@ -135,12 +135,12 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
             data, elements, mapped = frame_map.map_frames(seg.path, offsets, frame_bytes, dtype)
             hits = np.flatnonzero(wanted[sl])
             windows = [hits[i: i + frame_map.WINDOW_FRAMES] for i in range(0, len(hits), frame_map.WINDOW_FRAMES)]
-            for k, w in enumerate(windows):
-                if k + 1 < len(windows):  # the next window's bytes, read ahead while this one is reduced
-                    nxt = windows[k + 1]
-                    frame_map.read_ahead(mapped, int(offsets[nxt[0]]), int(offsets[nxt[-1]]) + frame_bytes)
-                acc.add(data, elements[w], g[w], r[w], dark_mean)
-                nbytes += len(w) * frame_bytes
+            spans = [(int(offsets[w[0]]), int(offsets[w[-1]]) + frame_bytes) for w in windows]
+            with frame_map.ReadAhead(seg.path, spans) as ahead:
+                for w in windows:
+                    ahead.reached()
+                    acc.add(data, elements[w], g[w], r[w], dark_mean)
+                    nbytes += len(w) * frame_bytes
             del data, mapped
             paths[seg.path] = DIRECT_PATH
         else:

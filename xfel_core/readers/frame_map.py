@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from pathlib import Path
 
 import h5py
@@ -64,7 +65,7 @@ def frame_byte_offsets(path: str | Path, dataset: str) -> tuple[np.ndarray, np.d
     return offsets, dtype
 
 
-#: Wanted frames handed to the kernel at a time; the next window is read ahead meanwhile (cold cache).
+#: Wanted frames handed to the kernel at a time; the next windows are read ahead meanwhile (cold cache).
 WINDOW_FRAMES = 1024
 
 
@@ -88,9 +89,50 @@ def map_frames(path: str | Path, offsets: np.ndarray, frame_bytes: int,
     return data, (offsets - shift) // dtype.itemsize, mapped
 
 
-def read_ahead(mapped: mmap.mmap, first_byte: int, end_byte: int) -> None:
-    """Start reading bytes [first, end) of a mapped file into the page cache (asynchronous; a no-op when cached)."""
-    start = first_byte - first_byte % mmap.PAGESIZE
-    end = min(len(mapped), end_byte)
-    if end > start:
-        mapped.madvise(mmap.MADV_WILLNEED, start, end - start)
+class ReadAhead:
+    """A thread that has the OS read a file's byte ranges into the page cache ahead of the reader.
+
+    ``posix_fadvise(WILLNEED)`` per range, at most ``ahead`` ranges beyond the one being reduced:
+    asynchronous, a no-op for pages already cached, no copy and no private memory. In a thread so
+    that submitting the reads (which can block when the device queue is full) overlaps the kernel.
+    A hint only: errors are the reader's to report.
+    """
+
+    def __init__(self, path: str | Path, ranges: list[tuple[int, int]], ahead: int = 2):
+        self._fd = os.open(path, os.O_RDONLY)
+        self._ranges = ranges
+        self._allowed = threading.Semaphore(ahead)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for first, end in self._ranges:
+                self._allowed.acquire()
+                if self._stop:
+                    return
+                for a in range(first, end, _PIECE):
+                    os.posix_fadvise(self._fd, a, min(_PIECE, end - a), os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+
+    def reached(self) -> None:
+        """The reader starts on its next range: one more may be read ahead."""
+        self._allowed.release()
+
+    def close(self) -> None:
+        self._stop = True
+        self._allowed.release()
+        self._thread.join()
+        os.close(self._fd)
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+#: Bytes per read-ahead request: large enough for few calls, small enough to start the device early.
+_PIECE = 16 << 20
