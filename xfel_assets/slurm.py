@@ -88,6 +88,21 @@ def _sacct_summary(sc: SlurmConfig, job_id: str) -> str:
     return f"state {state}, {ended}{why}, elapsed {elapsed}, node {nodes}"
 
 
+def _wait_until_left_queue(context: dg.AssetExecutionContext, sc: SlurmConfig, job_id: str,
+                           timeout_s: float = 120.0) -> None:
+    """Return once SLURM no longer lists the job: a COMPLETING job still holds its node, and
+    dagster-slurm 1.22 counts COMPLETING as COMPLETED, so without this the pool's slot would be
+    given to the next job while this one is still in the queue."""
+    tries = max(1, int(timeout_s / 0.2))
+    cmd = (f"for i in $(seq {tries}); do squeue -h -j {int(job_id)} -o %i 2>/dev/null | grep -q . || exit 0; "
+           "sleep 0.2; done; exit 1")
+    try:
+        with SSHConnectionPool(ssh_resource(sc)) as pool:
+            pool.run(cmd)
+    except Exception as e:  # the step's own outcome matters more than the queue's bookkeeping
+        context.log.warning(f"SLURM job {job_id} was still in the queue {timeout_s:.0f} s after it ended: {e}")
+
+
 def _signal_name(number: str) -> str:
     try:
         return signal.Signals(int(number)).name
@@ -112,10 +127,16 @@ def run_on_slurm(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, asset: 
         )
     except Exception as e:
         m = JOB_ID_RE.search(str(e))
-        detail = f"SLURM job {m.group(1)}: {_sacct_summary(sc, m.group(1))}. " if m else ""
+        detail = ""
+        if m:
+            _wait_until_left_queue(context, sc, m.group(1))
+            detail = f"SLURM job {m.group(1)}: {_sacct_summary(sc, m.group(1))}. "
         # Not a Failure: the step's retry policy applies (node failure, time limit, scancel).
         raise RuntimeError(f"{asset} {context.partition_key} on SLURM failed. {detail}{e}") from e
     messages = [m for m in completed.get_custom_messages() if isinstance(m, dict)]
+    job_ids = {m["job_id"] for m in messages if m.get("job_id")}
+    for job_id in job_ids:
+        _wait_until_left_queue(context, sc, job_id)
     for m in messages:
         if "xfel_error" in m:
             raise dg.Failure(description=m["xfel_error"], allow_retries=False)

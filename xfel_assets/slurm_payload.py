@@ -4,7 +4,7 @@ dagster-slurm copies this file into the job's folder on the cluster and runs it 
 cluster's Python environment (which has xfel-assets installed). The Pipes extras name the
 function (``module:name``), the beamtime YAML and the arguments; the job loads the config,
 calls the function exactly as the local mode does, and reports one custom message:
-``{"info": <pickled result, base64>, "node", "job_id", "seconds"}``, or ``{"xfel_error": message}``
+``{"info": <pickled result, base64>, "node", "job_id", "seconds"}``, or ``{"xfel_error": message, "job_id"}``
 for bad data or config (not worth a retry).
 """
 
@@ -41,7 +41,7 @@ def main() -> None:
         try:
             info = fn(load_beamtime(extras["config_path"]), *extras["args"])
         except XfelError as e:
-            pipes.report_custom_message({"xfel_error": str(e)})
+            pipes.report_custom_message({"xfel_error": str(e), "job_id": os.environ.get("SLURM_JOB_ID", "")})
             return
         pipes.report_custom_message({
             "info": base64.b64encode(pickle.dumps(info)).decode(),
