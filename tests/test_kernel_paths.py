@@ -113,8 +113,9 @@ def test_a_file_shorter_than_its_chunk_index_is_named_not_mapped(tmp_path):
     assert list(elements) == [0, 200] and data.size == 500 and not data.flags.writeable
 
 
-def test_read_ahead_stays_within_its_windows_and_stops_with_the_reader(tmp_path, monkeypatch):
-    """The read-ahead thread asks for at most `ahead` windows beyond the reader's and ends with it, error or not."""
+def test_read_ahead_reads_what_is_not_cached_within_its_windows_and_stops_with_the_reader(tmp_path, monkeypatch):
+    """At most `ahead` windows beyond the reader's; cached pieces only probed, the others read; the
+    thread ends with the reader, error or not."""
     import os
     import threading
     import time
@@ -122,26 +123,39 @@ def test_read_ahead_stays_within_its_windows_and_stops_with_the_reader(tmp_path,
     from xfel_core.readers import frame_map
 
     path = tmp_path / "frames.bin"
-    path.write_bytes(bytes(1 << 20))
+    path.write_bytes(os.urandom(1 << 20))
     ranges = [(i << 16, (i + 1) << 16) for i in range(16)]
-    asked = []
-    advise = os.posix_fadvise
-    monkeypatch.setattr(os, "posix_fadvise", lambda fd, a, n, how: (asked.append(a), advise(fd, a, n, how)))
+    calls = []  # (window, "probe" or "read")
+    preadv = os.preadv
 
+    def spy(fd, buffers, offset, flags=0):
+        calls.append((offset >> 16, "probe" if flags & os.RWF_NOWAIT else "read"))
+        return preadv(fd, buffers, offset, flags)
+
+    def wait_for(call):
+        deadline = time.monotonic() + 10
+        while call not in calls and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    monkeypatch.setattr(os, "preadv", spy)
+    monkeypatch.setattr(frame_map, "_PROBE_EVERY", 4096)  # every page: an exact answer on this small file
     with pytest.raises(RuntimeError, match="reader failed"):
         with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
-            for k in range(3):  # the reader is on window 2: windows 0-4 may be asked for, no more
+            for _ in range(3):  # the reader is on window 2: windows 0-4 may be read ahead, no more
                 ahead.reached()
+            wait_for((4, "probe"))
+            time.sleep(0.05)
             raise RuntimeError("reader failed")
-    assert set(asked) <= {a for a, _ in ranges[:5]} and ranges[0][0] in asked
+    assert {w for w, _ in calls} == set(range(5))
+    assert {kind for _, kind in calls} == {"probe"}  # just written: cached
     assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
 
-    asked.clear()
+    # Windows 8-15 not cached (as the probe would say after the OS dropped them): exactly those are read.
+    cached = frame_map._cached
+    monkeypatch.setattr(frame_map, "_cached", lambda fd, a, b: a < ranges[8][0] and cached(fd, a, b))
+    calls.clear()
     with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
         for k in range(len(ranges)):
             ahead.reached()
-            wanted = ranges[min(k + 2, len(ranges) - 1)][0]  # reading window k, k+1 and k+2 are asked for
-            deadline = time.monotonic() + 10
-            while wanted not in asked and time.monotonic() < deadline:
-                time.sleep(0.001)
-    assert asked == [a for a, _ in ranges]
+            wait_for((min(k + 2, len(ranges) - 1), "read" if k + 2 >= 8 else "probe"))
+    assert [w for w, kind in calls if kind == "read"] == list(range(8, 16))

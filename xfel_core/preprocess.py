@@ -101,8 +101,9 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
     """Run the binning kernel over the wanted frames; returns (sums, sumsq, counts).
 
     Where the layout allows (``direct``: uncompressed frames whose file offsets HDF5's chunk index
-    gives) the kernel reads the frames from a memory map of the file, window by window with the
-    next window read ahead; else h5py reads blocks of ``block_frames`` frames into one reused buffer.
+    gives) the kernel reads the frames from a memory map of the file, window by window, while a
+    thread reads the next windows into the page cache; else h5py reads blocks of ``block_frames``
+    frames into one reused buffer.
     """
     npix = frames.npixels
     acc = binning_kernel.Accumulators(ngroups, npix, threads)

@@ -9,6 +9,7 @@ map read at 11.8 GB/s, ``preadv`` into a reused 32 MB buffer at 2.2 GB/s, the co
 page cache being the cost.) Whenever the layout is not understood (filters, chunks that split
 frames, unallocated chunks, virtual datasets, foreign byte order, chunks out of order or
 misaligned) :func:`frame_byte_offsets` says why and the caller reads through h5py instead.
+For a cold cache, :class:`ReadAhead` reads the next windows' bytes while the kernel works.
 """
 
 from __future__ import annotations
@@ -90,12 +91,16 @@ def map_frames(path: str | Path, offsets: np.ndarray, frame_bytes: int,
 
 
 class ReadAhead:
-    """A thread that has the OS read a file's byte ranges into the page cache ahead of the reader.
+    """A thread that reads a file's byte ranges into the page cache ahead of the reader.
 
-    ``posix_fadvise(WILLNEED)`` per range, at most ``ahead`` ranges beyond the one being reduced:
-    asynchronous, a no-op for pages already cached, no copy and no private memory. In a thread so
-    that submitting the reads (which can block when the device queue is full) overlaps the kernel.
-    A hint only: errors are the reader's to report.
+    At most ``ahead`` ranges beyond the one being reduced, piece by piece: a piece whose sampled
+    pages are all cached is skipped (``preadv`` with ``RWF_NOWAIT`` tells without waiting, and
+    works on files we may not write, where ``mincore`` does not), any other is read with ``pread``
+    into one reused scratch buffer. Reading, not ``posix_fadvise(WILLNEED)``: the OS caches what is
+    read in large folios, which the memory map then maps 10-30x faster than the single pages an
+    advice leaves (measured here: 0.007 s against 0.25 s per GB), and reads at the device's
+    streaming speed. In a thread so that the reads overlap the reduction. A hint only: errors
+    are the reader's to report.
     """
 
     def __init__(self, path: str | Path, ranges: list[tuple[int, int]], ahead: int = 2):
@@ -107,13 +112,18 @@ class ReadAhead:
         self._thread.start()
 
     def _run(self) -> None:
+        scratch = None
         try:
             for first, end in self._ranges:
                 self._allowed.acquire()
                 if self._stop:
                     return
                 for a in range(first, end, _PIECE):
-                    os.posix_fadvise(self._fd, a, min(_PIECE, end - a), os.POSIX_FADV_WILLNEED)
+                    b = min(end, a + _PIECE)
+                    if _cached(self._fd, a, b):
+                        continue
+                    scratch = scratch or bytearray(_PIECE)
+                    os.preadv(self._fd, [memoryview(scratch)[: b - a]], a)
         except OSError:
             pass
 
@@ -134,5 +144,20 @@ class ReadAhead:
         self.close()
 
 
-#: Bytes per read-ahead request: large enough for few calls, small enough to start the device early.
+#: Distance between the pages probed to tell whether a piece is cached.
+_PROBE_EVERY = 1 << 20
+
+
+def _cached(fd: int, first: int, end: int) -> bool:
+    """Whether bytes [first, end) of the file look cached: every probed page is (no waiting for I/O)."""
+    page = bytearray(mmap.PAGESIZE)
+    for pos in [*range(first, end, _PROBE_EVERY), end - 1]:
+        try:
+            os.preadv(fd, [page], pos - pos % mmap.PAGESIZE, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return False
+    return True
+
+
+#: Bytes per read-ahead read (and the scratch buffer's size): few calls, an early start on the device.
 _PIECE = 16 << 20
