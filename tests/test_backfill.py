@@ -104,6 +104,10 @@ def test_backfill_whole_beamtime_then_stale_only_after_a_new_dark(tmp_path):
     config, gens = write_beamtime(tmp_path / "bt", list(range(2, 22)), darks=[1, 30])
     home = tmp_path / "home"
     check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0007")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        # The daemon the command started and stopped left no heartbeat: the next backfill need not
+        # wait for one to know that no daemon runs.
+        assert instance.get_daemon_heartbeats() == {}
 
     # The run is copied again in full, and the detector group releases a new dark run.
     write_run(tmp_path / "bt" / "raw", gens[7].spec)
