@@ -115,7 +115,7 @@ def test_a_file_shorter_than_its_chunk_index_is_named_not_mapped(tmp_path):
 
 def test_read_ahead_reads_what_is_not_cached_within_its_windows_and_stops_with_the_reader(tmp_path, monkeypatch):
     """At most `ahead` windows beyond the reader's; cached pieces only probed, the others read; the
-    thread ends with the reader, error or not."""
+    reader goes on once its window is read; the thread ends with the reader, error or not."""
     import os
     import threading
     import time
@@ -139,10 +139,11 @@ def test_read_ahead_reads_what_is_not_cached_within_its_windows_and_stops_with_t
 
     monkeypatch.setattr(os, "preadv", spy)
     monkeypatch.setattr(frame_map, "_PROBE_EVERY", 4096)  # every page: an exact answer on this small file
+    monkeypatch.setattr(frame_map, "_PIECE", 1 << 14)  # four pieces a window
     with pytest.raises(RuntimeError, match="reader failed"):
         with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
             for _ in range(3):  # the reader is on window 2: windows 0-4 may be read ahead, no more
-                ahead.reached()
+                ahead.ready()
             wait_for((4, "probe"))
             time.sleep(0.05)
             raise RuntimeError("reader failed")
@@ -150,12 +151,13 @@ def test_read_ahead_reads_what_is_not_cached_within_its_windows_and_stops_with_t
     assert {kind for _, kind in calls} == {"probe"}  # just written: cached
     assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
 
-    # Windows 8-15 not cached (as the probe would say after the OS dropped them): exactly those are read.
+    # Windows 8-15 not cached (as the probe would say after the OS dropped them): exactly those are
+    # read, each in full before the reader goes on to it.
     cached = frame_map._cached
     monkeypatch.setattr(frame_map, "_cached", lambda fd, a, b: a < ranges[8][0] and cached(fd, a, b))
     calls.clear()
     with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
         for k in range(len(ranges)):
-            ahead.reached()
-            wait_for((min(k + 2, len(ranges) - 1), "read" if k + 2 >= 8 else "probe"))
-    assert [w for w, kind in calls if kind == "read"] == list(range(8, 16))
+            ahead.ready()
+            assert calls.count((k, "read")) == (4 if k >= 8 else 0)
+    assert [w for w, kind in calls if kind == "read"] == [w for w in range(8, 16) for _ in range(4)]

@@ -101,9 +101,9 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
     """Run the binning kernel over the wanted frames; returns (sums, sumsq, counts).
 
     Where the layout allows (``direct``: uncompressed frames whose file offsets HDF5's chunk index
-    gives) the kernel reads the frames from a memory map of the file, window by window, while a
-    thread reads the next windows into the page cache; else h5py reads blocks of ``block_frames``
-    frames into one reused buffer.
+    gives) the kernel reads the frames from a memory map of the file, window by window, each once a
+    thread (reading up to two windows ahead) has brought it into the page cache; else h5py reads
+    blocks of ``block_frames`` frames into one reused buffer.
     """
     npix = frames.npixels
     acc = binning_kernel.Accumulators(ngroups, npix, threads)
@@ -139,7 +139,7 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
             spans = [(int(offsets[w[0]]), int(offsets[w[-1]]) + frame_bytes) for w in windows]
             with frame_map.ReadAhead(seg.path, spans) as ahead:
                 for w in windows:
-                    ahead.reached()
+                    ahead.ready()
                     acc.add(data, elements[w], g[w], r[w], dark_mean)
                     nbytes += len(w) * frame_bytes
             del data, mapped
