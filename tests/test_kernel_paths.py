@@ -74,6 +74,16 @@ def test_every_read_path_equals_float64_loop(tmp_path, monkeypatch, name, impl):
     assert got[2].sum() == stats.kept > 0
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_kernel_batches_per_window_equal_float64_loop(tmp_path, monkeypatch, threads):
+    """Real windows hold one batch (1,024 frames); batches of 5 frames cross trains and groups."""
+    monkeypatch.setattr(binning_kernel, "BATCH_FRAMES", 5)
+    got, ref, stats = reduce(tmp_path, dict(low_pulse_fraction=0.1), threads=threads)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-6)
+    assert got[2].sum() == stats.kept > 5
+
+
 def test_h5py_fallback_forced_equals_direct_reads(tmp_path):
     mapped, _, s1 = reduce(tmp_path / "a", {})
     read, _, s2 = reduce(tmp_path / "b", {}, direct=False)

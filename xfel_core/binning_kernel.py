@@ -29,8 +29,9 @@ try:
 except ImportError:  # pragma: no cover - numba is a pinned dependency
     numba = None
 
-#: Consecutive frames per batch (32 MB of raw DSSC frames), sorted by group and memory cell.
-BATCH_FRAMES = 256
+#: Consecutive frames per batch (128 MB of raw DSSC frames, ten trains), sorted by group and memory
+#: cell: each cell's dark row serves about ten frames while in cache (10 % faster than 256, measured).
+BATCH_FRAMES = 1024
 #: Pixels per block: with a handful of groups per batch, their accumulator slices stay in L2.
 _PIXEL_BLOCK = 4096
 _NUMPY_BLOCK = 64
