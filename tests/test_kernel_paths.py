@@ -126,6 +126,7 @@ def test_a_file_shorter_than_its_chunk_index_is_named_not_mapped(tmp_path):
 def test_read_ahead_reads_what_is_not_cached_within_its_windows_and_stops_with_the_reader(tmp_path, monkeypatch):
     """At most `ahead` windows beyond the reader's; cached pieces only probed, the others read; the
     reader goes on once its window is read; the thread ends with the reader, error or not."""
+    import errno
     import os
     import threading
     import time
@@ -171,3 +172,18 @@ def test_read_ahead_reads_what_is_not_cached_within_its_windows_and_stops_with_t
             ahead.ready()
             assert calls.count((k, "read")) == (4 if k >= 8 else 0)
     assert [w for w, kind in calls if kind == "read"] == [w for w in range(8, 16) for _ in range(4)]
+
+    # A file system that cannot answer the probe (EOPNOTSUPP, as some network file systems): all is read.
+    monkeypatch.setattr(frame_map, "_cached", cached)
+
+    def no_nowait(fd, buffers, offset, flags=0):
+        if flags & os.RWF_NOWAIT:
+            raise OSError(errno.EOPNOTSUPP, "RWF_NOWAIT not supported")
+        return spy(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "preadv", no_nowait)
+    calls.clear()
+    with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
+        for _ in ranges:
+            ahead.ready()
+    assert [w for w, _ in calls] == [w for w in range(16) for _ in range(4)]

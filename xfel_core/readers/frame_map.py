@@ -158,12 +158,15 @@ _PROBE_EVERY = 1 << 20
 
 
 def _cached(fd: int, first: int, end: int) -> bool:
-    """Whether bytes [first, end) of the file look cached: every probed page is (no waiting for I/O)."""
+    """Whether bytes [first, end) of the file look cached: every probed page is (no waiting for I/O).
+
+    False where the file system cannot tell (``RWF_NOWAIT`` unsupported, as on some network and
+    parallel file systems): then the piece is read."""
     page = bytearray(mmap.PAGESIZE)
     for pos in [*range(first, end, _PROBE_EVERY), end - 1]:
         try:
             os.preadv(fd, [page], pos - pos % mmap.PAGESIZE, os.RWF_NOWAIT)
-        except BlockingIOError:
+        except OSError:  # BlockingIOError: not cached; EOPNOTSUPP and the like: cannot tell
             return False
     return True
 
