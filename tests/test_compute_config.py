@@ -94,4 +94,4 @@ def test_the_job_program_reports_the_result_or_the_named_error_through_pipes(bea
     assert info["path"] == load_beamtime(beamtime).output_path("r0002", "raw_run") and info["path"].exists()
     assert ok["job_id"] == "" and ok["seconds"] > 0  # not in a SLURM job here
     [bad] = through_pipes(["r0009"])
-    assert set(bad) == {"xfel_error"} and "r0009" in bad["xfel_error"]
+    assert set(bad) == {"xfel_error", "job_id"} and "r0009" in bad["xfel_error"] and bad["job_id"] == ""
