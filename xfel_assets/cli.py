@@ -66,6 +66,12 @@ def ensure_dagster_home(home: Path, max_runs: int, max_module_steps: int | None 
         storage = POSTGRES_STORAGE if os.environ.get(POSTGRES_ENV) else ""
         cfg.write_text(DAGSTER_YAML.format(storage=storage, max_runs=max_runs,
                                            max_module_steps=max_module_steps or max_runs))
+        # Create the storages now, once: a daemon, its code server and a command starting together on
+        # a new home would each create and stamp the SQLite schemas, and alembic fails on the race.
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(home)):
+            pass
     ws = home / "workspace.yaml"
     if not ws.exists():
         ws.write_text(WORKSPACE_YAML)
