@@ -95,3 +95,36 @@ def test_the_job_program_reports_the_result_or_the_named_error_through_pipes(bea
     assert ok["job_id"] == "" and ok["seconds"] > 0  # not in a SLURM job here
     [bad] = through_pipes(["r0009"])
     assert set(bad) == {"xfel_error", "job_id"} and "r0009" in bad["xfel_error"] and bad["job_id"] == ""
+
+
+def test_slurm_job_slots_hold_the_cap_on_this_machine(tmp_path, monkeypatch):
+    """Never more than slurm.max_jobs holders at once (Dagster's pool alone can let one more in on SQLite)."""
+    import threading
+    import time
+
+    from xfel_assets.slurm import _job_slot
+    from xfel_core.config import SlurmConfig
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    sc = SlurmConfig(**dict(SLURM, max_jobs=2))
+    log = type("Log", (), {"info": staticmethod(lambda msg: None)})
+    context = type("Context", (), {"log": log})()
+    inside, most, lock = [0], [0], threading.Lock()
+
+    def job():
+        with _job_slot(context, sc):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.3)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=job) for _ in range(5)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 2
+    assert time.monotonic() - t0 >= 0.9  # five jobs of 0.3 s, two at a time: three rounds

@@ -82,13 +82,15 @@ class QueueWatcher(threading.Thread):
     def __init__(self, on_jobs=None):
         super().__init__(daemon=True)
         self.most, self.seen, self.on_jobs = 0, set(), on_jobs
+        self.peak = []  # the jobs (id, state, name) listed when the most were
         self._stop_event = threading.Event()
 
     def run(self):
         while not self._stop_event.is_set():
             out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%j"], capture_output=True, text=True).stdout
             jobs = [line.split("|", 2) for line in out.split("\n") if line.count("|") == 2]
-            self.most = max(self.most, len(jobs))
+            if len(jobs) > self.most:
+                self.most, self.peak = len(jobs), jobs
             self.seen.update(j[0] for j in jobs)
             if self.on_jobs:
                 self.on_jobs(jobs)
@@ -122,7 +124,10 @@ def test_two_runs_on_slurm_equal_local_mode_bit_for_bit_within_the_job_cap(clust
         watcher.stop()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert len(watcher.seen) >= 8  # 2 runs x 4 modules, each its own job
-    assert watcher.most == 2, f"at most {watcher.most} jobs were in the queue at once (max_jobs is 2)"
+    assert watcher.most == 2, (f"at most {watcher.most} jobs were in the queue at once (max_jobs is 2): "
+                               f"{watcher.peak}; sacct:\n" + slurm_cmd(
+                                   "sacct", "-X", "-P", "-o", "JobID,JobName%40,State,Submit,Start,End",
+                                   "-j", ",".join(j[0] for j in watcher.peak)) + out.stdout[-3000:])
 
     for run in ("r0002", "r0003"):
         with h5py.File(tmp_path / "bt" / "processed-local" / run / "binned_cube.h5") as a, \

@@ -8,13 +8,18 @@ the only one that knows about it: swapping the integration means rewriting :func
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import functools
+import os
 import pickle
 import re
 import shlex
 import signal
+import tempfile
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +115,47 @@ def _signal_name(number: str) -> str:
         return "unknown signal"
 
 
+@contextlib.contextmanager
+def _job_slot(context: dg.AssetExecutionContext, sc: SlurmConfig) -> Iterator[None]:
+    """Hold one of ``slurm.max_jobs`` slots of this machine while a job is queued or running.
+
+    The Dagster pool caps the jobs too, but on SQLite two steps can take its last free slot at
+    once (the claim selects a free row, then updates it unguarded: 3 jobs seen with max_jobs 2).
+    A file lock cannot be taken twice, and is given back when its holder ends, however it ends.
+    """
+    cluster = digest(f"{sc.ssh.user}@{sc.ssh.host}:{sc.ssh.port}", n=10)
+    folder = Path(os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()) / "xfel-slurm-slots" / cluster
+    folder.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        for i in range(sc.max_jobs):
+            f = open(folder / f"slot-{i}", "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            try:
+                yield
+            finally:
+                f.close()  # gives the lock back
+            return
+        if not waited:
+            context.log.info(f"waiting for one of the {sc.max_jobs} SLURM job slots (slurm.max_jobs)")
+            waited = True
+        time.sleep(0.2)
+
+
 def run_on_slurm(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, asset: str,
                  fn: Callable[..., dict], args: tuple[Any, ...]) -> dict:
     """Run ``fn(cfg, *args)`` as a SLURM job; returns its result dict with ``slurm`` = job id, node, seconds."""
+    sc = cfg.slurm
+    with _job_slot(context, sc):
+        return _run_job(context, cfg, asset, fn, args)
+
+
+def _run_job(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, asset: str, fn: Callable[..., dict],
+             args: tuple[Any, ...]) -> dict:
     sc = cfg.slurm
     size = getattr(sc.jobs, asset)
     compute = _compute_resource(sc)
