@@ -165,7 +165,7 @@ def test_read_ahead_reads_what_is_not_cached_within_its_windows_and_stops_with_t
     # Windows 8-15 not cached (as the probe would say after the OS dropped them): exactly those are
     # read, each in full before the reader goes on to it.
     cached = frame_map._cached
-    monkeypatch.setattr(frame_map, "_cached", lambda fd, a, b: a < ranges[8][0] and cached(fd, a, b))
+    monkeypatch.setattr(frame_map, "_cached", lambda fd, a, b, page: a < ranges[8][0] and cached(fd, a, b, page))
     calls.clear()
     with frame_map.ReadAhead(path, ranges, ahead=2) as ahead:
         for k in range(len(ranges)):

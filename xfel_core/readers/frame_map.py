@@ -115,7 +115,7 @@ class ReadAhead:
         self._thread.start()
 
     def _run(self) -> None:
-        scratch = None
+        scratch = memoryview(bytearray(_PIECE))  # the probes' page and the reads' buffer
         try:
             for (first, end), done in zip(self._ranges, self._done):
                 self._allowed.acquire()
@@ -123,10 +123,8 @@ class ReadAhead:
                     return
                 for a in range(first, end, _PIECE):
                     b = min(end, a + _PIECE)
-                    if _cached(self._fd, a, b):
-                        continue
-                    scratch = scratch or bytearray(_PIECE)
-                    os.preadv(self._fd, [memoryview(scratch)[: b - a]], a)
+                    if not _cached(self._fd, a, b, scratch[: mmap.PAGESIZE]):
+                        os.preadv(self._fd, [scratch[: b - a]], a)
                 done.set()
         except OSError:
             pass
@@ -157,12 +155,11 @@ class ReadAhead:
 _PROBE_EVERY = 1 << 20
 
 
-def _cached(fd: int, first: int, end: int) -> bool:
+def _cached(fd: int, first: int, end: int, page: memoryview) -> bool:
     """Whether bytes [first, end) of the file look cached: every probed page is (no waiting for I/O).
 
     False where the file system cannot tell (``RWF_NOWAIT`` unsupported, as on some network and
-    parallel file systems): then the piece is read."""
-    page = bytearray(mmap.PAGESIZE)
+    parallel file systems): then the piece is read. ``page``: a page-sized buffer for the probes."""
     for pos in [*range(first, end, _PROBE_EVERY), end - 1]:
         try:
             os.preadv(fd, [page], pos - pos % mmap.PAGESIZE, os.RWF_NOWAIT)
