@@ -10,6 +10,7 @@ API: partitions done / failed / in progress / to go, until the backfill ends.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from xfel_core.config import BeamtimeConfig, module_key
 from xfel_core.staleness import StaleOutput
 
+from . import daemon as daemon_mod
 from .partitions import run_module_key
 from .sensors import known_partitions, observation, source_versions
 from .steps import MODULE_POOL, SLURM_POOL
@@ -120,6 +122,35 @@ def selection(cfg: BeamtimeConfig, runs: list[str], stale: list[StaleOutput] | N
                 key = s.run
             keys.setdefault(s.asset, []).append(key)
     return {a: keys[a] for a in ASSET_ORDER if keys.get(a)}
+
+
+def failed_since_materialized(instance: dg.DagsterInstance, runs: list[str]) -> list[StaleOutput]:
+    """DSSC outputs whose latest Dagster attempt failed after their latest materialization.
+
+    Such a step may have written its file before it failed (a blocking check, the metadata): the
+    file's lineage then looks current, but Dagster and the scientist see a failure. Never current.
+    """
+    wanted = set(runs)
+    out = []
+    for asset in ASSET_ORDER:
+        key = dg.AssetKey(asset)
+        latest: dict[str, list[int]] = {}  # partition: [last materialization, last failure] storage ids
+        for i, fetch in enumerate((instance.fetch_materializations, instance.fetch_failed_materializations)):
+            for rec in fetch(key, limit=100_000).records:
+                part = rec.partition_key
+                if part is not None and rec.storage_id > latest.setdefault(part, [0, 0])[i]:
+                    latest[part][i] = rec.storage_id
+        for part, (done, failed) in sorted(latest.items()):
+            if failed <= done:
+                continue
+            module, _, run = part.partition("|") if "|" in part else (None, "", None if asset == "dark" else part)
+            if asset == "dark":
+                module = part
+            if run is not None and run not in wanted:
+                continue
+            out.append(StaleOutput(asset, run, None if module is None else int(module),
+                                   "the last run failed (its output, if any, is not the current one)"))
+    return out
 
 
 def launch_params(keys: dict[str, list[str]], title: str) -> dict:
@@ -220,8 +251,11 @@ def progress_from_instance(instance: dg.DagsterInstance, backfill_id: str) -> Pr
 
 
 def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 3.0, timeout_s: float | None = None,
-           out=sys.stderr) -> Progress:
-    """Poll the backfill until it ends, drawing a progress bar (one line per change if not a terminal)."""
+           out=sys.stderr, alive: Callable[[], None] | None = None) -> Progress:
+    """Poll the backfill until it ends, drawing a progress bar (one line per change if not a terminal).
+
+    ``alive`` raises (DaemonDied) when the daemon executing the backfill has gone: then the
+    backfill would never end."""
     tty = out.isatty()
     last = ""
     t0 = time.monotonic()
@@ -236,10 +270,38 @@ def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 3.0, 
             break
         if timeout_s is not None and time.monotonic() - t0 > timeout_s:
             raise TimeoutError(f"backfill {backfill_id} not finished after {timeout_s:.0f} s: {line}")
+        if alive is not None:
+            try:
+                alive()
+            except DaemonDied as e:
+                if tty:
+                    out.write("\n")
+                raise DaemonDied(f"{e}. Backfill {backfill_id} is unfinished ({line}); it goes on when a "
+                                 "daemon runs again: the same xfel-assets backfill command starts one and "
+                                 "follows it") from None
         time.sleep(poll_s)
     if tty:
         out.write("\n")
     return p
+
+
+def active_backfill_over(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> tuple[str, bool] | None:
+    """(id, covers all of them) of an unfinished asset backfill that targets some of these partitions, else None."""
+    from dagster._core.execution.backfill import BulkActionStatus, BulkActionsFilter
+
+    wanted = {(a, k) for a, ks in keys.items() for k in ks}
+    for bf in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        data = bf.asset_backfill_data
+        if data is None:
+            continue
+        target = set()
+        for key in data.target_subset.asset_keys:
+            if key in data.target_subset.partitions_subsets_by_asset_key:
+                target |= {(key.to_user_string(), str(k)) for k in
+                           data.target_subset.get_partitions_subset(key).get_partition_keys()}
+        if wanted & target:
+            return bf.backfill_id, wanted <= target
+    return None
 
 
 def _root_message(err) -> str:
@@ -308,24 +370,124 @@ def daemon_command(workspace_file: Path) -> list[str]:
     return [sys.executable, "-m", "xfel_assets.daemon", "run", "-w", str(workspace_file)]
 
 
+class DaemonDied(RuntimeError):
+    """The daemon that executes the backfill has ended while the backfill is not finished."""
+
+
+@dataclass
+class DaemonWatch:
+    """The daemon a backfill relies on: ours (by its lock on the home) or a foreign one (by its heartbeats)."""
+
+    instance: dg.DagsterInstance
+    home: Path
+    log_path: Path | None
+    xfel_pid: int | None  # None: a foreign daemon (dagster dev), watched by its heartbeats
+
+    def check(self) -> None:
+        """Raise DaemonDied if the daemon is gone."""
+        if self.xfel_pid is not None:
+            if daemon_mod.running_daemon(self.home) is None:
+                where = f"; its log: {self.log_path}" if self.log_path else ""
+                raise DaemonDied(f"the Dagster daemon (pid {self.xfel_pid}) that executes this backfill has "
+                                 f"ended{where}")
+            return
+        hb = self.instance.get_daemon_heartbeats().get("BACKFILL")
+        if hb is None or time.time() - hb.timestamp > FOREIGN_DAEMON_SILENT_S:
+            raise DaemonDied(f"the Dagster daemon that executes this backfill has sent no heartbeat for "
+                             f"{FOREIGN_DAEMON_SILENT_S} s: it has stopped")
+
+
+#: A foreign daemon (heartbeats every 30 s) silent for this long is taken as stopped.
+FOREIGN_DAEMON_SILENT_S = 180
+
+
+@contextmanager
+def _flocked(path: Path, mode: int):
+    with open(path, "a+") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield f
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextmanager
 def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_path: Path, say=print):
-    """Start `dagster-daemon run` for the duration unless one is already running on this instance."""
-    if daemon_running(instance):
-        say("using the running Dagster daemon")
-        yield None
-        return
-    say(f"starting a Dagster daemon for this backfill (log: {log_path})")
+    """The home's daemon for the duration: the one running, else one started here (one per home).
+
+    Each backfill holds a shared lock on the home's daemon users' file while it runs; the last one
+    to end stops a daemon that a backfill started. Starting is serialised, so two backfills
+    starting together share one daemon.
+    """
+    home = log_path.parent
+    users = open(home / ".xfel-daemon-users.lock", "a+")
+    fcntl.flock(users, fcntl.LOCK_SH)
+    try:
+        with _flocked(home / ".xfel-daemon-start.lock", fcntl.LOCK_EX):
+            ours = daemon_mod.running_daemon(home)
+            if ours is None and daemon_running(instance):
+                say("using the running Dagster daemon")
+                watch = DaemonWatch(instance, home, None, None)
+            else:
+                if ours is None:
+                    say(f"starting a Dagster daemon for this backfill (log: {log_path})")
+                    ours = (_start_daemon(workspace_file, log_path, home), "backfill")
+                else:
+                    say(f"using the running Dagster daemon (pid {ours[0]})")
+                watch = DaemonWatch(instance, home, log_path, ours[0])
+        yield watch
+    finally:
+        fcntl.flock(users, fcntl.LOCK_UN)
+        with _flocked(home / ".xfel-daemon-start.lock", fcntl.LOCK_EX):
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken only if no other backfill uses it
+            except BlockingIOError:
+                pass
+            else:
+                running = daemon_mod.running_daemon(home)
+                if running is not None and running[1] == "backfill":
+                    _stop_daemon(running[0], home)
+                    # A stopped daemon leaves its last heartbeats behind: the next backfill would wait
+                    # 40 s to find that nobody sends another one.
+                    instance.wipe_daemon_heartbeats()
+            users.close()
+
+
+def _start_daemon(workspace_file: Path, log_path: Path, home: Path, timeout_s: float = 120) -> int:
+    """Start our daemon in its own session; returns its pid once it holds the home's daemon lock."""
+    env = dict(os.environ, DAGSTER_HOME=str(home), **{daemon_mod.OWNER_ENV: "backfill"})
     with open(log_path, "a") as log:
         proc = subprocess.Popen(daemon_command(workspace_file), stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ), start_new_session=True)
-    try:
-        yield proc
-    finally:
-        stop_process_group(proc)
-        # A stopped daemon leaves its last heartbeats behind: the next backfill would wait 40 s to
-        # find that nobody sends another one. No other daemon was running when this one started.
-        instance.wipe_daemon_heartbeats()
+                                env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = daemon_mod.running_daemon(home)
+        if running is not None and running[0] == proc.pid:
+            return proc.pid
+        if proc.poll() is not None:
+            raise DaemonDied(f"the Dagster daemon ended at its start (exit status {proc.returncode}); its log: "
+                             f"{log_path}:\n{log_path.read_text()[-2000:]}")
+        time.sleep(0.1)
+    stop_process_group(proc)
+    raise DaemonDied(f"the Dagster daemon did not start within {timeout_s:.0f} s; its log: {log_path}")
+
+
+def _stop_daemon(pid: int, home: Path, timeout_s: float = 60) -> None:
+    """SIGTERM the daemon's process group (it has its own session); SIGKILL if its lock is still held after timeout_s."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and daemon_mod.running_daemon(home) is not None:
+            time.sleep(0.2)
+        if daemon_mod.running_daemon(home) is None:
+            try:
+                os.waitpid(pid, 0)  # our child if we started it: reap it
+            except ChildProcessError:
+                pass
+            return
 
 
 def stop_process_group(proc: subprocess.Popen, timeout_s: float = 60) -> None:

@@ -35,8 +35,11 @@ backfills:
   use_threads: true
   num_submit_workers: 4
 run_monitoring:
+  # A run whose worker process is gone (killed) is marked failed (the launcher's health check, see
+  # xfel_assets/liveness.py) and its pool slots freed soon after.
   enabled: true
-  free_slots_after_run_end_seconds: 60
+  poll_interval_seconds: 15
+  free_slots_after_run_end_seconds: 10
 """
 
 POSTGRES_STORAGE = """\
@@ -58,24 +61,61 @@ load_from:
 POSTGRES_ENV = "XFEL_DAGSTER_POSTGRES_URL"
 
 
-def ensure_dagster_home(home: Path, max_runs: int, max_module_steps: int | None = None) -> Path:
-    """Create the Dagster home with our dagster.yaml (SQLite, or PostgreSQL if $XFEL_DAGSTER_POSTGRES_URL is set) and workspace.yaml."""
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        storage = POSTGRES_STORAGE if os.environ.get(POSTGRES_ENV) else ""
-        cfg.write_text(DAGSTER_YAML.format(storage=storage, max_runs=max_runs,
-                                           max_module_steps=max_module_steps or max_runs))
-        # Create the storages now, once: a daemon, its code server and a command starting together on
-        # a new home would each create and stamp the SQLite schemas, and alembic fails on the race.
-        import dagster as dg
+#: Written once a new Dagster home's storages exist: a home without it is created (again) under the lock.
+HOME_READY = ".xfel-home-ready"
 
-        with dg.DagsterInstance.from_config(str(home)):
-            pass
-    ws = home / "workspace.yaml"
-    if not ws.exists():
-        ws.write_text(WORKSPACE_YAML)
+
+def ensure_dagster_home(home: Path, max_runs: int, max_module_steps: int | None = None) -> Path:
+    """Create the Dagster home with our dagster.yaml (SQLite, or PostgreSQL if $XFEL_DAGSTER_POSTGRES_URL is set) and workspace.yaml.
+
+    Commands, a daemon and its code server starting together on a new home would each create and
+    stamp the storages' schemas, and alembic fails on the race ("more than one head", "UNIQUE
+    constraint failed: alembic_version"), leaving a home no command can open. So the home is made
+    under an exclusive file lock, its storages created once, and marked ready last.
+    """
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    if (home / HOME_READY).exists():
+        return home
+    with open(home / ".xfel-home.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / HOME_READY).exists():  # made by the command that held the lock before us
+            return home
+        cfg = home / "dagster.yaml"
+        if not cfg.exists():
+            storage = POSTGRES_STORAGE if os.environ.get(POSTGRES_ENV) else ""
+            tmp = cfg.with_name(".dagster.yaml.tmp")
+            tmp.write_text(DAGSTER_YAML.format(storage=storage, max_runs=max_runs,
+                                               max_module_steps=max_module_steps or max_runs))
+            tmp.rename(cfg)
+        ws = home / "workspace.yaml"
+        if not ws.exists():
+            ws.write_text(WORKSPACE_YAML)
+        check_dagster_home(home)
+        (home / HOME_READY).write_text("storages created and at the current schema\n")
     return home
+
+
+def check_dagster_home(home: Path) -> None:
+    """Open the home's storages (creating a new one's), migrating an old schema; a clear error if they are damaged."""
+    import dagster as dg
+
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            instance.get_runs(limit=1)
+            instance.get_dynamic_partitions("runs")
+    except Exception as first:  # noqa: BLE001  (alembic, sqlalchemy and Dagster errors alike)
+        try:  # an older or half-stamped schema: what `dagster instance migrate` does
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                instance.upgrade()
+                instance.get_runs(limit=1)
+        except Exception as e:  # noqa: BLE001
+            raise XfelError(
+                f"the Dagster home {home} cannot be opened ({type(first).__name__}: {first}); migrating it "
+                f"failed too ({type(e).__name__}: {e}). It holds Dagster's records only (no data: outputs are "
+                f"files beside the raw data): move it aside and run the command again, which creates a new one "
+                f"(then `xfel-assets backfill --stale-only` finds what the records no longer know)") from None
 
 
 def parse_runs(spec: str | None, available: list[str]) -> list[str]:
@@ -232,9 +272,11 @@ def cmd_materialize(args) -> int:
     from xfel_core.report import event_run_rows, format_table, run_rows, sample_rows
 
     from .backfill import set_pools
+    from .liveness import fail_dead_runs
     from .materialize import materialize_event_runs, materialize_insitu, materialize_runs
 
     instance = dg.DagsterInstance.get()
+    fail_dead_runs(instance, say=print)  # a killed command's runs would hold the pools' slots forever
     set_pools(instance, cfg)
     max_concurrent = cfg.resolved_max_concurrent()
     outcomes = []
@@ -277,9 +319,11 @@ def cmd_backfill(args) -> int:
     from xfel_core.staleness import find_stale
 
     from . import backfill as bf
+    from .liveness import fail_dead_runs
     from .partitions import RUNS_PARTITION_SET
 
     instance = dg.DagsterInstance.get()
+    fail_dead_runs(instance, say=print)  # a killed command's runs would hold the queue and the pools forever
     new = [r for r in runs if not instance.has_dynamic_partition(RUNS_PARTITION_SET, r)]
     instance.add_dynamic_partitions(RUNS_PARTITION_SET, new)
     bf.record_source_versions(instance, cfg)
@@ -287,6 +331,8 @@ def cmd_backfill(args) -> int:
     stale = None
     if args.stale_only:
         stale = find_stale(cfg, runs)
+        seen = {(s.asset, s.run, s.module) for s in stale}
+        stale += [s for s in bf.failed_since_materialized(instance, runs) if (s.asset, s.run, s.module) not in seen]
         reasons: dict[str, int] = {}
         for s in stale:
             reasons[f"{s.asset}: {s.reason}"] = reasons.get(f"{s.asset}: {s.reason}", 0) + 1
@@ -303,15 +349,30 @@ def cmd_backfill(args) -> int:
           + f") over {len(runs)} runs; at most {slots} module steps at once; Dagster home {home}")
     workspace = home / "workspace.yaml"
     title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''} {runs[0]}-{runs[-1]}"
-    with bf.daemon_if_needed(instance, workspace, home / "daemon.log"):
-        with bf.GraphQL(instance, workspace, args.url) as gql:
-            backfill_id = bf.launch(gql, keys, title)
-            print(f"launched asset backfill {backfill_id} (see it in the web UI under Runs > Backfills)")
-            if args.url:  # follow it as the web server reports it
-                final = bf.follow(lambda: bf.progress(gql, backfill_id), backfill_id, timeout_s=args.timeout)
-        if not args.url:
-            final = bf.follow(lambda: bf.progress_from_instance(instance, backfill_id), backfill_id,
-                              timeout_s=args.timeout)
+    try:
+        with bf.daemon_if_needed(instance, workspace, home / "daemon.log") as daemon:
+            overlap = bf.active_backfill_over(instance, keys)
+            if overlap is not None and not overlap[1]:
+                print(f"xfel-assets: backfill {overlap[0]} is still running over some of these partitions: "
+                      "wait for it (xfel-assets backfill with the same runs follows it) or cancel it in the web UI "
+                      "(Runs > Backfills), then run this command again", file=sys.stderr)
+                return 2
+            with bf.GraphQL(instance, workspace, args.url) as gql:
+                if overlap is not None:
+                    backfill_id = overlap[0]
+                    print(f"asset backfill {backfill_id} already covers these partitions and is running: following it")
+                else:
+                    backfill_id = bf.launch(gql, keys, title)
+                    print(f"launched asset backfill {backfill_id} (see it in the web UI under Runs > Backfills)")
+                if args.url:  # follow it as the web server reports it
+                    final = bf.follow(lambda: bf.progress(gql, backfill_id), backfill_id, timeout_s=args.timeout,
+                                      alive=daemon.check)
+            if not args.url:
+                final = bf.follow(lambda: bf.progress_from_instance(instance, backfill_id), backfill_id,
+                                  timeout_s=args.timeout, alive=daemon.check)
+    except bf.DaemonDied as e:
+        print(f"xfel-assets: {e}", file=sys.stderr)
+        return 1
     for asset, (done, failed, targeted) in final.per_asset.items():
         print(f"  {asset:20s} {done:5d} done {failed:5d} failed of {targeted}")
     fails = bf.failures(instance, backfill_id)

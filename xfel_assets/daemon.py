@@ -1,4 +1,4 @@
-"""`python -m xfel_assets.daemon run -w workspace.yaml`: the Dagster daemon with a shorter loop interval.
+"""`python -m xfel_assets.daemon run -w workspace.yaml`: the Dagster daemon with a shorter loop interval, one per home.
 
 Dagster's daemons (backfills above all) wait DEFAULT_DAEMON_INTERVAL_SECONDS (30 s, a constant of
 dagster._daemon.controller, read at every loop) between rounds. An asset backfill of runs x
@@ -6,21 +6,66 @@ modules advances one level of the asset graph per round (run inputs and darks, t
 then cubes), so a 30 s wait costs a whole-beamtime reprocessing minutes of idling. This entry
 point sets the interval from $XFEL_DAEMON_INTERVAL_S (default 5 s) and then runs Dagster's own
 daemon command line unchanged; `xfel-assets backfill` starts it when no daemon is running.
+
+Two daemons on one home would launch every run twice: the daemon holds an exclusive lock on
+``$DAGSTER_HOME/.xfel-daemon.lock`` (with its pid in it) for its lifetime, and a second one exits at
+once, saying which daemon runs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
+from pathlib import Path
 
 import dagster._daemon.controller as controller
 from dagster._daemon.cli import main as dagster_daemon_main
 
 INTERVAL_ENV = "XFEL_DAEMON_INTERVAL_S"
+#: Set to "backfill" by `xfel-assets backfill` for a daemon it starts: the last backfill using it stops it.
+OWNER_ENV = "XFEL_DAEMON_OWNER"
 DEFAULT_INTERVAL_S = 5
+LOCK_NAME = ".xfel-daemon.lock"
+
+
+def lock_path(home: Path) -> Path:
+    return home / LOCK_NAME
+
+
+def running_daemon(home: Path) -> tuple[int, str] | None:
+    """(pid, owner) of the xfel-assets daemon running on this home, None if there is none (its lock is free)."""
+    path = lock_path(home)
+    if not path.exists():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, owner = f.read().strip().partition(" ")
+            return (int(pid) if pid.isdigit() else -1), owner
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+
+def hold_lock(home: Path):
+    """Take the home's daemon lock for this process's lifetime (the open file is returned); exits if it is held."""
+    f = open(lock_path(home), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        sys.exit(f"xfel_assets.daemon: a Dagster daemon already runs on {home} (pid {f.read().strip()}); "
+                 "one per Dagster home, or every run is launched twice")
+    f.truncate(0)
+    f.write(f"{os.getpid()} {os.environ.get(OWNER_ENV, 'user')}")
+    f.flush()
+    return f
 
 
 def main() -> None:
+    home = os.environ.get("DAGSTER_HOME")
+    _lock = hold_lock(Path(home)) if home else None  # noqa: F841  (held until the process ends)
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = int(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S)
     sys.argv[0] = "dagster-daemon"
     dagster_daemon_main()

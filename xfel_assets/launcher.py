@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.launcher.base import LaunchRunContext, RunLauncher
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
+
+from .liveness import death_message, worker_alive, worker_tags
 
 PRELOAD = ["xfel_assets.preload"]
 PACKAGES = [Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "xfel_core"]
@@ -53,6 +55,7 @@ def _run_worker(instance_ref, run_id: str) -> None:
     from dagster._cli.api import _execute_run_command_body
 
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
+        instance.add_run_tags(run_id, worker_tags())  # run monitoring finds the run dead by them
         _execute_run_command_body(run_id, instance, write_stream_fn=lambda _event: None,
                                   set_exit_code_on_failure=False)
 
@@ -113,6 +116,19 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.report_run_canceling(run)
         os.kill(proc.pid, signal.SIGINT)  # Dagster's run worker turns SIGINT into a clean cancellation
         return True
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        """FAILED if the run's worker process is gone (whoever started it: this launcher or a command)."""
+        proc = self._procs.get(run.run_id)
+        alive = worker_alive(run.tags)
+        if alive is False or (alive is None and proc is not None and not proc.is_alive()):
+            return CheckRunHealthResult(WorkerStatus.FAILED, death_message(run))
+        # Alive, or not ours to judge (another host's, or not yet tagged): never fail it on a guess.
+        return CheckRunHealthResult(WorkerStatus.RUNNING)
 
     def join(self, timeout: int = 30) -> None:
         for proc in list(self._procs.values()):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import dagster as dg
@@ -19,6 +20,8 @@ import dagster as dg
 from xfel_core.insitu.layout import split_measurement_key
 
 from .definitions import defs
+from .liveness import fail_dead_runs, pool_holders, worker_tags
+from .steps import HEAVY_POOLS
 from .partitions import (
     EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions, run_module_key,
     run_module_partitions,
@@ -87,7 +90,8 @@ def _execute(job_fn_name: str, partition: str, tags: dict) -> StepOutcome:
     t0 = time.perf_counter()
     job_fn = JOB_FNS[job_fn_name]
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(job_fn), instance=instance, tags=tags, run_config=QUIET)
+        result = dg.execute_job(dg.reconstructable(job_fn), instance=instance, tags={**tags, **worker_tags()},
+                                run_config=QUIET)
     error = ""
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
@@ -100,16 +104,30 @@ def _add_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) ->
     instance.add_dynamic_partitions(name, [k for k in keys if not instance.has_dynamic_partition(name, k)])
 
 
+#: Seconds between the checks of a stage that is still running: who holds the pools' slots it waits for.
+WAIT_REPORT_S = 30.0
+
+
+CRASH_MESSAGE = ("its worker process died twice (killed by a signal: out of memory, or a raw file truncated while "
+                 "it was memory-mapped); its Dagster runs are marked failed")
+
+
 class _Stages:
     """Stages of Dagster runs in a pool of worker processes; each stage waits for the one before."""
 
-    def __init__(self, max_concurrent: int, log, stage_seconds: dict[str, float] | None):
-        # Worker processes come from a forkserver that has Dagster and our packages imported.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["dagster", "xfel_assets.definitions"])
-        self.pool = ProcessPoolExecutor(max_workers=max_concurrent, mp_context=ctx)
-        self.log, self.stage_seconds = log, stage_seconds
+    def __init__(self, max_concurrent: int, log, stage_seconds: dict[str, float] | None,
+                 pools: tuple[str, ...] = ()):
+        # Worker processes come from a forkserver that has Dagster and our packages imported; they
+        # end when this process ends (xfel_assets/preload.py).
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["xfel_assets.preload"])
+        self.max_concurrent = max_concurrent
+        self.pool = self._new_pool()
+        self.log, self.stage_seconds, self.pools = log, stage_seconds, pools
         self.outcomes: list[StepOutcome] = []
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.max_concurrent, mp_context=self.ctx)
 
     def __enter__(self):
         return self
@@ -117,12 +135,65 @@ class _Stages:
     def __exit__(self, *exc):
         self.pool.shutdown()
 
+    def _report_waits(self) -> None:
+        """Say which runs hold the slots that this command's steps wait for (dead ones are failed first)."""
+        with dg.DagsterInstance.get() as instance:
+            fail_dead_runs(instance, say=self.log)
+            for pool in self.pools:
+                why = pool_holders(instance, pool)
+                if why:
+                    self.log(why)
+
+    def _restart_after_crash(self) -> set[tuple[str, str]]:
+        """A new worker pool after one died; (job, partition) of the runs its death left failed."""
+        self.pool.shutdown(wait=True)  # the executor has already ended the other workers
+        self.pool = self._new_pool()
+        with dg.DagsterInstance.get() as instance:
+            ids = set(fail_dead_runs(instance))
+            return {(r.job_name, r.tags.get("dagster/partition", "")) for r in
+                    instance.get_runs(filters=dg.RunsFilter(run_ids=list(ids)))} if ids else set()
+
     def run(self, name: str, work: list[tuple[str, str, dict]]) -> list[StepOutcome]:
-        """Run (job function name, partition, tags) items; returns the failed ones."""
+        """Run (job function name, partition, tags) items; returns the failed ones.
+
+        A worker that dies (a signal: out of memory, SIGBUS from a raw file truncated while mapped)
+        breaks the whole pool: its runs are marked failed, a new pool runs the items not done, and an
+        item that was running in a dead worker twice fails, saying so.
+        """
         if not work:
             return []
         t0 = time.perf_counter()
-        done = list(self.pool.map(_execute, *zip(*work)))
+        done: list[StepOutcome] = []
+        todo, crashes = list(work), {}
+        for _ in range(len(work) + 3):
+            futures = {self.pool.submit(_execute, *item): item for item in todo}
+            todo, pending = [], set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=WAIT_REPORT_S, return_when=FIRST_COMPLETED)
+                if not finished:
+                    self._report_waits()
+                for f in finished:
+                    try:
+                        done.append(f.result())
+                    except BrokenProcessPool:
+                        todo.append(futures[f])
+            if not todo:
+                break
+            died = self._restart_after_crash()
+            again = []
+            for item in todo:
+                job = item[0].removesuffix("_def")
+                if (job, item[1]) in died:
+                    crashes[item[1], job] = crashes.get((item[1], job), 0) + 1
+                if crashes.get((item[1], job), 0) >= 2:
+                    done.append(StepOutcome(job, item[1], False, 0.0, "", CRASH_MESSAGE))
+                else:
+                    again.append(item)
+            todo = again
+            if not todo:
+                break
+        else:
+            done += [StepOutcome(item[0].removesuffix("_def"), item[1], False, 0.0, "", CRASH_MESSAGE) for item in todo]
         failed = [o for o in done if not o.success]
         if self.stage_seconds is not None:
             self.stage_seconds[name] = time.perf_counter() - t0
@@ -147,7 +218,7 @@ def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurre
     """
     _add_partitions(instance, RUNS_PARTITION_SET, runs)
     modules = module_partitions.get_partition_keys()
-    with _Stages(max_concurrent, log, stage_seconds) as stages:
+    with _Stages(max_concurrent, log, stage_seconds, HEAVY_POOLS) as stages:
         failed = stages.run("run inputs and darks",
                             [("run_inputs_job_def", r, _partition_tags(r)) for r in runs]
                             + [("dark_job_def", m, _partition_tags(m)) for m in (dark_modules or [])])
@@ -174,7 +245,7 @@ def materialize_insitu(measurements: list[str], instance: dg.DagsterInstance, ma
     samples = sorted({split_measurement_key(k)[0] for k in measurements})
     _add_partitions(instance, MEASUREMENTS_PARTITION_SET, measurements)
     _add_partitions(instance, SAMPLES_PARTITION_SET, samples)
-    with _Stages(max_concurrent, log, None) as stages:
+    with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
         failed = stages.run("in-situ measurements",
                             [("insitu_measurement_job_def", k, _partition_tags(k)) for k in measurements])
         bad = {split_measurement_key(o.partition)[0] for o in failed}
@@ -186,6 +257,6 @@ def materialize_event_runs(runs: list[str], instance: dg.DagsterInstance, max_co
                            log=print) -> list[StepOutcome]:
     """Materialize event_smalldata and event_cube of runs of event files (one Dagster run each)."""
     _add_partitions(instance, EVENT_RUNS_PARTITION_SET, runs)
-    with _Stages(max_concurrent, log, None) as stages:
+    with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
         stages.run("event runs", [("event_run_job_def", r, _partition_tags(r)) for r in runs])
     return stages.outcomes

@@ -67,13 +67,19 @@ def _environment_layout(sc: SlurmConfig, ssh: SSHConnectionResource) -> str:
     cluster around our virtual environment (idempotent; once per process and configuration)."""
     env = str(sc.python_env)
     layout = f"{sc.remote_base}/xfel-env-{digest(env, n=10)}"
-    q = shlex.quote
-    script = (f"test -x {q(env)}/bin/python || {{ echo 'no Python at {env}/bin/python on the cluster "
-              f"(slurm.python_env)' >&2; exit 3; }}; mkdir -p {q(layout)} && ln -sfn {q(env)} {q(layout)}/env && "
-              f"printf 'source %s/bin/activate\\n' {q(env)} > {q(layout)}/activate.sh")
     with SSHConnectionPool(ssh) as pool:
-        pool.run(script)
+        pool.run(environment_script(env, layout))
     return layout
+
+
+def environment_script(env: str, layout: str) -> str:
+    """The shell script that makes the layout; every value quoted (python_env may hold any character)."""
+    q = shlex.quote
+    missing = f"no Python at {env}/bin/python on the cluster (slurm.python_env)"
+    activate = f"source {q(env + '/bin/activate')}"
+    return (f"test -x {q(env + '/bin/python')} || {{ echo {q(missing)} >&2; exit 3; }}; "
+            f"mkdir -p {q(layout)} && ln -sfn {q(env)} {q(layout + '/env')} && "
+            f"printf '%s\\n' {q(activate)} > {q(layout + '/activate.sh')}")
 
 
 def _sacct_summary(sc: SlurmConfig, job_id: str) -> str:

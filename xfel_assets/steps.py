@@ -28,12 +28,19 @@ def heavy_pool(local_pool: str | None = None) -> str | None:
 
 
 def run_science(fn: Callable[..., dict], *args: Any) -> dict:
-    """Call an xfel_core step; bad data and config (XfelError) fail at once, I/O errors are retried."""
+    """Call an xfel_core step; only I/O errors (OSError) are retried, every other error fails at once."""
     try:
         return fn(*args)
+    except dg.Failure:
+        raise
     except XfelError as e:
         # Retrying cannot mend a corrupt file or a wrong config: fail now, naming the file.
         raise dg.Failure(description=str(e), allow_retries=False) from e
+    except OSError:
+        raise  # a file system or network hiccup, a file rewritten while read: the retry policy applies
+    except Exception as e:
+        # A bug or data we did not foresee: the same code on the same data fails the same way again.
+        raise dg.Failure(description=f"{type(e).__name__}: {e}", allow_retries=False) from e
 
 
 def retry_policy() -> dg.RetryPolicy:

@@ -120,6 +120,8 @@ class ChecksConfig(_Strict):
     min_kept_fraction: float = Field(default=0.05, ge=0, le=1)
     #: Median dark noise (ADU) of a module must lie in [low, high] (a blocking check of `dark`).
     dark_noise_adu: tuple[float, float] = (0.05, 200.0)
+    #: Fraction of the control data's trains each module must have (non-blocking check `modules_cover_run` of `raw_run`).
+    min_module_coverage: float = Field(default=0.95, ge=0, le=1)
 
     @field_validator("dark_noise_adu")
     @classmethod
@@ -506,6 +508,20 @@ class SlurmConfig(_Strict):
     #: A job not finished after this many seconds is cancelled and the step failed.
     job_timeout_s: int = Field(default=86400, ge=1)
     jobs: SlurmJobsConfig = Field(default_factory=SlurmJobsConfig)
+
+    @field_validator("remote_base", "partition", "account", "qos")
+    @classmethod
+    def _shell_safe(cls, v, info):
+        # dagster-slurm writes these into job scripts and sbatch command lines unquoted: a quote,
+        # space or $ would break them, and a crafted value would run a command on the cluster.
+        if v is not None and not SHELL_SAFE.fullmatch(str(v)):
+            raise ValueError(f"{str(v)!r} holds a character that is not safe in a shell command (only letters, "
+                             "digits and . _ / + , : @ = - are allowed)")
+        return v
+
+
+#: Characters allowed in values that tools other than ours put into shell commands unquoted.
+SHELL_SAFE = re.compile(r"[A-Za-z0-9._/+,:@=-]*")
 
 
 class BeamtimeConfig(_Strict):

@@ -15,3 +15,9 @@ class RunDataError(XfelError, ValueError):
 
 class MissingInputError(XfelError, FileNotFoundError):
     """An upstream output that this step needs has not been produced yet."""
+
+
+class RawFileChangedError(OSError):
+    """A raw file changed while it was being read (truncated or rewritten by a copy or migration).
+
+    An I/O error, not bad data: the step is retried, and reads the file as it is then."""

@@ -30,18 +30,32 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
     cfg.require_dssc()
     t0 = time.perf_counter()
     vers = versions.output_versions(cfg, "raw_run", {"raw": versions.raw_run_version(cfg, run)})
-    s, _ = summarize_run(cfg, run)
+    s, dc = summarize_run(cfg, run)
     if s.ntrains == 0:
         raise RunDataError(f"run {run} ({s.path}) has no valid trains")
+    checks = {"modules_cover_run": module_coverage_check(cfg, s, dc)}
     path = cfg.output_path(run, "raw_run")
-    write_run_summary(path, s, cfg, vers)
+    write_run_summary(path, s, cfg, {**vers, **quality.check_attrs(checks)})
     missing = {f"{m:02d}": int((~s.present[i]).sum()) for i, m in enumerate(s.modules)}
     fpt = s.frames_per_train[s.present]
     return done_info(path, t0, trains=s.ntrains, first_train=int(s.train_ids[0]), last_train=int(s.train_ids[-1]),
                      frames_per_train=int(fpt.max()) if fpt.size else 0, modules=len(s.modules),
                      missing_trains_per_module=missing, raw_size_bytes=s.size_bytes, files=len(s.files),
                      sources=s.sources, suspect_trains=s.suspect_trains,
-                     zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()), **vers)
+                     zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()), checks=checks, **vers)
+
+
+def module_coverage_check(cfg: BeamtimeConfig, s, dc) -> quality.CheckOutcome:
+    """How much of the control data's trains each module has, and its missing sequence files."""
+    det_sources = {cfg.detector.source_for(m) for m in s.modules}
+    control = [src for src in dc.all_sources if src not in det_sources]
+    ctrl_tids = np.asarray(dc.select([(src, "*") for src in control]).train_ids if control else s.train_ids,
+                           dtype=np.uint64)
+    coverage = {m: float(np.isin(ctrl_tids, s.train_ids[s.present[i]]).mean()) if len(ctrl_tids) else 1.0
+                for i, m in enumerate(s.modules)}
+    gaps = euxfel.sequence_gaps(s.files)
+    module_gaps = {m: gaps[cfg.detector.aggregator_for(m)] for m in s.modules if cfg.detector.aggregator_for(m) in gaps}
+    return quality.modules_cover_run(coverage, module_gaps, cfg.checks.min_module_coverage)
 
 
 def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
@@ -57,7 +71,15 @@ def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     if values.ndim != 1:
         raise RunDataError(f"run {run}: {sv.source} / {sv.key} has shape {values.shape[1:]} per train; "
                            "the scan variable must be one number per train")
+    if not np.isfinite(values).any():
+        what = "has no finite value" if len(values) else "has no value in any train"
+        raise RunDataError(f"run {run}: the scan variable {sv.source} / {sv.key} {what} "
+                           f"({len(values)} trains, all NaN or missing) in {run_dir}: no train can be put on a scan "
+                           "point; check scan_variable.source and key, or leave the run out (ignore_runs)")
     bins = scan.bin_scan_values(tids, values, sv.binning)
+    if not (bins.bin_index >= 0).any():
+        raise RunDataError(f"run {run}: no train's scan variable {sv.source} / {sv.key} falls on a scan point of "
+                           f"scan_variable.binning ({run_dir}): values {np.nanmin(values):g} to {np.nanmax(values):g}")
     path = cfg.output_path(run, "scan_variable")
     scan.write_scan_bins(path, bins, sv.units, provenance(
         cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source, key=sv.key, **vers))
@@ -207,11 +229,12 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     ds.attrs = provenance(cfg.yaml_text(), [str(p) for p in files.values()], run=run,
                           dark_run=cfg.dark_run_key, frames_kept=kept, **calibration, **vers,
                           **quality.check_attrs(checks))
+    # Everything that can fail comes before the write: a failed step leaves the previous cube.
+    png = previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames")
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
     counts = ds["count"].sum("module").values  # (scan points, frame types)
     return done_info(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
                      frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
-                     counts=counts, has_difference="difference" in ds, checks=checks,
-                     png=previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames"),
+                     counts=counts, has_difference="difference" in ds, checks=checks, png=png,
                      nan_fraction=float(np.isnan(ds["mean"].values).mean()), **calibration, **vers)

@@ -138,8 +138,9 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
             windows = [hits[i: i + frame_map.WINDOW_FRAMES] for i in range(0, len(hits), frame_map.WINDOW_FRAMES)]
             spans = [(int(offsets[w[0]]), int(offsets[w[-1]]) + frame_bytes) for w in windows]
             with frame_map.ReadAhead(seg.path, spans) as ahead:
-                for w in windows:
+                for w, (_, end) in zip(windows, spans):
                     ahead.ready()
+                    ahead.require_size(end, seg.path)
                     acc.add(data, elements[w], g[w], r[w], dark_mean)
                     nbytes += len(w) * frame_bytes
             del data, mapped

@@ -68,6 +68,23 @@ def all_modules_present(ds: xr.Dataset, modules: list[int]) -> CheckOutcome:
                         {"modules_expected": len(modules), "modules_with_frames": len(with_frames)})
 
 
+def modules_cover_run(coverage: dict[int, float], gaps: dict[int, list[int]], minimum: float) -> CheckOutcome:
+    """Every module has data in at least ``minimum`` of the control data's trains and no missing sequence file.
+
+    A module may lack a few trains, as real runs do, but not a whole sequence file: that is a
+    half-copied run (or a file lost), whose cube would silently hold fewer frames of that module.
+    """
+    low = {m: f for m, f in coverage.items() if f < minimum}
+    parts = [f"module {m:02d} has {f:.1%} of the run's trains" for m, f in sorted(low.items())]
+    parts += [f"module {m:02d} lacks sequence file(s) S{', S'.join(f'{q:05d}' for q in qs)}" for m, qs in sorted(gaps.items())]
+    text = "; ".join(parts) if parts else (
+        f"every module covers >= {minimum:.0%} of the run's trains (lowest {min(coverage.values(), default=1):.1%}), "
+        "no sequence file missing")
+    return CheckOutcome(not parts, text, {"lowest_module_coverage": float(min(coverage.values(), default=1.0)),
+                                          "minimum": float(minimum),
+                                          "missing_sequence_files": int(sum(len(q) for q in gaps.values()))})
+
+
 #: Checks whose failure stops the asset's downstream steps (by asset).
 BLOCKING = {"framemask": ("kept_fraction",), "dark": ("noise_within_bounds",),
             "preprocessed_module": ("counts_add_up",)}

@@ -8,7 +8,10 @@ from ..steps import retry_policy, run_science
 
 
 @dg.asset(partitions_def=run_partitions, deps=["raw_run_files"], code_version=versions.code_version("raw_run"),
-          group_name="dssc", kinds={"hdf5"}, retry_policy=retry_policy())
+          group_name="dssc", kinds={"hdf5"}, retry_policy=retry_policy(),
+          check_specs=[dg.AssetCheckSpec("modules_cover_run", asset="raw_run", blocking=False,
+                                         description="Every module has data in at least checks.min_module_coverage "
+                                         "of the control data's trains, and no sequence file is missing.")])
 def raw_run(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """A raw run folder, opened and validated: its trains, frames per train, modules, files and sources."""
     info = run_science(pipeline.make_raw_run, beamtime.load(), context.partition_key)

@@ -33,6 +33,15 @@ def files_of_aggregator(files: list[Path], aggregator: str) -> list[Path]:
     return [p for p in files if FILE_RE.match(p.name).group(2) == aggregator]
 
 
+def sequence_gaps(files: list[Path]) -> dict[str, list[int]]:
+    """Missing sequence numbers of each aggregator: a gap below its highest sequence file (S00000 upward)."""
+    seqs: dict[str, set[int]] = {}
+    for p in files:
+        m = FILE_RE.match(p.name)
+        seqs.setdefault(m.group(2), set()).add(int(m.group(3)))
+    return {agg: sorted(set(range(max(s) + 1)) - s) for agg, s in sorted(seqs.items()) if len(s) <= max(s)}
+
+
 def check_openable(path: Path) -> None:
     """Open one file with h5py and read its train index, or fail naming the file."""
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..exceptions import RunDataError
+from ..exceptions import RawFileChangedError, RunDataError
 
 
 def frame_byte_offsets(path: str | Path, dataset: str) -> tuple[np.ndarray, np.dtype] | str:
@@ -131,6 +131,14 @@ class ReadAhead:
         finally:
             for done in self._done:  # no reader waits for a thread that has ended
                 done.set()
+
+    def require_size(self, end: int, path: str | Path) -> None:
+        """Raise RawFileChangedError unless the file still holds ``end`` bytes: touching a mapped page past
+        the end of a file truncated under the map is SIGBUS, which kills the process."""
+        size = os.fstat(self._fd).st_size
+        if size < end:
+            raise RawFileChangedError(f"{path}: the file was truncated while it was read (now {size} bytes, the "
+                                      f"frames being read end at byte {end}): a copy or migration is rewriting it")
 
     def ready(self) -> None:
         """Wait until the reader's next range is in the page cache; one more may then be read ahead."""
