@@ -56,6 +56,11 @@ def test_slurm_mode_settings_and_defaults(beamtime):
      "jobs: {event_smalldata: {mem: 16 GB}}}\n", r"slurm\.jobs\.event_smalldata\.mem: .*not a SLURM memory size"),
     ("compute: slurm\nslurm: {python_env: /e, remote_base: /r, ssh: {host: h, user: u}, "
      "jobs: {binned_cube: {cpus: 4}}}\n", r"slurm\.jobs\.binned_cube: unknown key"),
+    # dagster-slurm writes these into shell commands unquoted: refused, not passed on.
+    ("compute: slurm\nslurm: {python_env: /e, remote_base: \"/r/it's\", ssh: {host: h, user: u}}\n",
+     r"slurm\.remote_base: .*not safe in a shell command"),
+    ("compute: slurm\nslurm: {python_env: /e, remote_base: /r, partition: 'x;touch /tmp/p', ssh: {host: h, user: u}}\n",
+     r"slurm\.partition: .*not safe in a shell command"),
 ])
 def test_wrong_slurm_config_names_the_key(beamtime, text, message):
     with_text(beamtime, text)
@@ -128,3 +133,29 @@ def test_slurm_job_slots_hold_the_cap_on_this_machine(tmp_path, monkeypatch):
         t.join()
     assert most[0] == 2
     assert time.monotonic() - t0 >= 0.9  # five jobs of 0.3 s, two at a time: three rounds
+
+
+def test_the_environment_script_quotes_every_value(tmp_path):
+    """slurm.python_env may hold a quote or $(...): the layout script runs it as a path, never as a command."""
+    import os
+    import subprocess
+
+    from xfel_assets.slurm import environment_script
+
+    env = tmp_path / "it's $(touch PWNED) env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "python").write_text("#!/bin/sh\n")
+    (env / "bin" / "python").chmod(0o755)
+    (env / "bin" / "activate").write_text("XFEL_ACTIVATED=yes\n")
+    layout = tmp_path / "layout"
+    out = subprocess.run(["bash", "-c", environment_script(str(env), str(layout))], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "PWNED").exists()
+    assert os.path.realpath(layout / "env") == str(env)
+    sourced = subprocess.run(["bash", "-c", f"source {layout}/activate.sh && echo $XFEL_ACTIVATED"], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert sourced.stdout.strip() == "yes" and not (tmp_path / "PWNED").exists()
+    missing = subprocess.run(["bash", "-c", environment_script(str(tmp_path / "no'pe"), str(layout))], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert missing.returncode == 3 and "no Python at" in missing.stderr and "no'pe" in missing.stderr

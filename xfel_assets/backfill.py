@@ -125,31 +125,33 @@ def selection(cfg: BeamtimeConfig, runs: list[str], stale: list[StaleOutput] | N
 
 
 def failed_since_materialized(instance: dg.DagsterInstance, runs: list[str]) -> list[StaleOutput]:
-    """DSSC outputs whose latest Dagster attempt failed after their latest materialization.
+    """DSSC outputs whose step failed in a Dagster run after their latest materialization.
 
     Such a step may have written its file before it failed (a blocking check, the metadata): the
     file's lineage then looks current, but Dagster and the scientist see a failure. Never current.
     """
-    wanted = set(runs)
+    wanted, seen = set(runs), set()
     out = []
-    for asset in ASSET_ORDER:
-        key = dg.AssetKey(asset)
-        latest: dict[str, list[int]] = {}  # partition: [last materialization, last failure] storage ids
-        for i, fetch in enumerate((instance.fetch_materializations, instance.fetch_failed_materializations)):
-            for rec in fetch(key, limit=100_000).records:
-                part = rec.partition_key
-                if part is not None and rec.storage_id > latest.setdefault(part, [0, 0])[i]:
-                    latest[part][i] = rec.storage_id
-        for part, (done, failed) in sorted(latest.items()):
-            if failed <= done:
+    failed = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    for rec in failed:
+        part = rec.dagster_run.tags.get(PARTITION_NAME_TAG)
+        if part is None:
+            continue
+        steps = {r.event_log_entry.dagster_event.step_key for r in
+                 instance.get_records_for_run(rec.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records}
+        for asset in sorted(steps & set(ASSET_ORDER)):
+            if (asset, part) in seen:
                 continue
-            module, _, run = part.partition("|") if "|" in part else (None, "", None if asset == "dark" else part)
-            if asset == "dark":
-                module = part
+            seen.add((asset, part))
+            latest = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[part]), limit=1).records
+            if latest and latest[0].timestamp > (rec.end_time or rec.create_timestamp.timestamp()):
+                continue
+            module, run = (part.split("|") if "|" in part else ((part, None) if asset == "dark" else (None, part)))
             if run is not None and run not in wanted:
                 continue
             out.append(StaleOutput(asset, run, None if module is None else int(module),
-                                   "the last run failed (its output, if any, is not the current one)"))
+                                   "its last run failed (an output it left is not the current one)"))
     return out
 
 
@@ -409,6 +411,11 @@ def _flocked(path: Path, mode: int):
             yield f
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def launch_lock(home: Path):
+    """Held while a backfill looks for an unfinished one over the same partitions and launches its own."""
+    return _flocked(home / ".xfel-backfill-launch.lock", fcntl.LOCK_EX)
 
 
 @contextmanager

@@ -111,9 +111,10 @@ def check_dagster_home(home: Path) -> None:
                 instance.upgrade()
                 instance.get_runs(limit=1)
         except Exception as e:  # noqa: BLE001
+            why = lambda err: f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"  # noqa: E731
+            again = "" if why(e) == why(first) else f" ({why(e)})"
             raise XfelError(
-                f"the Dagster home {home} cannot be opened ({type(first).__name__}: {first}); migrating it "
-                f"failed too ({type(e).__name__}: {e}). It holds Dagster's records only (no data: outputs are "
+                f"the Dagster home {home} cannot be opened ({why(first)}); migrating it failed too{again}. It holds Dagster's records only (no data: outputs are "
                 f"files beside the raw data): move it aside and run the command again, which creates a new one "
                 f"(then `xfel-assets backfill --stale-only` finds what the records no longer know)") from None
 
@@ -269,7 +270,7 @@ def cmd_materialize(args) -> int:
     import dagster as dg
 
     from xfel_core.insitu.layout import split_measurement_key
-    from xfel_core.report import event_run_rows, format_table, run_rows, sample_rows
+    from xfel_core.report import event_run_rows, format_table, mark_failed, run_rows, sample_rows
 
     from .backfill import set_pools
     from .liveness import fail_dead_runs
@@ -294,19 +295,54 @@ def cmd_materialize(args) -> int:
         print(f"beamtime {cfg.name}: {len(ev_runs)} runs of event files ({cfg.events.layout} layout); "
               f"Dagster home {home}")
         outcomes += materialize_event_runs(ev_runs, instance, max_concurrent)
+    failed = [o for o in outcomes if not o.success]
+    bad = _failed_rows(failed, runs, ev_runs, samples)
     if runs:
         print()
-        print(format_table(run_rows(cfg, runs)))
+        print(format_table(mark_failed(run_rows(cfg, runs), "run", bad["runs"])))
     if ev_runs:
         print()
-        print(format_table(event_run_rows(cfg, ev_runs)))
+        print(format_table(mark_failed(event_run_rows(cfg, ev_runs), "run", bad["event runs"])))
     if samples:
         print()
-        print(format_table(sample_rows(cfg, samples)))
-    failed = [o for o in outcomes if not o.success]
+        print(format_table(mark_failed(sample_rows(cfg, samples), "sample", bad["samples"])))
     n = len(outcomes)
     print(f"\n{n - len(failed)} of {n} Dagster runs succeeded; mean {sum(o.seconds for o in outcomes) / max(n, 1):.1f} s per run")
+    if failed:
+        log = _write_failure_log(home, failed)
+        print(f"\n{len(failed)} failed (each failed output keeps its previous file; `xfel-assets backfill --stale-only` "
+              "redoes them):")
+        for o in failed:
+            print(f"  {o.job} [{o.partition}]: {o.error}")
+        print(f"stack traces: {log} (and in the web UI, under Runs)")
     return 1 if failed else 0
+
+
+def _failed_rows(failed, runs: list[str], ev_runs: list[str], samples: list[str]) -> dict[str, set[str]]:
+    """The rows of each table that a failed Dagster run leaves without a current output."""
+    from xfel_core.insitu.layout import split_measurement_key
+
+    bad: dict[str, set[str]] = {"runs": set(), "event runs": set(), "samples": set()}
+    for o in failed:
+        if o.job == "event_run_job":
+            bad["event runs"].add(o.partition)
+        elif o.job.startswith("insitu_"):
+            bad["samples"].add(split_measurement_key(o.partition)[0] if "/" in o.partition else o.partition)
+        elif o.job == "dark_job":
+            bad["runs"] |= set(runs)  # every run's modules need the darks
+        else:
+            bad["runs"].add(o.partition.split("|")[-1])
+    return bad
+
+
+def _write_failure_log(home: Path, failed) -> Path:
+    """The failed steps' errors with their stack traces, in a log file of the Dagster home."""
+    import time
+
+    path = home / "logs" / time.strftime("materialize-%Y%m%d-%H%M%S.log")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n\n".join(f"== {o.job} [{o.partition}] run {o.run_id}\n{o.error}\n{o.trace}" for o in failed))
+    return path
 
 
 def cmd_backfill(args) -> int:
@@ -351,18 +387,20 @@ def cmd_backfill(args) -> int:
     title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''} {runs[0]}-{runs[-1]}"
     try:
         with bf.daemon_if_needed(instance, workspace, home / "daemon.log") as daemon:
-            overlap = bf.active_backfill_over(instance, keys)
-            if overlap is not None and not overlap[1]:
-                print(f"xfel-assets: backfill {overlap[0]} is still running over some of these partitions: "
-                      "wait for it (xfel-assets backfill with the same runs follows it) or cancel it in the web UI "
-                      "(Runs > Backfills), then run this command again", file=sys.stderr)
-                return 2
             with bf.GraphQL(instance, workspace, args.url) as gql:
+                with bf.launch_lock(home):  # two backfills at once: the second sees the first's
+                    overlap = bf.active_backfill_over(instance, keys)
+                    if overlap is not None and not overlap[1]:
+                        print(f"xfel-assets: backfill {overlap[0]} is still running over some of these partitions: "
+                              "wait for it (xfel-assets backfill with the same runs follows it) or cancel it in the "
+                              "web UI (Runs > Backfills), then run this command again", file=sys.stderr)
+                        return 2
+                    if overlap is None:
+                        backfill_id = bf.launch(gql, keys, title)
                 if overlap is not None:
                     backfill_id = overlap[0]
                     print(f"asset backfill {backfill_id} already covers these partitions and is running: following it")
                 else:
-                    backfill_id = bf.launch(gql, keys, title)
                     print(f"launched asset backfill {backfill_id} (see it in the web UI under Runs > Backfills)")
                 if args.url:  # follow it as the web server reports it
                     final = bf.follow(lambda: bf.progress(gql, backfill_id), backfill_id, timeout_s=args.timeout,

@@ -55,7 +55,8 @@ def hold_lock(home: Path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
-        sys.exit(f"xfel_assets.daemon: a Dagster daemon already runs on {home} (pid {f.read().strip()}); "
+        pid, _, owner = f.read().strip().partition(" ")
+        sys.exit(f"xfel_assets.daemon: a Dagster daemon already runs on {home} (pid {pid}, started by {owner}); "
                  "one per Dagster home, or every run is launched twice")
     f.truncate(0)
     f.write(f"{os.getpid()} {os.environ.get(OWNER_ENV, 'user')}")

@@ -48,8 +48,9 @@ def cube_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("cube_job")
 
 
-#: Console logging of warnings and errors only; every event still goes to the instance (the UI).
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+#: No console logging (a failed step's stack trace is ~80 lines): every event still goes to the
+#: instance (the web UI), and the command writes the failures' traces to a log file.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
@@ -60,6 +61,7 @@ class StepOutcome:
     seconds: float
     run_id: str
     error: str = ""
+    trace: str = ""  # the failed steps' errors with their stack traces
 
 
 def _root_message(err) -> str:
@@ -92,12 +94,13 @@ def _execute(job_fn_name: str, partition: str, tags: dict) -> StepOutcome:
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(dg.reconstructable(job_fn), instance=instance, tags={**tags, **worker_tags()},
                                 run_config=QUIET)
-    error = ""
+    error = trace = ""
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
-        error = "; ".join(_root_message(e.step_failure_data.error) for e in failures) or "run failed"
+        error = "; ".join(f"{e.step_key}: {_root_message(e.step_failure_data.error)}" for e in failures) or "run failed"
+        trace = "\n".join(f"step {e.step_key}:\n{e.step_failure_data.error.to_string()}" for e in failures)
     return StepOutcome(job_fn.__name__.removesuffix("_def"), partition, result.success,
-                      time.perf_counter() - t0, result.run_id, error)
+                      time.perf_counter() - t0, result.run_id, error, trace)
 
 
 def _add_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> None:
@@ -105,7 +108,7 @@ def _add_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) ->
 
 
 #: Seconds between the checks of a stage that is still running: who holds the pools' slots it waits for.
-WAIT_REPORT_S = 30.0
+WAIT_REPORT_S = 10.0
 
 
 CRASH_MESSAGE = ("its worker process died twice (killed by a signal: out of memory, or a raw file truncated while "

@@ -67,6 +67,18 @@ def event_run_rows(cfg: BeamtimeConfig, runs: list[str]) -> list[dict]:
     return rows
 
 
+def mark_failed(rows: list[dict], key: str, failed: set[str]) -> list[dict]:
+    """A status column first: FAILED for the rows whose key failed now; their outputs are the previous ones."""
+    out = []
+    for row in rows:
+        bad = row[key] in failed
+        output = row.get("output", "")
+        if bad and output and not output.startswith("("):
+            output = f"previous, not current: {output}"
+        out.append({"status": "FAILED" if bad else "ok", **row, **({"output": output} if "output" in row else {})})
+    return out
+
+
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return "(no runs)"
