@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_daemon_sensors_materialize_a_new_run_and_a_new_insitu_measurement(tmp_path):
     write_insitu_sample(tmp_path / "bt" / "raw" / "insitu", "S1", ("m1",), 6, (64, 128), seed=4)
     insitu = dict(insitu_config("raw/insitu", (64, 128)), settle_seconds=0.0)
-    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run(), insitu=insitu)
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run(), insitu=insitu,
+                                completeness={"settle_seconds": 0})
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
     env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config_path))
     log = open(tmp_path / "daemon.log", "w")

@@ -120,7 +120,7 @@ def _requested(result) -> dict[str, set[str]]:
 
 def test_sensor_requests_complete_runs_once_and_never_half_written(tmp_path):
     root = tmp_path / "bt"
-    config_path = make_beamtime(root, [small_run(2)], dark=None)
+    config_path = make_beamtime(root, [small_run(2)], dark=None, completeness={"settle_seconds": 0})
     with dg.instance_for_test() as instance:
         # Tick 1 sees r0002 complete but waits a tick to be sure it is no longer changing.
         result, cursor = _sensor_tick(instance, config_path, None)
@@ -165,7 +165,7 @@ def test_sensor_requests_complete_runs_once_and_never_half_written(tmp_path):
 def test_sensor_includes_missing_darks(tmp_path):
     from conftest import dark_run
 
-    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run())
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run(), completeness={"settle_seconds": 0})
     with dg.instance_for_test() as instance:
         _, cursor = _sensor_tick(instance, config_path, None)
         result, _ = _sensor_tick(instance, config_path, cursor)

@@ -369,7 +369,13 @@ def test_two_backfills_at_once_share_one_daemon_and_do_the_work_once(tmp_path):
     env = env_for(config, home)
     procs = [subprocess.Popen([XFEL_ASSETS, "backfill"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    try:
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        from xfel_assets.daemon import running_daemon
+        left = running_daemon(home)
+        if left is not None and any(p.poll() is None for p in procs):
+            os.killpg(left[0], signal.SIGKILL)
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sum("starting a Dagster daemon" in o for o in outs) == 1, outs
     assert sum("already covers these partitions and is running: following it" in o for o in outs) == 1, outs
@@ -418,3 +424,6 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
         if proc.poll() is None:
             proc.kill()
         log.close()
+        left = running_daemon(home)
+        if left is not None:  # the test failed before it killed the daemon: do not leave it running
+            os.killpg(left[0], signal.SIGKILL)

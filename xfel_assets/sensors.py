@@ -2,12 +2,15 @@
 
 `new_run_sensor`: add a `run` partition for every complete new raw run and materialize all its assets.
 
-A run folder is taken only when it is complete: every configured module has files, there is a
-control-data file, every file opens as HDF5 with a train index, and the folder's file names,
-sizes and modification times are the same as at the previous tick (a run being written is
-never picked up half-way). The request is one asset backfill per run, so Dagster runs the
-assets in dependency order: raw_run, scan_variable, framemask, the missing darks,
-preprocessed_module for every module, binned_cube.
+A run folder is taken only when it is complete (:func:`xfel_core.completeness.run_completeness`:
+files of every module and the control data, a settle time, complete train indexes, the
+facility's marker or command, contiguous sequences and modules covering the control data's
+trains) and the folder's file names, sizes and modification times are the same as at the
+previous tick. A run whose raw files change after it was processed (a late file, a rewrite) is
+processed again once it is complete again. The request is one asset backfill per run, so Dagster
+runs the assets in dependency order: raw_run, scan_variable, framemask, the missing darks,
+preprocessed_module for every module, binned_cube. What each run waits for is the tick's
+skip reason (Overview > Sensors in the web UI).
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from xfel_core import versions
+from xfel_core.completeness import run_completeness
 from xfel_core.config import BeamtimeConfig, module_key
 from xfel_core.exceptions import XfelError
-from xfel_core.readers.euxfel import check_openable
-from xfel_core.run_summary import data_runs, expected_files_present
+from xfel_core.outputs import read_attrs
+from xfel_core.run_summary import data_runs
 
 from .partitions import EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, run_module_key
-from .resources import BeamtimeResource
+from .resources import BeamtimeResource, config_at_load
 
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_RUNS_PER_TICK = 20
@@ -36,16 +40,34 @@ RUN_ASSETS = ("raw_run", "scan_variable", "framemask", "binned_cube")
 
 
 def run_readiness(cfg: BeamtimeConfig, run: str) -> str | None:
-    """None if the run's files are all there and readable, else why not."""
+    """None if the run folder is complete (the completeness rule), else what it waits for."""
+    return run_completeness(cfg, run)
+
+
+def recorded_raw_version(cfg: BeamtimeConfig, run: str) -> str | None:
+    """The raw files' version that the run's raw_run output was made from (None if there is none)."""
     try:
-        files, problems = expected_files_present(cfg, cfg.run_dir(run))
-        if problems:
-            return "; ".join(problems)
-        for p in files:
-            check_openable(p)
-    except (XfelError, OSError) as e:
-        return str(e)
-    return None
+        return json.loads(read_attrs(cfg.output_path(run, "raw_run")).get("input_versions", "{}")).get("raw")
+    except ValueError:
+        return None
+
+
+def changed_runs(cfg: BeamtimeConfig, runs: list[str], redone: dict[str, str]) -> list[tuple[str, str]]:
+    """(run, new raw version) of processed runs whose raw files changed since, not yet asked to be redone."""
+    out = []
+    for run in runs:
+        made_from = recorded_raw_version(cfg, run)
+        if made_from is None:  # not processed (yet): the first backfill is still running, or failed
+            continue
+        now = versions.raw_run_version(cfg, run)
+        if now != made_from and redone.get(run) != now:
+            out.append((run, now))
+    return out
+
+
+def _sensor_interval() -> int:
+    cfg = config_at_load()
+    return cfg.completeness.sensor_interval_s if cfg is not None else 15
 
 
 def read_cursor(context: dg.SensorEvaluationContext, partitions_set: str) -> tuple[dict[str, str], list[str], set[str]]:
@@ -112,17 +134,36 @@ def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
     return keys
 
 
-@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(minimum_interval_seconds=_sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
            asset_selection=dg.AssetSelection.all())
 def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
-    """Watch the raw root; add each complete new run as a partition and materialize all its assets."""
+    """Watch the raw root; add each complete new run as a partition and materialize all its assets; redo a
+    processed run whose raw files changed, once it is complete again."""
     cfg = beamtime.load()
+    state = json.loads(context.cursor) if context.cursor else {}
+    redone: dict[str, str] = state.get("redone", {})
     found = new_complete_keys(context, RUNS_PARTITION_SET, cfg.raw_root, "raw root", lambda: data_runs(cfg),
                               lambda r: run_readiness(cfg, r), lambda r: versions.raw_run_version(cfg, r),
                               MAX_RUNS_PER_TICK, "no new run folders")
-    if isinstance(found, dg.SkipReason):
+    if isinstance(found, dg.SkipReason) and not cfg.raw_root.is_dir():
         return found
-    ready, new_cursor = found
+    ready, new_cursor = ([], context.cursor or cursor_json({}, [], [])) if isinstance(found, dg.SkipReason) else found
+    waiting = [found.skip_message] if isinstance(found, dg.SkipReason) else []
+
+    # Runs processed before whose raw files changed since (a late sequence file, a rewrite).
+    redo = []
+    known = context.instance.get_dynamic_partitions(RUNS_PARTITION_SET)
+    for run, version in changed_runs(cfg, [r for r in known if r not in ready], redone):
+        why = run_readiness(cfg, run)
+        if why:
+            waiting.append(f"{run} (changed since it was processed): {why}")
+        else:
+            redo.append(run)
+            redone[run] = version
+    if not ready and not redo:
+        state = json.loads(new_cursor)
+        context.update_cursor(json.dumps({**state, "redone": redone}))
+        return dg.SkipReason("; ".join(waiting) or "nothing new to process")
 
     dark_done = set()
     if cfg.dark_run is not None:
@@ -130,19 +171,28 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     missing_darks = [] if cfg.dark_run is None else [m for m in cfg.module_keys if m not in dark_done]
     asset_graph = context.repository_def.asset_graph
     requests = []
-    for i, run in enumerate(ready):
+    for i, run in enumerate(ready + redo):
         subset = AssetGraphSubset.from_asset_partition_set(
             run_asset_partitions(run, cfg.module_keys, missing_darks if i == 0 else [], cfg.smalldata is not None),
             asset_graph)
         # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
         requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={"xfel/run": run}))
-    context.log.info(f"new complete runs: {ready}")
+    if ready:
+        context.log.info(f"new complete runs: {ready}")
+    if redo:
+        context.log.info(f"runs whose raw files changed after they were processed, redone: {redo}")
+    for why in waiting:
+        context.log.info(f"waiting: {why}")
+    cursor = json.dumps({**json.loads(new_cursor), "redone": redone})
+    if context.cursor_updated:  # new_complete_keys has set it (no new run): so must we, not the result
+        context.update_cursor(cursor)
+        cursor = None
     return dg.SensorResult(
         run_requests=requests,
         # The raw files as seen now (unchanged for one tick): what raw_run will be made from.
-        asset_events=[observation("raw_run_files", r, versions.raw_run_version(cfg, r)) for r in ready],
+        asset_events=[observation("raw_run_files", r, versions.raw_run_version(cfg, r)) for r in ready + redo],
         dynamic_partitions_requests=[dg.DynamicPartitionsDefinition(name=RUNS_PARTITION_SET).build_add_request(ready)],
-        cursor=new_cursor,
+        cursor=cursor,
     )
 
 

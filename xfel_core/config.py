@@ -131,6 +131,35 @@ class ChecksConfig(_Strict):
         return v
 
 
+class CompletenessConfig(_Strict):
+    """When a raw run folder is complete enough to process (the sensors' rule; see README, "When a run is complete").
+
+    A run is taken when every configured module and the control data have files, nothing in the
+    folder changed for ``settle_seconds``, every file opens with a train index whose entries point
+    at data that is there, the facility's marker or command (if configured) says so, the folder
+    is unchanged between two sensor ticks, and (waited for up to ``content_wait_seconds``) every
+    aggregator's sequence files are contiguous, the modules' last sequence numbers are within
+    ``sequences_within`` of each other and every module has ``checks.min_module_coverage`` of the
+    control data's trains.
+    """
+
+    #: Seconds without any change in the run folder (a new file, a file growing) before it is taken.
+    settle_seconds: float = Field(default=30.0, ge=0)
+    #: The detector modules' last sequence files may differ by at most this many.
+    sequences_within: int = Field(default=1, ge=0)
+    #: How long a settled run whose content rules fail (a module short of trains, a sequence file
+    #: missing) is waited for before it is processed anyway (then raw_run's check shows it red).
+    content_wait_seconds: float = Field(default=600.0, ge=0)
+    #: The facility's sign that a run is complete: a glob relative to the run folder that must match
+    #: a file ({run}: r0042, {number}: 42), e.g. "../.migrated/{run}.done"; null: none.
+    marker: str | None = None
+    #: A command (no shell; {run_dir}, {run}, {number} are filled in) that must print "complete"; null: none.
+    command: str | None = None
+    command_timeout_s: float = Field(default=30.0, gt=0)
+    #: Seconds between the new-run sensor's ticks.
+    sensor_interval_s: int = Field(default=15, ge=1)
+
+
 class ExecutionConfig(_Strict):
     """How Dagster runs the steps."""
 
@@ -549,6 +578,8 @@ class BeamtimeConfig(_Strict):
     #: Frames h5py reads at a time where a module file cannot be memory-mapped (256 raw DSSC frames: 32 MB).
     chunk_frames: int = Field(default=256, ge=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    #: When the sensors take a raw run (European XFEL runs).
+    completeness: CompletenessConfig = Field(default_factory=CompletenessConfig)
     #: In-situ TIFF series (samples and measurements); null: none in this beamtime.
     insitu: InsituConfig | None = None
     #: Per-event files (PAL-XFEL, LCLS-style); null: none in this beamtime.

@@ -22,7 +22,7 @@ from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
 )
 from .readers import euxfel
-from .run_summary import read_frames_per_train, summarize_run, write_run_summary
+from .run_summary import control_files, read_frames_per_train, summarize_run, write_run_summary
 
 
 def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
@@ -30,10 +30,10 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
     cfg.require_dssc()
     t0 = time.perf_counter()
     vers = versions.output_versions(cfg, "raw_run", {"raw": versions.raw_run_version(cfg, run)})
-    s, dc = summarize_run(cfg, run)
+    s, _ = summarize_run(cfg, run)
     if s.ntrains == 0:
         raise RunDataError(f"run {run} ({s.path}) has no valid trains")
-    checks = {"modules_cover_run": module_coverage_check(cfg, s, dc)}
+    checks = {"modules_cover_run": module_coverage_check(cfg, s)}
     path = cfg.output_path(run, "raw_run")
     write_run_summary(path, s, cfg, {**vers, **quality.check_attrs(checks)})
     missing = {f"{m:02d}": int((~s.present[i]).sum()) for i, m in enumerate(s.modules)}
@@ -45,12 +45,9 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
                      zero_frame_trains=int((s.frames_per_train.max(axis=0) == 0).sum()), checks=checks, **vers)
 
 
-def module_coverage_check(cfg: BeamtimeConfig, s, dc) -> quality.CheckOutcome:
+def module_coverage_check(cfg: BeamtimeConfig, s) -> quality.CheckOutcome:
     """How much of the control data's trains each module has, and its missing sequence files."""
-    det_sources = {cfg.detector.source_for(m) for m in s.modules}
-    control = [src for src in dc.all_sources if src not in det_sources]
-    ctrl_tids = np.asarray(dc.select([(src, "*") for src in control]).train_ids if control else s.train_ids,
-                           dtype=np.uint64)
+    ctrl_tids = euxfel.files_train_ids(control_files(cfg, s.files))
     coverage = {m: float(np.isin(ctrl_tids, s.train_ids[s.present[i]]).mean()) if len(ctrl_tids) else 1.0
                 for i, m in enumerate(s.modules)}
     gaps = euxfel.sequence_gaps(s.files)

@@ -50,10 +50,15 @@ def expected_files_present(cfg: BeamtimeConfig, run_dir: Path) -> tuple[list[Pat
         agg = cfg.detector.aggregator_for(m)
         if not euxfel.files_of_aggregator(files, agg):
             problems.append(f"module {m:02d} has no files (expected {run_dir}/RAW-R*-{agg}-S*.h5)")
-    det_aggs = {cfg.detector.aggregator_for(m) for m in range(16)}
-    if not [p for p in files if euxfel.FILE_RE.match(p.name).group(2) not in det_aggs]:
+    if not control_files(cfg, files):
         problems.append(f"no control-data file (RAW-R*-DA*-S*.h5) in {run_dir}")
     return files, problems
+
+
+def control_files(cfg: BeamtimeConfig, files: list[Path]) -> list[Path]:
+    """The run's files that are not detector module files (the control data: DA aggregators)."""
+    det_aggs = {cfg.detector.aggregator_for(m) for m in range(16)}
+    return [p for p in files if euxfel.FILE_RE.match(p.name).group(2) not in det_aggs]
 
 
 def summarize_run(cfg: BeamtimeConfig, run: str):

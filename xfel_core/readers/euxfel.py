@@ -42,6 +42,53 @@ def sequence_gaps(files: list[Path]) -> dict[str, list[int]]:
     return {agg: sorted(set(range(max(s) + 1)) - s) for agg, s in sorted(seqs.items()) if len(s) <= max(s)}
 
 
+def files_train_ids(files: list[Path]) -> np.ndarray:
+    """The valid trains (nonzero id, not flagged suspect) in the files' train indexes, ascending, unique."""
+    ids = []
+    for p in files:
+        with h5py.File(p, "r") as f:
+            tid = f["INDEX/trainId"][()].ravel()
+            ok = tid > 0
+            if "INDEX/flag" in f:
+                ok &= f["INDEX/flag"][()].ravel() != 0
+            ids.append(tid[ok])
+    return np.unique(np.concatenate(ids)).astype(np.uint64) if ids else np.zeros(0, np.uint64)
+
+
+def train_index_problem(path: Path) -> str | None:
+    """Why a file's train index is not complete (None if it is): no valid train, or an index entry
+    pointing past the data written (a file still being written, or cut short)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "INDEX/trainId" not in f:
+                return f"{path}: no INDEX/trainId dataset yet"
+            if not (f["INDEX/trainId"][()] > 0).any():
+                return f"{path}: its train index has no train yet"
+            problems = []
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Group) and "first" in obj and "count" in obj:
+                    first, count = obj["first"][()], obj["count"][()]
+                    end = int((first + count).max()) if len(first) else 0
+                    data = f.get(f"INSTRUMENT/{name}") or f.get(f"CONTROL/{name}")
+                    lengths = [d.shape[0] for d in _datasets(data)] if isinstance(data, h5py.Group) else []
+                    if lengths and end > min(lengths):
+                        problems.append(f"{name} points to entry {end} of data with {min(lengths)}")
+
+            f["INDEX"].visititems(visit)
+            if problems:
+                return f"{path}: train index points past the data written ({problems[0]})"
+    except (OSError, KeyError, ValueError) as e:
+        return f"{path}: cannot be read as HDF5 ({e}): still being written, or truncated"
+    return None
+
+
+def _datasets(group: h5py.Group) -> list[h5py.Dataset]:
+    out = []
+    group.visititems(lambda _n, o: out.append(o) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
 def check_openable(path: Path) -> None:
     """Open one file with h5py and read its train index, or fail naming the file."""
     try:
