@@ -40,6 +40,7 @@ def test_event_run_sensor_takes_complete_runs_once(tmp_path):
     from xfel_assets.event_sensor import new_event_run_sensor
 
     cfg, _ = beamtime(tmp_path, "generic", runs=(2, 3))
+    cfg.source_file.write_text(cfg.source_file.read_text() + "completeness: {settle_seconds: 0}\n")
     broken = generic_run_file(cfg.events, 3)
     broken.write_bytes(broken.read_bytes()[:1000])
 
@@ -50,6 +51,9 @@ def test_event_run_sensor_takes_complete_runs_once(tmp_path):
         return result, ctx.cursor if not isinstance(result, dg.SensorResult) else result.cursor
 
     with dg.instance_for_test() as instance:
+        from xfel_assets.event_sensor import event_run_readiness
+
+        assert "settling for 30 s" in event_run_readiness(cfg.events, "r0002", 30.0)  # just written
         result, cursor = tick(None)
         assert isinstance(result, dg.SkipReason) and "r0002: complete, waiting one tick" in result.skip_message
         assert "r0001" not in result.skip_message  # the dark run is not a data run

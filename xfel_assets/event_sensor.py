@@ -1,12 +1,14 @@
 """`new_event_run_sensor`: each complete new run of event files becomes a partition and is processed.
 
 The completeness rule of the other sensors: the run has its files (pal: scan=*/p*.h5; generic:
-its file), every file opens as HDF5, and the files' names, sizes and modification times are the
-same as at the previous tick. The request is one asset backfill per run: event_smalldata, then
+its file), none changed for ``completeness.settle_seconds``, every file opens as HDF5, and the
+files' names, sizes and modification times are the same as at the previous tick. The request is one asset backfill per run: event_smalldata, then
 event_cube.
 """
 
 from __future__ import annotations
+
+import time
 
 import dagster as dg
 import h5py
@@ -24,11 +26,14 @@ from .sensors import new_complete_keys
 MAX_RUNS_PER_TICK = 20
 
 
-def event_run_readiness(ev: EventsConfig, run: str) -> str | None:
-    """None if every file of the run opens as HDF5, else why not."""
+def event_run_readiness(ev: EventsConfig, run: str, settle_s: float = 0.0) -> str | None:
+    """None if the run's files settled (nothing changed for ``settle_s``) and every one opens as HDF5, else why not."""
     files = run_files(ev, run)
     if not files:
         return "no files yet"
+    quiet = time.time() - max(p.stat().st_mtime for p in files)
+    if quiet < settle_s:
+        return f"last change {quiet:.0f} s ago: settling for {settle_s:g} s (completeness.settle_seconds)"
     for p in files:
         try:
             with h5py.File(p, "r"):
@@ -47,7 +52,7 @@ def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
         return dg.SkipReason(f"{cfg.source_file} has no events section")
     ev = cfg.events
     found = new_complete_keys(context, EVENT_RUNS_PARTITION_SET, ev.raw_root, "event raw root",
-                              lambda: event_runs(ev), lambda r: event_run_readiness(ev, r),
+                              lambda: event_runs(ev), lambda r: event_run_readiness(ev, r, cfg.completeness.settle_seconds),
                               lambda r: versions.files_fingerprint(run_files(ev, r)), MAX_RUNS_PER_TICK, "no new runs")
     if isinstance(found, dg.SkipReason):
         return found
