@@ -427,3 +427,22 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
         left = running_daemon(home)
         if left is not None:  # the test failed before it killed the daemon: do not leave it running
             os.killpg(left[0], signal.SIGKILL)
+
+
+def test_a_stalled_backfill_says_who_holds_the_slots(tmp_path):
+    import io
+
+    from xfel_assets.backfill import Progress, follow, pool_waits
+
+    home = ensure_dagster_home(tmp_path / "home", max_runs=2)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.set_concurrency_slots(MODULE_POOL, 1)
+        assert instance.event_log_storage.claim_concurrency_slot(MODULE_POOL, "holder-run", "dark").is_claimed
+        assert pool_waits(instance) is None  # nobody waits
+        assert not instance.event_log_storage.claim_concurrency_slot(MODULE_POOL, "waiting-run", "module").is_claimed
+        why = pool_waits(instance)
+        assert why.startswith("waiting for pool xfel_module_steps: 1 of 1 slots held by dark of run holder-r")
+    polls = iter([Progress("REQUESTED")] * 4 + [Progress("COMPLETED")])
+    out = io.StringIO()
+    follow(lambda: next(polls), "bf", poll_s=0, out=out, waiting=lambda: why, stalled_s=0)
+    assert out.getvalue().count(why) == 1  # said once, not at every poll

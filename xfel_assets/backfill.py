@@ -253,21 +253,29 @@ def progress_from_instance(instance: dg.DagsterInstance, backfill_id: str) -> Pr
 
 
 def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 3.0, timeout_s: float | None = None,
-           out=sys.stderr, alive: Callable[[], None] | None = None) -> Progress:
+           out=sys.stderr, alive: Callable[[], None] | None = None,
+           waiting: Callable[[], str | None] | None = None, stalled_s: float = 30.0) -> Progress:
     """Poll the backfill until it ends, drawing a progress bar (one line per change if not a terminal).
 
     ``alive`` raises (DaemonDied) when the daemon executing the backfill has gone: then the
-    backfill would never end."""
+    backfill would never end. ``waiting`` says what the backfill waits for (who holds the pools'
+    slots), printed when nothing has moved for ``stalled_s``."""
     tty = out.isatty()
-    last = ""
-    t0 = time.monotonic()
+    last, said = "", None
+    t0 = moved = time.monotonic()
     while True:
         p = poll()
         line = p.line()
         if line != last:
             out.write(("\r" + line) if tty else (line + "\n"))
             out.flush()
-            last = line
+            last, moved = line, time.monotonic()
+        elif waiting is not None and time.monotonic() - moved > stalled_s:
+            why = waiting()
+            if why and why != said:
+                out.write(("\n" if tty else "") + why + "\n")
+                out.flush()
+                said = why
         if p.finished:
             break
         if timeout_s is not None and time.monotonic() - t0 > timeout_s:
@@ -285,6 +293,15 @@ def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 3.0, 
     if tty:
         out.write("\n")
     return p
+
+
+def pool_waits(instance: dg.DagsterInstance) -> str | None:
+    """Who holds the heavy pools' slots that steps wait for (dead runs are failed first), or None."""
+    from .liveness import fail_dead_runs, pool_holders
+
+    fail_dead_runs(instance)
+    found = [w for w in (pool_holders(instance, pool) for pool in (MODULE_POOL, SLURM_POOL)) if w]
+    return "; ".join(found) or None
 
 
 def active_backfill_over(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> tuple[str, bool] | None:

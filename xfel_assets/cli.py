@@ -404,10 +404,10 @@ def cmd_backfill(args) -> int:
                     print(f"launched asset backfill {backfill_id} (see it in the web UI under Runs > Backfills)")
                 if args.url:  # follow it as the web server reports it
                     final = bf.follow(lambda: bf.progress(gql, backfill_id), backfill_id, timeout_s=args.timeout,
-                                      alive=daemon.check)
+                                      alive=daemon.check, waiting=lambda: bf.pool_waits(instance))
             if not args.url:
                 final = bf.follow(lambda: bf.progress_from_instance(instance, backfill_id), backfill_id,
-                                  timeout_s=args.timeout, alive=daemon.check)
+                                  timeout_s=args.timeout, alive=daemon.check, waiting=lambda: bf.pool_waits(instance))
     except bf.DaemonDied as e:
         print(f"xfel-assets: {e}", file=sys.stderr)
         return 1

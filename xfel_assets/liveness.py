@@ -100,7 +100,8 @@ def fail_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None] | No
 def pool_holders(instance: dg.DagsterInstance, pool: str) -> str | None:
     """A sentence naming who holds the pool's slots when all are taken and steps wait, else None."""
     info = instance.event_log_storage.get_concurrency_info(pool)
-    if not info.pending_steps or len(info.claimed_slots) < info.slot_count:
+    waiting = [p for p in info.pending_steps if p.assigned_timestamp is None]  # the others hold their slot
+    if not waiting or len(info.claimed_slots) < info.slot_count:
         return None
     holders = []
     for slot in info.claimed_slots:
@@ -108,4 +109,4 @@ def pool_holders(instance: dg.DagsterInstance, pool: str) -> str | None:
         where = "" if run is None else f" {run.tags.get('dagster/partition', '')} {run.status.value}"
         holders.append(f"{slot.step_key} of run {slot.run_id[:8]}{where}")
     return (f"waiting for pool {pool}: {len(info.claimed_slots)} of {info.slot_count} slots held by "
-            + "; ".join(holders) + f"; {len(info.pending_steps)} steps waiting")
+            + "; ".join(holders) + f"; {len(waiting)} steps waiting")
