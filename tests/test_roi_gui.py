@@ -10,6 +10,8 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt makes the QApplication
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -176,3 +178,13 @@ def test_roi_gui_command_names_an_unknown_target(insitu_beamtime, capsys, monkey
     err = capsys.readouterr().err
     assert "'X9' is neither a run (r0002), an in-situ sample (['GaN01'])" in err
     assert (tmp_path / "home" / "workspace.yaml").exists()  # set up as for the other commands
+
+
+def test_roi_gui_without_a_display_says_what_is_missing(insitu_beamtime, tmp_path):
+    """Without a display Qt aborts (status 134, a plugin message); the command says what to do instead."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env.update(DAGSTER_HOME=str(tmp_path / "home"), XFEL_BEAMTIME=str(insitu_beamtime.source_file))
+    out = subprocess.run([str(Path(sys.executable).parent / "xfel-assets"), "roi-gui", "GaN01"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "roi-gui opens a window and there is no display: $DISPLAY and $WAYLAND_DISPLAY are unset" in out.stderr

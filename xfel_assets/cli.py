@@ -171,9 +171,21 @@ def cmd_roi_gui(args) -> int:
 
     stack = load_target(cfg, args.target, args.module, args.frame_type)
     roi_file = Path(args.roi_file).resolve() if args.roi_file else default_roi_file(cfg, stack.section)
-    from .roi_window import run_window  # Qt only for this command
+    require_display()
+    try:
+        from .roi_window import run_window  # Qt only for this command
+    except ImportError as e:
+        raise XfelError(f"the ROI window needs Qt and pyqtgraph ({e}): pip install -e '.[gui]'") from None
 
     return run_window(cfg, stack, roi_file)
+
+
+def require_display() -> None:
+    """A clear error where a window cannot open (Qt itself aborts with a plugin message and status 134)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
+        raise XfelError("roi-gui opens a window and there is no display: $DISPLAY and $WAYLAND_DISPLAY are unset. "
+                        "Run it in a desktop session (FastX, VNC, the beamline's workstation) or over ssh -X; "
+                        "QT_QPA_PLATFORM=offscreen draws without a screen (for screenshots only)")
 
 
 def _roi_spec(text: str):
