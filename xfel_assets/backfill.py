@@ -296,12 +296,10 @@ def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 3.0, 
 
 
 def pool_waits(instance: dg.DagsterInstance) -> str | None:
-    """Who holds the heavy pools' slots that steps wait for (dead runs are failed first), or None."""
-    from .liveness import fail_dead_runs, pool_holders
+    """Who holds the heavy pools' slots that the backfill's steps wait for, or None."""
+    from .liveness import pool_waits as waits
 
-    fail_dead_runs(instance)
-    found = [w for w in (pool_holders(instance, pool) for pool in (MODULE_POOL, SLURM_POOL)) if w]
-    return "; ".join(found) or None
+    return waits(instance, (MODULE_POOL, SLURM_POOL))
 
 
 def active_backfill_over(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> tuple[str, bool] | None:

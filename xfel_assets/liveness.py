@@ -110,3 +110,11 @@ def pool_holders(instance: dg.DagsterInstance, pool: str) -> str | None:
         holders.append(f"{slot.step_key} of run {slot.run_id[:8]}{where}")
     return (f"waiting for pool {pool}: {len(info.claimed_slots)} of {info.slot_count} slots held by "
             + "; ".join(holders) + f"; {len(waiting)} steps waiting")
+
+
+def pool_waits(instance: dg.DagsterInstance, pools: tuple[str, ...],
+               say: Callable[[str], None] | None = None) -> str | None:
+    """Who holds the slots of ``pools`` that steps wait for (dead runs are failed first), or None."""
+    fail_dead_runs(instance, say=say)
+    found = [w for w in (pool_holders(instance, pool) for pool in pools) if w]
+    return "; ".join(found) or None

@@ -20,7 +20,7 @@ import dagster as dg
 from xfel_core.insitu.layout import split_measurement_key
 
 from .definitions import defs
-from .liveness import fail_dead_runs, pool_holders, worker_tags
+from .liveness import fail_dead_runs, pool_waits, worker_tags
 from .steps import HEAVY_POOLS
 from .partitions import (
     EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions, run_module_key,
@@ -141,11 +141,9 @@ class _Stages:
     def _report_waits(self) -> None:
         """Say which runs hold the slots that this command's steps wait for (dead ones are failed first)."""
         with dg.DagsterInstance.get() as instance:
-            fail_dead_runs(instance, say=self.log)
-            for pool in self.pools:
-                why = pool_holders(instance, pool)
-                if why:
-                    self.log(why)
+            why = pool_waits(instance, self.pools, say=self.log)
+        if why:
+            self.log(why)
 
     def _restart_after_crash(self) -> set[tuple[str, str]]:
         """A new worker pool after one died; (job, partition) of the runs its death left failed."""
