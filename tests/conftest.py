@@ -74,3 +74,32 @@ def reduce_dssc_run(cfg, run: str) -> None:
             pipeline.make_dark(cfg, m)
         pipeline.make_preprocessed_module(cfg, run, m)
     pipeline.make_binned_cube(cfg, run)
+
+
+def new_run_sensor_tick(instance, config_path: Path, cursor):
+    """One evaluation of new_run_sensor on ``instance``: (result, the cursor after it)."""
+    import dagster as dg
+
+    from xfel_assets.definitions import defs
+    from xfel_assets.resources import resources_for
+    from xfel_assets.sensors import new_run_sensor
+
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                  resources=resources_for(config_path))
+    result = new_run_sensor(ctx)
+    return result, (result.cursor if isinstance(result, dg.SensorResult) else None) or ctx.cursor
+
+
+def execute_requests(instance, config_path: Path, result) -> list:
+    """Run a sensor result's run requests as the daemon would (partitions added first); their Dagster results."""
+    import dagster as dg
+
+    from xfel_assets.assets import ALL_ASSETS
+    from xfel_assets.resources import resources_for
+
+    for req in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return [dg.materialize(ALL_ASSETS, selection=req.asset_selection, partition_key=req.partition_key,
+                           instance=instance, resources=resources_for(config_path), tags=req.tags,
+                           raise_on_error=False)
+            for req in result.run_requests]

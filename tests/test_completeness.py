@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_beamtime, small_run
+from conftest import execute_requests, make_beamtime, new_run_sensor_tick, small_run
 from xfel_core.completeness import run_completeness
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_run
@@ -107,6 +107,23 @@ def test_the_reasons_name_what_is_missing(tmp_path):
         update={"settle_seconds": 30})}), "r0002", now=os.stat(dest).st_mtime + 1)
 
 
+def test_a_copy_that_keeps_the_source_times_still_settles(tmp_path):
+    """rsync -a and cp -p set the files' and the folder's modification times into the past; the settle time
+    counts from the last real change (the status-change time) all the same."""
+    import time
+
+    cfg = config_for(tmp_path, settle_seconds=30)
+    src = source_run(tmp_path)
+    dest = cfg.run_dir("r0002")
+    for f in src.iterdir():
+        shutil.copy2(f, dest / f.name)
+    past = time.time() - 3600
+    for p in [*dest.iterdir(), dest]:
+        os.utime(p, (past, past))
+    assert "settling for 30 s" in run_completeness(cfg, "r0002")
+    assert run_completeness(cfg, "r0002", now=time.time() + 31) is None
+
+
 def test_a_file_being_written_waits(tmp_path):
     cfg = config_for(tmp_path)
     src = source_run(tmp_path)
@@ -157,18 +174,13 @@ def test_the_facility_marker_and_command(tmp_path):
 
 
 def _tick(instance, config_path, cursor):
-    from xfel_assets.definitions import defs
-    from xfel_assets.resources import resources_for
-    from xfel_assets.sensors import new_run_sensor
-
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources=resources_for(config_path))
-    result = new_run_sensor(ctx)
-    return result, (result.cursor if isinstance(result, dg.SensorResult) else None) or ctx.cursor
+    return new_run_sensor_tick(instance, config_path, cursor)
 
 
-def test_a_run_whose_raw_files_change_after_processing_is_redone_once_complete(tmp_path):
-    from xfel_core import pipeline
+def test_a_run_whose_raw_files_change_after_processing_is_redone_once_complete(tmp_path, monkeypatch):
+    from xfel_assets import sensors
+
+    monkeypatch.setattr(sensors, "REDO_CHECK_S", 0.0)  # look at every tick (the daemon: every 15 s)
 
     config_path = make_beamtime(tmp_path / "bt", [small_run(2)], completeness={"settle_seconds": 0})
     cfg = load_beamtime(config_path)
@@ -176,10 +188,10 @@ def test_a_run_whose_raw_files_change_after_processing_is_redone_once_complete(t
         _, cursor = _tick(instance, config_path, None)
         result, cursor = _tick(instance, config_path, cursor)
         assert result.dynamic_partitions_requests[0].partition_keys == ["r0002"]
-        instance.add_dynamic_partitions("runs", ["r0002"])
-        pipeline.make_raw_run(cfg, "r0002")  # processed (what the backfill does first)
-        result, cursor = _tick(instance, config_path, cursor)
-        assert isinstance(result, dg.SkipReason)
+        while isinstance(result, dg.SensorResult):  # processed, stage by stage
+            execute_requests(instance, config_path, result)
+            result, cursor = _tick(instance, config_path, cursor)
+        assert instance.get_materialized_partitions(dg.AssetKey("binned_cube")) == {"r0002"}
 
         # A file is rewritten after processing (a migration's late copy): the run is redone, once.
         module = sorted(cfg.run_dir("r0002").glob("*DSSC01*"))[0]

@@ -4,6 +4,7 @@ executor on a persistent instance, the sensor against a temporary raw root."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import MODULES, make_beamtime, small_run
+from conftest import execute_requests, new_run_sensor_tick, MODULES, make_beamtime, small_run
 from xfel_core.config import load_beamtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +68,14 @@ def test_materialize_all_assets_through_dagster(materialized_instance, session_b
     assert isinstance(md["output_path"], dg.PathMetadataValue)
     assert isinstance(md["frames_rejected_by_reason"], dg.TableMetadataValue)
     assert isinstance(md["frames_per_second"], dg.FloatMetadataValue)
+    # Readable: sizes in kB / MB / GB, seconds to three significant digits, the version hashes in one table.
+    assert re.fullmatch(r"\d[\d.]* (kB|MB|GB)", md["output_size"].value) and "output_size_bytes" not in md
+    assert re.fullmatch(r"\d[\d.]* (kB|MB|GB)", md["read_from_disk"].value)
+    assert len(f"{md['seconds'].value:g}".replace(".", "").lstrip("0")) <= 3
+    assert "| lineage | `" in md["versions"].value and "| input dark | `" in md["versions"].value
+    assert "lineage_version" not in md and "input_versions" not in md
+    cube = instance.get_latest_materialization_event(dg.AssetKey("binned_cube")).asset_materialization.metadata
+    assert cube["pump_probe"].value.startswith("![pump-probe curve")
     for run in ("r0002", "r0003"):
         ds = xr.open_dataset(cfg.output_path(run, "binned_cube"), engine="h5netcdf")
         assert ds["mean"].dims == ("scan_variable", "frame_type", "module", "y", "x")
@@ -98,23 +107,19 @@ def test_failed_partition_names_the_file_and_writes_nothing(materialized_instanc
 
 
 def _sensor_tick(instance, config_path: Path, cursor):
-    from xfel_assets.definitions import defs
-    from xfel_assets.resources import resources_for
-    from xfel_assets.sensors import new_run_sensor
-
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources=resources_for(config_path))
-    result = new_run_sensor(ctx)
-    return result, ctx.cursor if not isinstance(result, dg.SensorResult) else result.cursor
+    return new_run_sensor_tick(instance, config_path, cursor)
 
 
 def _requested(result) -> dict[str, set[str]]:
-    """Asset -> partition keys requested by a sensor result's backfill requests."""
+    """Asset -> partition keys requested by a sensor result's run requests (a run's, or a backfill's)."""
     out: dict[str, set[str]] = {}
     for req in result.run_requests:
-        subset = req.asset_graph_subset
-        for key, ps in subset.partitions_subsets_by_asset_key.items():
-            out.setdefault(key.to_user_string(), set()).update(str(k) for k in ps.get_partition_keys())
+        if req.asset_graph_subset is not None:  # a backfill request
+            for key, ps in req.asset_graph_subset.partitions_subsets_by_asset_key.items():
+                out.setdefault(key.to_user_string(), set()).update(str(k) for k in ps.get_partition_keys())
+            continue
+        for key in req.asset_selection:
+            out.setdefault(key.to_user_string(), set()).add(req.partition_key)
     return out
 
 
@@ -140,8 +145,7 @@ def test_sensor_requests_complete_runs_once_and_never_half_written(tmp_path):
         assert isinstance(result, dg.SensorResult)
         assert result.dynamic_partitions_requests[0].partition_keys == ["r0002"]
         req = _requested(result)
-        assert req["raw_run"] == {"r0002"} and req["binned_cube"] == {"r0002"}
-        assert req["preprocessed_module"] == {"00|r0002", "01|r0002"}
+        assert req == {"raw_run": {"r0002"}, "scan_variable": {"r0002"}, "framemask": {"r0002"}}  # the first stage
         assert "dark" not in req  # no dark run configured
         assert json.loads(cursor)["done"] == ["r0002"]
 
@@ -149,7 +153,7 @@ def test_sensor_requests_complete_runs_once_and_never_half_written(tmp_path):
         instance.add_dynamic_partitions("runs", ["r0002"])
         result, cursor = _sensor_tick(instance, config_path, cursor)
         assert isinstance(result, dg.SkipReason)
-        assert "r0002" not in result.skip_message
+        assert "r0002: inputs: 0 of 1 Dagster runs launched" in result.skip_message  # not requested again
         assert "r0003: module 01 has no files" in result.skip_message
         assert "r0005" in result.skip_message and half.name in result.skip_message
 
@@ -172,6 +176,74 @@ def test_sensor_includes_missing_darks(tmp_path):
         req = _requested(result)
         assert req["dark"] == {"00", "01"}
         assert "r0001" not in json.dumps(sorted(req["raw_run"]))  # the dark run is not a data run
+
+
+def _drive(instance, config_path, cursor, ticks=8):
+    """Tick the sensor and execute what it requests, until it requests nothing: (requests per tick, last result, cursor)."""
+    stages = []
+    for _ in range(ticks):
+        result, cursor = _sensor_tick(instance, config_path, cursor)
+        if isinstance(result, dg.SkipReason):
+            return stages, result, cursor
+        stages.append(_requested(result))
+        execute_requests(instance, config_path, result)
+    raise AssertionError(f"still requesting after {ticks} ticks: {stages}")
+
+
+def test_sensor_launches_each_stage_once_the_one_before_succeeded(tmp_path):
+    from conftest import dark_run
+
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run(), completeness={"settle_seconds": 0})
+    with dg.instance_for_test() as instance:
+        _, cursor = _sensor_tick(instance, config_path, None)
+        stages, last, cursor = _drive(instance, config_path, cursor)
+        assert stages == [
+            {"raw_run": {"r0002"}, "scan_variable": {"r0002"}, "framemask": {"r0002"}, "dark": {"00", "01"}},
+            {"preprocessed_module": {"00|r0002", "01|r0002"}},
+            {"binned_cube": {"r0002"}},
+        ]
+        assert "r0002" not in last.skip_message  # the chain has ended
+        assert instance.get_materialized_partitions(dg.AssetKey("binned_cube")) == {"r0002"}
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"xfel/run": "r0002"}))
+        assert len(runs) == 6 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert {r.tags["xfel/stage"] for r in runs} == {"inputs", "modules", "cube"}
+
+
+def test_a_failed_stage_ends_the_chain_and_says_which_run(tmp_path, monkeypatch):
+    from xfel_core import pipeline
+    from xfel_core.exceptions import RunDataError
+
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=None, completeness={"settle_seconds": 0})
+    real = pipeline.make_preprocessed_module
+
+    def broken(cfg, run, module):
+        if module == 1:
+            raise RunDataError(f"{cfg.run_dir(run)}/RAW-R0002-DSSC01-S00000.h5: image.data has NaNs")
+        return real(cfg, run, module)
+
+    monkeypatch.setattr(pipeline, "make_preprocessed_module", broken)
+    with dg.instance_for_test() as instance:
+        _, cursor = _sensor_tick(instance, config_path, None)
+        stages, last, cursor = _drive(instance, config_path, cursor)
+        assert len(stages) == 2 and "binned_cube" not in stages[-1]  # no cube of a run with a failed module
+        failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        assert [r.tags["dagster/partition"] for r in failed] == ["01|r0002"]
+        assert f"r0002: stopped, module_job 01|r0002 ({failed[0].run_id[:8]}) failure" in last.skip_message
+        result, _ = _sensor_tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SkipReason) and "r0002" not in result.skip_message  # said once, then ended
+
+
+def test_with_new_runs_backfill_a_run_is_one_asset_backfill(tmp_path):
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=None, completeness={"settle_seconds": 0},
+                                execution={"new_runs": "backfill"})
+    with dg.instance_for_test() as instance:
+        _, cursor = _sensor_tick(instance, config_path, None)
+        result, cursor = _sensor_tick(instance, config_path, cursor)
+        [req] = result.run_requests
+        assert req.asset_graph_subset is not None and req.tags == {"xfel/run": "r0002"}
+        assert _requested(result) == {"raw_run": {"r0002"}, "scan_variable": {"r0002"}, "framemask": {"r0002"},
+                                      "preprocessed_module": {"00|r0002", "01|r0002"}, "binned_cube": {"r0002"}}
+        assert json.loads(cursor)["chains"] == {}
 
 
 def test_numbers_from_dagster_equal_direct_pipeline(materialized_instance, session_beamtime, tmp_path):

@@ -21,7 +21,7 @@ from xfel_core.events.readers import event_runs, run_files
 
 from .partitions import EVENT_RUNS_PARTITION_SET
 from .resources import BeamtimeResource
-from .sensors import new_complete_keys
+from .sensors import described_sensor, new_complete_keys
 
 MAX_RUNS_PER_TICK = 20
 
@@ -43,7 +43,7 @@ def event_run_readiness(ev: EventsConfig, run: str, settle_s: float = 0.0) -> st
     return None
 
 
-@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+@described_sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
            asset_selection=dg.AssetSelection.groups("events"))
 def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
     """Watch the event-file raw root; add each complete new run as a partition and make its small data and cube."""

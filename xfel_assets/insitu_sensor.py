@@ -25,7 +25,7 @@ from xfel_core.insitu.tiff_reader import read_headers
 
 from .partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
 from .resources import BeamtimeResource
-from .sensors import new_complete_keys
+from .sensors import described_sensor, new_complete_keys
 
 #: Measurements checked per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_MEASUREMENTS_PER_TICK = 20
@@ -51,7 +51,7 @@ def measurement_asset_partitions(keys: list[str], sample: str) -> set[AssetKeyPa
     return parts | {AssetKeyPartitionKey(dg.AssetKey("attenuation_corrected_series"), sample)}
 
 
-@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+@described_sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
            asset_selection=dg.AssetSelection.groups("insitu"))
 def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
     """Watch the in-situ sample folders; add each complete new measurement (and its sample) as partitions and process them."""

@@ -34,3 +34,27 @@ observe_calibration_job = dg.define_asset_job(
 
 ALL_JOBS = [run_inputs_job, dark_job, module_job, dssc_smalldata_job, cube_job, insitu_measurement_job, insitu_sample_job, event_run_job,
             observe_raw_runs_job, observe_calibration_job]
+
+#: The processing of raw runs as stages of Dagster runs, in dependency order (a run cannot mix
+#: partitionings): (stage name, jobs). Used by the new-run sensor's chains and by `materialize`.
+RUN_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("inputs", ("run_inputs_job", "dark_job")),
+    ("modules", ("module_job", "dssc_smalldata_job")),
+    ("cube", ("cube_job",)),
+)
+
+
+def run_stage_work(stage: str, runs: list[str], modules: list[str], darks: list[str] = (),
+                   smalldata: bool = False) -> list[tuple[str, str]]:
+    """(job name, partition key) of every Dagster run of one stage for ``runs`` (the darks of ``darks``;
+    dssc_smalldata with ``smalldata``)."""
+    from .partitions import run_module_key
+
+    if stage == "inputs":
+        return [("run_inputs_job", r) for r in runs] + [("dark_job", m) for m in darks]
+    if stage == "modules":
+        jobs = ("module_job", "dssc_smalldata_job") if smalldata else ("module_job",)
+        return [(j, str(run_module_key(r, m))) for j in jobs for r in runs for m in modules]
+    if stage == "cube":
+        return [("cube_job", r) for r in runs]
+    raise ValueError(f"no stage {stage!r}: {[s for s, _ in RUN_STAGES]}")

@@ -21,11 +21,12 @@ from xfel_core.insitu.layout import split_measurement_key
 
 from .definitions import defs
 from .liveness import fail_dead_runs, pool_waits, worker_tags
-from .steps import HEAVY_POOLS
+from .jobs import run_stage_work
 from .partitions import (
-    EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions, run_module_key,
+    EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions,
     run_module_partitions,
 )
+from .steps import HEAVY_POOLS
 
 
 def run_inputs_job_def() -> dg.JobDefinition:
@@ -205,7 +206,10 @@ class _Stages:
         return failed
 
 
-def _partition_tags(key: str) -> dict:
+def _partition_tags(job: str, key: str) -> dict:
+    """The tags of a Dagster run of ``job`` for partition ``key`` (a run x module key has one per dimension)."""
+    if job in ("module_job", "dssc_smalldata_job"):
+        return dict(run_module_partitions.get_tags_for_partition_key(key))
     return {"dagster/partition": key}
 
 
@@ -219,24 +223,17 @@ def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurre
     """
     _add_partitions(instance, RUNS_PARTITION_SET, runs)
     modules = module_partitions.get_partition_keys()
+
+    def work(stage: str, stage_runs: list[str], darks: list[str] = ()) -> list[tuple[str, str, dict]]:
+        return [(f"{job}_def", key, _partition_tags(job, key))
+                for job, key in run_stage_work(stage, stage_runs, modules, darks, smalldata)]
+
     with _Stages(max_concurrent, log, stage_seconds, HEAVY_POOLS) as stages:
-        failed = stages.run("run inputs and darks",
-                            [("run_inputs_job_def", r, _partition_tags(r)) for r in runs]
-                            + [("dark_job_def", m, _partition_tags(m)) for m in (dark_modules or [])])
+        failed = stages.run("run inputs and darks", work("inputs", runs, dark_modules or []))
         bad_runs = set(runs) if any(o.job == "dark_job" for o in failed) else {o.partition for o in failed}
-        module_work = []
-        for r in runs:
-            if r in bad_runs:
-                continue
-            for m in modules:
-                key = run_module_key(r, m)
-                module_work.append(("module_job_def", str(key),
-                                    dict(run_module_partitions.get_tags_for_partition_key(key))))
-        if smalldata:
-            module_work += [("dssc_smalldata_job_def", k, t) for _, k, t in module_work]
-        failed = stages.run("modules", module_work)
+        failed = stages.run("modules", work("modules", [r for r in runs if r not in bad_runs]))
         bad_runs |= {o.partition.split("|")[1] for o in failed if o.job == "module_job"}
-        stages.run("binned cubes", [("cube_job_def", r, _partition_tags(r)) for r in runs if r not in bad_runs])
+        stages.run("binned cubes", work("cube", [r for r in runs if r not in bad_runs]))
     return stages.outcomes
 
 
@@ -248,9 +245,9 @@ def materialize_insitu(measurements: list[str], instance: dg.DagsterInstance, ma
     _add_partitions(instance, SAMPLES_PARTITION_SET, samples)
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
         failed = stages.run("in-situ measurements",
-                            [("insitu_measurement_job_def", k, _partition_tags(k)) for k in measurements])
+                            [("insitu_measurement_job_def", k, _partition_tags("", k)) for k in measurements])
         bad = {split_measurement_key(o.partition)[0] for o in failed}
-        stages.run("in-situ samples", [("insitu_sample_job_def", s, _partition_tags(s)) for s in samples if s not in bad])
+        stages.run("in-situ samples", [("insitu_sample_job_def", s, _partition_tags("", s)) for s in samples if s not in bad])
     return stages.outcomes
 
 
@@ -259,5 +256,5 @@ def materialize_event_runs(runs: list[str], instance: dg.DagsterInstance, max_co
     """Materialize event_smalldata and event_cube of runs of event files (one Dagster run each)."""
     _add_partitions(instance, EVENT_RUNS_PARTITION_SET, runs)
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
-        stages.run("event runs", [("event_run_job_def", r, _partition_tags(r)) for r in runs])
+        stages.run("event runs", [("event_run_job_def", r, _partition_tags("", r)) for r in runs])
     return stages.outcomes

@@ -7,15 +7,19 @@ files of every module and the control data, a settle time, complete train indexe
 facility's marker or command, contiguous sequences and modules covering the control data's
 trains) and the folder's file names, sizes and modification times are the same as at the
 previous tick. A run whose raw files change after it was processed (a late file, a rewrite) is
-processed again once it is complete again. The request is one asset backfill per run, so Dagster
-runs the assets in dependency order: raw_run, scan_variable, framemask, the missing darks,
-preprocessed_module for every module, binned_cube. What each run waits for is the tick's
-skip reason (Overview > Sensors in the web UI).
+processed again once it is complete again. Its assets are materialized in dependency order, in
+the stages of :data:`~xfel_assets.jobs.RUN_STAGES` (raw_run, scan_variable, framemask and the
+missing darks; preprocessed_module of every module; binned_cube): each stage's Dagster runs are
+requested by the tick after the stage before has succeeded (:mod:`xfel_assets.run_chains`), or
+with ``execution.new_runs: backfill`` as one asset backfill. What each run waits for is the
+tick's skip reason (Overview > Sensors in the web UI).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,12 +35,22 @@ from xfel_core.exceptions import XfelError
 from xfel_core.outputs import read_attrs
 from xfel_core.run_summary import data_runs
 
+from . import run_chains
 from .partitions import EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, run_module_key
 from .resources import BeamtimeResource, config_at_load
 
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_RUNS_PER_TICK = 20
+#: Seconds between two looks for processed runs whose raw files changed.
+REDO_CHECK_S = 15.0
 RUN_ASSETS = ("raw_run", "scan_variable", "framemask", "binned_cube")
+
+
+def described_sensor(**kwargs):
+    """``dg.sensor`` with the function's docstring as the description the web UI shows (Automation > Sensors)."""
+    def wrap(fn):
+        return dg.sensor(description=inspect.cleandoc(fn.__doc__), **kwargs)(fn)
+    return wrap
 
 
 def run_readiness(cfg: BeamtimeConfig, run: str) -> str | None:
@@ -82,11 +96,13 @@ def cursor_json(pending: dict[str, str], done: list[str], ready: list[str]) -> s
 
 
 def complete_and_unchanged(candidates: list[str], readiness: Callable[[str], str | None],
-                           fingerprint: Callable[[str], str], pending: dict[str, str]) -> tuple[list[str], list[str]]:
+                           fingerprint: Callable[[str], str], pending: dict[str, str],
+                           settled: bool = False) -> tuple[list[str], list[str]]:
     """The completeness rule of the sensors: (ready, why the others wait).
 
     A candidate is ready when it is complete and readable now (``readiness`` gives None) and its
-    files' fingerprint equals the one seen at the previous tick (kept in ``pending``, updated here).
+    files' fingerprint equals the one seen at the previous tick (kept in ``pending``, updated here);
+    with ``settled`` (``readiness`` already requires a settle time with no change) at once.
     """
     ready, waiting = [], []
     for key in candidates:
@@ -94,6 +110,9 @@ def complete_and_unchanged(candidates: list[str], readiness: Callable[[str], str
         if why:
             pending.pop(key, None)
             waiting.append(f"{key}: {why}")
+            continue
+        if settled:
+            ready.append(key)
             continue
         fp = fingerprint(key)
         if pending.get(key) == fp:
@@ -108,14 +127,14 @@ def complete_and_unchanged(candidates: list[str], readiness: Callable[[str], str
 def new_complete_keys(context: dg.SensorEvaluationContext, partitions_set: str, root: Path, root_label: str,
                       all_keys: Callable[[], list[str]], readiness: Callable[[str], str | None],
                       fingerprint: Callable[[str], str], limit: int,
-                      nothing: str) -> tuple[list[str], str] | dg.SkipReason:
+                      nothing: str, settled: bool = False) -> tuple[list[str], str] | dg.SkipReason:
     """The sensors' common pass: keys not yet partitions that are complete and unchanged since the
     previous tick, as (ready keys, new cursor); or why there are none (the cursor is kept then)."""
     if not root.is_dir():
         return dg.SkipReason(f"{root_label} {root} does not exist")
     pending, done, known = read_cursor(context, partitions_set)
     candidates = [k for k in all_keys() if k not in known]
-    ready, waiting = complete_and_unchanged(candidates[:limit], readiness, fingerprint, pending)
+    ready, waiting = complete_and_unchanged(candidates[:limit], readiness, fingerprint, pending, settled)
     new_cursor = cursor_json(pending, done, ready)
     if not ready:
         context.update_cursor(new_cursor)
@@ -134,66 +153,91 @@ def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
     return keys
 
 
-@dg.sensor(minimum_interval_seconds=_sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
+@described_sensor(minimum_interval_seconds=_sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
            asset_selection=dg.AssetSelection.all())
 def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
-    """Watch the raw root; add each complete new run as a partition and materialize all its assets; redo a
-    processed run whose raw files changed, once it is complete again."""
+    """Watch the raw root; add each complete new run as a partition and materialize all its assets, stage by
+    stage; redo a processed run whose raw files changed, once it is complete again."""
     cfg = beamtime.load()
     state = json.loads(context.cursor) if context.cursor else {}
     redone: dict[str, str] = state.get("redone", {})
+    chains: dict[str, dict] = state.get("chains", {})
     found = new_complete_keys(context, RUNS_PARTITION_SET, cfg.raw_root, "raw root", lambda: data_runs(cfg),
                               lambda r: run_readiness(cfg, r), lambda r: versions.raw_run_version(cfg, r),
-                              MAX_RUNS_PER_TICK, "no new run folders")
+                              MAX_RUNS_PER_TICK, "no new run folders", cfg.completeness.settle_seconds > 0)
     if isinstance(found, dg.SkipReason) and not cfg.raw_root.is_dir():
         return found
     ready, new_cursor = ([], context.cursor or cursor_json({}, [], [])) if isinstance(found, dg.SkipReason) else found
     waiting = [found.skip_message] if isinstance(found, dg.SkipReason) else []
 
-    # Runs processed before whose raw files changed since (a late sequence file, a rewrite).
+    # Runs processed before whose raw files changed since (a late sequence file, a rewrite): every
+    # REDO_CHECK_S, not every tick (it reads every processed run's folder and raw_run file).
     redo = []
     known = context.instance.get_dynamic_partitions(RUNS_PARTITION_SET)
-    for run, version in changed_runs(cfg, [r for r in known if r not in ready], redone):
+    recheck = time.time() - state.get("redo_checked", 0.0) >= REDO_CHECK_S
+    if recheck:
+        state["redo_checked"] = time.time()
+    for run, version in (changed_runs(cfg, [r for r in known if r not in ready and r not in chains], redone)
+                         if recheck else []):
         why = run_readiness(cfg, run)
         if why:
             waiting.append(f"{run} (changed since it was processed): {why}")
         else:
             redo.append(run)
             redone[run] = version
-    if not ready and not redo:
-        state = json.loads(new_cursor)
-        context.update_cursor(json.dumps({**state, "redone": redone}))
-        return dg.SkipReason("; ".join(waiting) or "nothing new to process")
 
-    dark_done = set()
-    if cfg.dark_run is not None:
-        dark_done = set(context.instance.get_materialized_partitions(dg.AssetKey("dark")))
-    missing_darks = [] if cfg.dark_run is None else [m for m in cfg.module_keys if m not in dark_done]
-    asset_graph = context.repository_def.asset_graph
-    requests = []
-    for i, run in enumerate(ready + redo):
-        subset = AssetGraphSubset.from_asset_partition_set(
-            run_asset_partitions(run, cfg.module_keys, missing_darks if i == 0 else [], cfg.smalldata is not None),
-            asset_graph)
-        # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
-        requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={"xfel/run": run}))
+    requests, events = [], []
+    # The runs being processed: the next stage of each whose stage before has succeeded.
+    for run, chain in list(chains.items()):
+        reqs, why, ended = run_chains.advance(context.instance, context.repository_def.asset_graph, cfg, run, chain, chains)
+        requests += reqs
+        if why:
+            waiting.append(why)
+            (context.log.warning if ended else context.log.debug)(why)
+        if ended:
+            del chains[run]
+    if ready or redo:
+        requests += start_runs(context, cfg, ready + redo, chains)
+        events = [observation("raw_run_files", r, versions.raw_run_version(cfg, r)) for r in ready + redo]
     if ready:
         context.log.info(f"new complete runs: {ready}")
     if redo:
         context.log.info(f"runs whose raw files changed after they were processed, redone: {redo}")
-    for why in waiting:
-        context.log.info(f"waiting: {why}")
-    cursor = json.dumps({**json.loads(new_cursor), "redone": redone})
+    cursor = json.dumps({**json.loads(new_cursor), "redone": redone, "chains": chains,
+                         "redo_checked": state.get("redo_checked", 0.0)})
+    if not requests and not ready:
+        context.update_cursor(cursor)
+        return dg.SkipReason("; ".join(waiting) or "nothing new to process")
     if context.cursor_updated:  # new_complete_keys has set it (no new run): so must we, not the result
         context.update_cursor(cursor)
         cursor = None
     return dg.SensorResult(
         run_requests=requests,
         # The raw files as seen now (unchanged for one tick): what raw_run will be made from.
-        asset_events=[observation("raw_run_files", r, versions.raw_run_version(cfg, r)) for r in ready + redo],
+        asset_events=events,
         dynamic_partitions_requests=[dg.DynamicPartitionsDefinition(name=RUNS_PARTITION_SET).build_add_request(ready)],
         cursor=cursor,
     )
+
+
+def start_runs(context: dg.SensorEvaluationContext, cfg: BeamtimeConfig, runs: list[str],
+               chains: dict[str, dict]) -> list[dg.RunRequest]:
+    """The requests that start processing ``runs`` (the darks that no run has yet go with the first):
+    the first stage of a chain each (``chains`` gets them), or one asset backfill each."""
+    darks = [m for m in run_chains.missing_darks(context.instance, cfg) if m not in run_chains.darks_in_flight(chains)]
+    requests = []
+    for i, run in enumerate(runs):
+        if cfg.execution.new_runs == "backfill":
+            subset = AssetGraphSubset.from_asset_partition_set(
+                run_asset_partitions(run, cfg.module_keys, darks if i == 0 else [], cfg.smalldata is not None),
+                context.repository_def.asset_graph)
+            # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
+            requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={run_chains.RUN_TAG: run}))
+        else:
+            chains[run] = run_chains.new_chain(run)
+            requests += run_chains.stage_requests(chains[run], run, 0, cfg, darks if i == 0 else [],
+                                                  context.repository_def.asset_graph)
+    return requests
 
 
 def observation(asset: str, partition: str, version: str) -> dg.AssetObservation:
@@ -221,7 +265,7 @@ def known_partitions(instance: dg.DagsterInstance) -> tuple[list[str], list[str]
             instance.get_dynamic_partitions(EVENT_RUNS_PARTITION_SET))
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@described_sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def source_change_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
     """Record new data versions of the raw runs, the dark run's files, the gain maps and the in-situ TIFFs when they change.
 

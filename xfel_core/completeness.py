@@ -23,11 +23,15 @@ from .readers import euxfel
 
 
 def _newest_change(run_dir: Path) -> float:
-    """The newest modification time of the folder (a file added or removed) or of a file in it (s since the epoch)."""
-    times = [run_dir.stat().st_mtime]
+    """The newest change of the folder (a file added or removed) or of a file in it (s since the epoch).
+
+    The status-change time (ctime), not the modification time: a copy that keeps the source's
+    times (``cp -p``, ``rsync -t``, a migration) sets the mtime into the past, but never the ctime.
+    """
+    times = [run_dir.stat().st_ctime]
     for p in run_dir.iterdir():
         try:
-            times.append(p.stat().st_mtime)
+            times.append(p.stat().st_ctime)
         except FileNotFoundError:  # renamed away meanwhile
             continue
     return max(times)

@@ -156,8 +156,9 @@ class CompletenessConfig(_Strict):
     #: A command (no shell; {run_dir}, {run}, {number} are filled in) that must print "complete"; null: none.
     command: str | None = None
     command_timeout_s: float = Field(default=30.0, gt=0)
-    #: Seconds between the new-run sensor's ticks.
-    sensor_interval_s: int = Field(default=15, ge=1)
+    #: Seconds between the new-run sensor's ticks (each tick also starts the next stage of the runs
+    #: being processed, so this bounds the wait between stages).
+    sensor_interval_s: int = Field(default=1, ge=1)
 
 
 class ExecutionConfig(_Strict):
@@ -173,6 +174,10 @@ class ExecutionConfig(_Strict):
     #: Retries of a step that failed with an I/O error, with exponential backoff from retry_delay_s.
     retries: int = Field(default=2, ge=0)
     retry_delay_s: float = Field(default=2.0, ge=0)
+    #: How the new-run sensor launches a complete run: "stages": each stage's Dagster runs (inputs,
+    #: modules, cube) as soon as the stage before has succeeded, seconds apart; "backfill": one
+    #: asset backfill (listed under Backfills; one backfill-daemon round per stage).
+    new_runs: Literal["stages", "backfill"] = "stages"
 
     def resolved_max_module_steps(self) -> int:
         return self.max_module_steps or os.cpu_count() or 1
