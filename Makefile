@@ -41,8 +41,7 @@ demo-slurm: $(STAMP)
 ## Dagster web UI (127.0.0.1:3000) and daemon, on the demo beamtime.
 ui: $(STAMP)
 	@test -f $(XFEL_BEAMTIME) || $(BIN)/xfel-assets demo-beamtime $(DEMO)/beamtime
-	@$(BIN)/xfel-assets dagster-home >/dev/null
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/xfel-assets ui --host 127.0.0.1 --port 3000
 
 ## JupyterLab on notebooks/ (the demo beamtime's outputs; made first if missing), on 127.0.0.1 with a token.
 notebooks: $(STAMP)

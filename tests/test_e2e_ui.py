@@ -1,6 +1,6 @@
 """The web UI path in a real browser: Debian's chromium driven by Playwright against `dagster-webserver`.
 
-The module starts the web server and the daemon on a small demo beamtime on a free loopback
+The module starts `xfel-assets ui` (web server and daemon, as `make ui`) on a small demo beamtime on a free loopback
 port, materializes the demo once from the command line, and then, in the browser: the asset
 graph shows every asset; binned_cube of one run is materialized from its page; the partitions
 of preprocessed_module show run x module; a backfill of all partitions of scan_variable is
@@ -24,7 +24,7 @@ import dagster as dg
 import pytest
 import xarray as xr
 
-from xfel_assets.backfill import daemon_command, stop_process_group
+from xfel_assets.backfill import stop_process_group
 from xfel_assets.cli import ensure_dagster_home
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_demo_beamtime
@@ -72,14 +72,10 @@ def server(tmp_path_factory):
                           timeout=600)
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     port = free_port()
-    logs = {name: open(root / f"{name}.log", "w") for name in ("webserver", "daemon")}
-    procs = [
-        subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w",
-                          str(home / "workspace.yaml")], env=env, stdout=logs["webserver"],
-                         stderr=subprocess.STDOUT, start_new_session=True),
-        subprocess.Popen(daemon_command(home / "workspace.yaml"), env=env, stdout=logs["daemon"],
-                         stderr=subprocess.STDOUT, start_new_session=True),
-    ]
+    logs = {"ui": open(root / "ui.log", "w")}
+    # As `make ui` runs it: the web server and our daemon.
+    procs = [subprocess.Popen([str(BIN / "xfel-assets"), "ui", "--beamtime", str(config), "--port", str(port)],
+                              env=env, stdout=logs["ui"], stderr=subprocess.STDOUT, start_new_session=True)]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -88,8 +84,8 @@ def server(tmp_path_factory):
                 urllib.request.urlopen(base + "/server_info", timeout=2)
                 break
             except OSError:
-                assert time.monotonic() < deadline, (root / "webserver.log").read_text()[-3000:]
-                assert procs[0].poll() is None, (root / "webserver.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, (root / "ui.log").read_text()[-3000:]
+                assert procs[0].poll() is None, (root / "ui.log").read_text()[-3000:]
                 time.sleep(1)
         yield base, load_beamtime(config), home, shots
     finally:
@@ -229,7 +225,7 @@ def test_backfill_of_all_partitions_from_the_dialog_completes(server, page):
 def test_preview_image_of_a_materialization_loads(server, page):
     open_page(page, server, "/assets/binned_cube")
     # The latest materialization's metadata: the markdown entry with the image opens on a click.
-    row = page.get_by_text("mean_image_and_difference", exact=True).first.locator("xpath=ancestor::tr")
+    row = page.get_by_text("pump_probe", exact=True).first.locator("xpath=ancestor::tr")
     row.get_by_text("Show Markdown").click()
     img = page.locator("img[src^='data:image/png']").first
     img.wait_for()

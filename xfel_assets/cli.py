@@ -30,6 +30,13 @@ concurrency:
   pools:
     # Module steps (dark, preprocessed_module) at once across all runs: execution.max_module_steps.
     default_limit: {max_module_steps}
+retention:
+  # The new-run sensor ticks every few seconds: keep its skipped ticks one day.
+  sensor:
+    purge_after_days:
+      skipped: 1
+      failure: 30
+      success: -1
 backfills:
   # Submit a backfill's runs from several threads (each submission plans a run).
   use_threads: true
@@ -439,6 +446,48 @@ def cmd_dagster_home(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    """The Dagster web server and our daemon (1 s sensor loop, 5 s daemon rounds) on one home, until Ctrl-C.
+
+    Both are in this command's process group: Ctrl-C and a signal to the group reach them, and when
+    this command ends (SIGTERM too) it ends them.
+    """
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    from .backfill import daemon_command
+    from .daemon import running_daemon
+
+    _, home = _setup(args)
+    workspace = home / "workspace.yaml"
+    webserver = shutil.which("dagster-webserver", path=str(Path(sys.executable).parent)) or "dagster-webserver"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    procs = [subprocess.Popen([webserver, "-h", args.host, "-p", str(args.port), "-w", str(workspace)])]
+    held = running_daemon(home)
+    if held:
+        print(f"xfel-assets ui: the Dagster daemon of {home} already runs (pid {held[0]}); using it", file=sys.stderr)
+    else:
+        procs.append(subprocess.Popen(daemon_command(workspace)))
+    print(f"xfel-assets ui: http://{args.host}:{args.port} (Dagster home {home}); Ctrl-C stops it", file=sys.stderr)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return next(p.returncode for p in procs if p.poll() is not None) or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def cmd_demo(args) -> int:
     root = Path(args.dir)
     if not (root / "beamtime.yaml").exists():
@@ -522,6 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dagster-home", help="create the Dagster home (dagster.yaml, workspace.yaml) and print its path")
     p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
     p.set_defaults(func=cmd_dagster_home)
+
+    p = sub.add_parser("ui", help="the Dagster web UI and the daemon (sensors, backfills) on the beamtime's Dagster home")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("demo", help="write the demo beamtime (if absent) and materialize all its runs and samples")
     demo_args(p)

@@ -17,15 +17,18 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import threading
 from pathlib import Path
 
 import dagster._daemon.controller as controller
+import dagster._daemon.sensor as sensor_daemon
 from dagster._daemon.cli import main as dagster_daemon_main
 
 INTERVAL_ENV = "XFEL_DAEMON_INTERVAL_S"
 #: Set to "backfill" by `xfel-assets backfill` for a daemon it starts: the last backfill using it stops it.
 OWNER_ENV = "XFEL_DAEMON_OWNER"
 DEFAULT_INTERVAL_S = 5
+SENSOR_LOOP_S = 1
 LOCK_NAME = ".xfel-daemon.lock"
 
 
@@ -68,6 +71,10 @@ def main() -> None:
     home = os.environ.get("DAGSTER_HOME")
     _lock = hold_lock(Path(home)) if home else None  # noqa: F841  (held until the process ends)
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = int(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S)
+    sensor_daemon.MIN_INTERVAL_LOOP_TIME = SENSOR_LOOP_S
+    from .launcher import warm_up
+
+    threading.Thread(target=warm_up, name="forkserver-warm-up", daemon=True).start()
     sys.argv[0] = "dagster-daemon"
     dagster_daemon_main()
 

@@ -50,6 +50,36 @@ def source_fingerprint() -> str:
     return h.hexdigest()
 
 
+_server_lock = threading.Lock()
+#: The source fingerprint of the code that this process's forkserver imported (None: not started by us).
+_server_fingerprint: str | None = None
+
+
+def forkserver_context(preload: list[str]):
+    """The forkserver context, (re)started with ``preload`` if our source files changed since it started."""
+    global _server_fingerprint
+    with _server_lock:
+        fp = source_fingerprint()
+        if fp != _server_fingerprint:
+            server = multiprocessing.forkserver._forkserver
+            server._stop()  # private since 3.8, the only way to restart it; the next fork starts a new one
+            multiprocessing.set_forkserver_preload(preload)
+            _server_fingerprint = fp
+        return multiprocessing.get_context("forkserver")
+
+
+def _nothing() -> None:
+    pass
+
+
+def warm_up(preload: list[str] = PRELOAD) -> None:
+    """Start the forkserver and let it import ``preload`` now (the daemon does, at start), not at the first run:
+    that import takes several seconds, which the first new run of a beamtime would otherwise wait."""
+    proc = forkserver_context(preload).Process(target=_nothing)
+    proc.start()
+    proc.join()
+
+
 def _run_worker(instance_ref, run_id: str) -> None:
     """Execute one run in this forked process, exactly as `dagster api execute_run` does."""
     from dagster._cli.api import _execute_run_command_body
@@ -68,7 +98,6 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         self._preload = list(preload_modules or PRELOAD)
         self._lock = threading.Lock()
         self._procs: dict[str, multiprocessing.Process] = {}
-        self._fingerprint: str | None = None
         super().__init__()
 
     @property
@@ -83,21 +112,11 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]):
         return cls(inst_data=inst_data, preload_modules=config_value.get("preload_modules"))
 
-    def _context(self):
-        """The forkserver context, restarted if our source files changed since it started."""
-        fp = source_fingerprint()
-        if fp != self._fingerprint:
-            server = multiprocessing.forkserver._forkserver
-            server._stop()  # private since 3.8, the only way to restart it; the next fork starts a new one
-            multiprocessing.set_forkserver_preload(self._preload)
-            self._fingerprint = fp
-        return multiprocessing.get_context("forkserver")
-
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         with self._lock:
             self._reap()
-            proc = self._context().Process(target=_run_worker, args=(self._instance.get_ref(), run.run_id),
+            proc = forkserver_context(self._preload).Process(target=_run_worker, args=(self._instance.get_ref(), run.run_id),
                                            name=f"dagster-run-{run.run_id[:8]}")
             proc.start()
             self._procs[run.run_id] = proc
