@@ -10,18 +10,35 @@ import dagster as dg
 import numpy as np
 
 
+def readable_size(nbytes: int) -> str:
+    """A size as a person reads it: 3 significant digits in GB, MB or kB (decimal units, as `ls -h --si`)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{int(nbytes)} B"
+
+
+def three_digits(x: float) -> float:
+    """``x`` rounded to three significant digits (seconds, rates: more digits are noise)."""
+    return float(f"{float(x):.3g}")
+
+
+def size_md(nbytes: int) -> dg.MetadataValue:
+    return dg.MetadataValue.text(readable_size(nbytes))
+
+
 def common(info: dict) -> dict:
     """Output path and size, seconds spent, where it was computed: shown for every materialization."""
     md = {
         "output_path": dg.MetadataValue.path(str(info["path"])),
-        "output_size_bytes": dg.MetadataValue.int(int(info["size_bytes"])),
-        "seconds": dg.MetadataValue.float(round(float(info["seconds"]), 3)),
+        "output_size": size_md(info["size_bytes"]),
+        "seconds": dg.MetadataValue.float(three_digits(info["seconds"])),
     }
     if "slurm" in info:  # computed as a SLURM job (dagster-slurm adds sacct's slurm_job_id, elapsed_seconds, ...)
         job = info["slurm"]
         md["computed_on"] = dg.MetadataValue.text(f"SLURM job {job['job_id']} on {job['node']}")
         md["slurm_node"] = dg.MetadataValue.text(str(job["node"]))
-        md["slurm_payload_seconds"] = dg.MetadataValue.float(round(float(job["seconds"]), 3))
+        md["slurm_payload_seconds"] = dg.MetadataValue.float(three_digits(job["seconds"]))
     return md
 
 
@@ -31,7 +48,7 @@ def scalar(value) -> dg.MetadataValue:
     if isinstance(value, (int, np.integer)):
         return dg.MetadataValue.int(int(value))
     if isinstance(value, (float, np.floating)):
-        return dg.MetadataValue.float(float(value))
+        return dg.MetadataValue.float(three_digits(value) if np.isfinite(value) else float(value))
     if isinstance(value, Path):
         return dg.MetadataValue.path(str(value))
     return dg.MetadataValue.text(str(value))
@@ -87,15 +104,24 @@ def table_from_frame(df) -> dg.MetadataValue:
     return dg.MetadataValue.table(records=records, schema=schema)
 
 
+VERSION_KEYS = ("lineage_version", "code_version", "dark_version", "gain_version", "dark_versions", "gain_versions")
+
+
 def version_metadata(info: dict) -> dict:
-    """What made the output: its lineage and code versions, the calibration, its inputs' versions."""
-    md = {k: dg.MetadataValue.text(str(info[k]))
-          for k in ("lineage_version", "code_version", "dark_run", "dark_version", "gain_version",
-                    "dark_versions", "gain_versions")
-          if info.get(k) is not None}
+    """What made the output, in one block: its lineage and code versions, the calibration's, its inputs'.
+
+    The hashes are for comparing (same hash: same code, config and inputs); the dark run is named apart.
+    """
+    rows = [(k.removesuffix("_version").removesuffix("_versions").replace("_", " "), str(info[k]))
+            for k in VERSION_KEYS if info.get(k) is not None]
     if info.get("input_versions"):
-        inputs = json.loads(info["input_versions"])
-        md["input_versions"] = dg.MetadataValue.md("\n".join(f"- {k}: `{v}`" for k, v in sorted(inputs.items())))
+        rows += [(f"input {k}", v) for k, v in sorted(json.loads(info["input_versions"]).items())]
+    md = {}
+    if info.get("dark_run") is not None:
+        md["dark_run"] = dg.MetadataValue.text(str(info["dark_run"]))
+    if rows:
+        lines = "\n".join(f"| {k} | `{v}` |" for k, v in rows)
+        md["versions"] = dg.MetadataValue.md(f"| of | version |\n|---|---|\n{lines}")
     return md
 
 

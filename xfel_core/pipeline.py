@@ -22,6 +22,7 @@ from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
 )
 from .readers import euxfel
+from .rois import section_rois
 from .run_summary import control_files, read_frames_per_train, summarize_run, write_run_summary
 
 
@@ -227,7 +228,8 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
                           dark_run=cfg.dark_run_key, frames_kept=kept, **calibration, **vers,
                           **quality.check_attrs(checks))
     # Everything that can fail comes before the write: a failed step leaves the previous cube.
-    png = previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames")
+    roi = previews.first_intensity_roi(section_rois(cfg.smalldata)) if cfg.smalldata is not None else None
+    png = previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames", roi)
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
     counts = ds["count"].sum("module").values  # (scan points, frame types)

@@ -1,4 +1,4 @@
-"""PNG previews of the DSSC assets for the web UI: the assembled detector image, scan points, kept frames.
+"""PNG previews for the web UI: the binned cubes' pump-probe picture (DSSC and event files), scan points, kept frames.
 
 matplotlib Figures rendered by its Agg canvas (no pyplot); figures are small (well under 1 MB). The DSSC image is
 assembled with extra-geom's DSSC 1M geometry from approximate quadrant positions (the
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from matplotlib.figure import Figure
 
+from .config import Rect, Roi
 from .insitu.plots import _png, subplots
 
 #: Approximate DSSC 1M quadrant positions (mm), as in extra-geom's examples.
@@ -37,34 +39,163 @@ def assemble(modules: dict[int, np.ndarray]) -> np.ndarray:
     return out
 
 
-def cube_png(ds: xr.Dataset, title: str) -> bytes:
-    """Mean image of the scan point with most frames (first frame type) and, if there, the pump-probe difference."""
-    counts = ds["count"].sum(["frame_type", "module"]).values
-    point = int(np.argmax(counts))
-    ftype = str(ds["frame_type"].values[0])
-    mean = ds["mean"].isel(scan_variable=point).sel(frame_type=ftype)
-    panels = [(assemble({int(m): mean.sel(module=m).values for m in ds["module"].values}),
-               f"mean, {ftype}", "viridis")]
+def first_intensity_roi(rois: list[Roi]) -> Roi | None:
+    """The configured ROI the cube's pump-probe curve is drawn over: the first intensity ROI (None: automatic)."""
+    return next((r for r in rois if r.role == "intensity"), None)
+
+
+def roi_mask(ds: xr.Dataset, roi: Rect | None = None) -> tuple[np.ndarray, str]:
+    """The pixels of the pump-probe curve, (module, y, x) booleans, and what they are in words.
+
+    ``roi`` (module pixels, the same on every module) if given; else automatic: the pixels of the
+    count-weighted mean image (all scan points and frame types) above half its peak over the
+    median (the Bragg peaks; the 99.99th percentile stands for the peak, so a hot pixel does not).
+    """
+    shape = ds["mean"].shape[2:]
+    if roi is not None:
+        mask = np.zeros(shape, bool)
+        mask[:, roi.slices[0], roi.slices[1]] = True
+        return mask, f"ROI {roi.name} (y {roi.y[0]}:{roi.y[1]}, x {roi.x[0]}:{roi.x[1]} of every module)"
+    weights = ds["count"].values.astype(np.float64)[..., None, None]  # (scan point, frame type, module, 1, 1)
+    total = weights.sum((0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        image = np.nansum(np.nan_to_num(ds["mean"].values, nan=0.0) * weights, (0, 1)) / total
+    image = np.where(total > 0, image, np.nan)
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.zeros(shape, bool), "no pixel with frames"
+    median, peak = np.median(finite), np.percentile(finite, 99.99)
+    threshold = median + 0.5 * (peak - median)
+    mask = np.isfinite(image) & (image >= threshold)
+    units = ds["mean"].attrs.get("units", "ADU")
+    return mask, f"automatic ROI: the {int(mask.sum())} pixels above half the peak ({threshold:.3g} {units})"
+
+
+def roi_curve(ds: xr.Dataset, mask: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per frame type (and "difference"): the mean over the ROI pixels per scan point and its standard error.
+
+    The error combines the pixels' standard errors as if independent; a bin without frames is NaN.
+    """
+    n = max(int(mask.sum()), 1)
+    out = {}
+    counts = ds["count"].values.sum(2)  # (scan point, frame type)
+    if not mask.any():  # no pixel with frames: nothing to draw
+        counts = np.zeros_like(counts)
+        mask = np.zeros_like(mask)
+        mask.flat[0] = True
+    for j, ftype in enumerate(ds["frame_type"].values):
+        values = ds["mean"].values[:, j][:, mask]  # (scan point, pixels)
+        errors = ds["sem"].values[:, j][:, mask]
+        empty = counts[:, j] == 0
+        out[str(ftype)] = (np.where(empty, np.nan, values.mean(1)),
+                           np.where(empty, np.nan, np.sqrt((errors.astype(np.float64) ** 2).sum(1)) / n))
     if "difference" in ds:
-        diff = ds["difference"].isel(scan_variable=point)
-        panels.append((assemble({int(m): diff.sel(module=m).values for m in ds["module"].values}),
-                       "pumped - unpumped", "RdBu_r"))
-    fig, axes = subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+        values = ds["difference"].values[:, mask]
+        errors = ds["difference_sem"].values[:, mask]
+        empty = (counts == 0).any(1)
+        out["difference"] = (np.where(empty, np.nan, values.mean(1)),
+                             np.where(empty, np.nan, np.sqrt((errors.astype(np.float64) ** 2).sum(1)) / n))
+    return out
+
+
+def picture_point(curves: dict[str, tuple[np.ndarray, np.ndarray]], counts: np.ndarray) -> tuple[int, str]:
+    """The scan point the images show and why: the largest |pumped - unpumped| over the ROI, else the most frames."""
+    diff = curves.get("difference")
+    if diff is not None and np.isfinite(diff[0]).any():
+        return int(np.nanargmax(np.abs(diff[0]))), "largest |difference| in the ROI"
+    return int(np.argmax(counts)), "most frames"
+
+
+def _crop(image: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
+    """Rows and columns of ``image`` holding finite pixels (the modules present), with a margin."""
+    rows = np.flatnonzero(np.isfinite(image).any(1))
+    cols = np.flatnonzero(np.isfinite(image).any(0))
+    if rows.size == 0:
+        return slice(None), slice(None)
+    return (slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin),
+            slice(max(cols[0] - margin, 0), cols[-1] + 1 + margin))
+
+
+def _show(fig, ax, image: np.ndarray, window: tuple[slice, slice], outline: np.ndarray, signed: bool,
+          units: str, title: str) -> None:
+    """One assembled image, zoomed to ``window``, with pixel axes (of the assembled image), a percentile colour scale and the ROI outline."""
+    from matplotlib.colors import AsinhNorm
+
+    part = image[window]
+    y0, x0 = window[0].start or 0, window[1].start or 0
+    extent = (x0 - 0.5, x0 + part.shape[1] - 0.5, y0 + part.shape[0] - 0.5, y0 - 0.5)
+    finite = part[np.isfinite(part)]
+    if signed:
+        lim = float(np.percentile(np.abs(finite), 99.9)) if finite.size else 1.0
+        im = ax.imshow(part, cmap="RdBu_r", vmin=-(lim or 1), vmax=lim or 1, extent=extent, interpolation="nearest")
+        scale = "colour: +-99.9th percentile"
+    else:
+        low, high = np.percentile(finite, [1, 99.99]) if finite.size else (0.0, 1.0)
+        spread = np.percentile(finite, 84) - np.percentile(finite, 16) if finite.size else 1.0
+        # Linear within the noise, logarithmic above it: the background and a peak 100x above it both show.
+        norm = AsinhNorm(linear_width=max(float(spread), 1e-6), vmin=float(low), vmax=float(max(high, low + 1e-6)))
+        im = ax.imshow(part, cmap="viridis", norm=norm, extent=extent, interpolation="nearest")
+        scale = "colour: 1st-99.99th percentile, asinh"
+    if outline.any():
+        ax.contour(np.arange(x0, x0 + part.shape[1]), np.arange(y0, y0 + part.shape[0]),
+                   np.nan_to_num(outline[window]), levels=[0.5], colors="k" if signed else "w", linewidths=0.7)
+    ax.set_xlabel("x (pixel)")
+    ax.set_ylabel("y (pixel)")
+    ax.set_title(f"{title}\n{scale}", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.85, label=units)
+
+
+def cube_png(ds: xr.Dataset, title: str, roi: Rect | None = None) -> bytes:
+    """The pump-probe picture of a binned cube: the ROI's mean per scan value (each frame type, with standard
+    errors) and the pumped - unpumped difference; beside it the assembled mean image and the difference image,
+    zoomed to the modules present, at the scan point where the ROI's difference is largest."""
+    mask, roi_text = roi_mask(ds, roi)
+    curves = roi_curve(ds, mask)
+    x = ds["scan_variable"].values.astype(np.float64)
     units = ds["scan_variable"].attrs.get("units", "")
-    value = float(ds["scan_variable"].values[point])
-    for ax, (img, label, cmap) in zip(axes[0], panels):
-        finite = img[np.isfinite(img)]
-        if cmap == "RdBu_r":
-            lim = float(np.percentile(np.abs(finite), 99.5)) if finite.size else 1.0
-            vmin, vmax = -lim or -1, lim or 1
-        else:
-            vmin, vmax = (np.percentile(finite, [1, 99.5]) if finite.size else (0, 1))
-        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="upper", interpolation="nearest")
-        ax.set_title(f"{label} at {value:g} {units}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, shrink=0.8, label=ds["mean"].attrs.get("units", "ADU"))
-    fig.suptitle(title, fontsize=9)
+    value_units = ds["mean"].attrs.get("units", "ADU")
+    diff = curves.get("difference")
+    counts = ds["count"].values.sum((1, 2))
+    point, why = picture_point(curves, counts)
+    modules = [int(m) for m in ds["module"].values]
+    ftype = str(ds["frame_type"].values[0])
+
+    def assembled(values: np.ndarray) -> np.ndarray:
+        return assemble({m: values[i] for i, m in enumerate(modules)})
+
+    mean_img = assembled(ds["mean"].values[point, 0])
+    outline = assembled(mask.astype(np.float32))
+    window = _crop(mean_img)
+    images = [(mean_img, False, f"mean, {ftype}")]
+    if "difference" in ds:
+        images.append((assembled(ds["difference"].values[point]), True, "pumped - unpumped"))
+
+    fig = Figure(figsize=(4.4 + 4.8 * len(images), 5.0))
+    grid = fig.add_gridspec(2, 1 + len(images), width_ratios=[1.0] + [1.1] * len(images), hspace=0.08, wspace=0.5)
+    top = fig.add_subplot(grid[0, 0])
+    for name, (values, errors) in curves.items():
+        if name != "difference":
+            top.errorbar(x, values, yerr=errors, fmt="o-", ms=3, lw=1, capsize=2, label=name)
+    top.set_ylabel(f"ROI mean\n({value_units})")
+    top.legend(fontsize=7)
+    top.set_title(roi_text, fontsize=8)
+    bottom = fig.add_subplot(grid[1, 0], sharex=top)
+    if diff is not None:
+        bottom.errorbar(x, diff[0], yerr=diff[1], fmt="o-", ms=3, lw=1, capsize=2, color="C3")
+        bottom.axhline(0.0, color="0.5", lw=0.6)
+        bottom.set_ylabel(f"pumped - unpumped\n({value_units})")
+    else:
+        bottom.bar(x, counts, width=np.min(np.diff(x)) * 0.8 if len(x) > 1 else 1.0)
+        bottom.set_ylabel("frames")
+    bottom.axvline(x[point], color="0.3", ls=":", lw=0.8)
+    top.axvline(x[point], color="0.3", ls=":", lw=0.8)
+    bottom.set_xlabel(f"scan value ({units})" if units else "scan value")
+    for top_label in top.get_xticklabels():
+        top_label.set_visible(False)
+    for i, (img, signed, label) in enumerate(images):
+        _show(fig, fig.add_subplot(grid[:, 1 + i]), img, window, outline, signed, value_units,
+              f"{label} at {x[point]:g} {units}")
+    fig.suptitle(f"{title}; images at {x[point]:g} {units}: {why}", fontsize=9)
     return _png(fig)
 
 

@@ -43,7 +43,7 @@ ASSET_CODE = {
                                      "insitu/plots.py"],
     "event_smalldata": ["events/pipeline.py", "events/readers.py", "events/anomalies.py", "events/azimuthal.py",
                         "events/smalldata.py", "scan.py"],
-    "event_cube": ["events/pipeline.py", "events/readers.py", "events/smalldata.py", "cube.py"],
+    "event_cube": ["events/pipeline.py", "events/readers.py", "events/smalldata.py", "cube.py", "binning_kernel.py", "previews.py"],
     "dssc_smalldata": ["dssc_smalldata.py", "pipeline.py", "events/azimuthal.py", "readers/euxfel.py"],
 }
 

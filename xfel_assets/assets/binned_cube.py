@@ -25,7 +25,7 @@ def binned_cube(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -
         **scalars(info, "scan_points", "modules", "frames_kept", "has_difference", "nan_fraction"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=info["frame_types"]),
-        "mean_image_and_difference": png_md(info["png"], "assembled mean image and pump-probe difference"),
+        "pump_probe": png_md(info["png"], "pump-probe curve over the ROI and the assembled mean and difference images"),
         "open_with": dg.MetadataValue.md(
             f"```python\nimport xarray as xr\nds = xr.open_dataset({str(info['path'])!r}, engine='h5netcdf')\n```"),
     })

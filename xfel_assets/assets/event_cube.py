@@ -2,7 +2,7 @@ import dagster as dg
 from xfel_core import versions
 from xfel_core.events import pipeline
 
-from ..metadata import materialized, scalars, scan_points_table
+from ..metadata import materialized, png_md, scalars, scan_points_table
 from ..partitions import event_run_partitions
 from ..resources import BeamtimeResource
 from ..steps import retry_policy, run_science
@@ -18,6 +18,7 @@ def event_cube(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) ->
         **scalars(info, "scan_points", "events_kept", "has_difference"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], frame_counts=info["counts"],
                                                frame_types=info["frame_types"]),
+        "pump_probe": png_md(info["png"], "pump-probe curve over the ROI and the mean and difference images"),
         "open_with": dg.MetadataValue.md(
             f"```python\nimport xarray as xr\nds = xr.open_dataset({str(info['path'])!r}, engine='h5netcdf')\n```"),
     })

@@ -20,7 +20,7 @@ class InsituFramesConfig(dg.Config):
           group_name="insitu", kinds={"hdf5", "tiff"}, retry_policy=retry_policy(), pool=heavy_pool())
 def insitu_frames(context: dg.AssetExecutionContext, config: InsituFramesConfig,
                   beamtime: BeamtimeResource, compute: ComputeResource) -> dg.MaterializeResult:
-    """A measurement's frames with bad pixels replaced (3 x 3 median), flat-field divided and background subtracted, with their header times, exposures and transmissions."""
+    """A measurement's frames divided by the sample's flat-field, bad pixels replaced by their 3 x 3 median (insitu.median_filter), the background regions' level subtracted (if configured), with their header times, exposures and transmissions."""
     info = compute.run(context, beamtime.load(), pipeline.make_insitu_frames, context.partition_key, config.overwrite)
     return materialized("insitu_frames", info, {
         **scalars(info, "frames", "shape", "first_frame", "last_frame", "duration_s", "exposure_s",

@@ -1,7 +1,7 @@
 import dagster as dg
 from xfel_core import pipeline, versions
 
-from ..metadata import counts_table, materialized, scalar, scalars
+from ..metadata import counts_table, materialized, scalar, scalars, size_md
 from ..partitions import run_partitions
 from ..resources import BeamtimeResource
 from ..steps import retry_policy, run_science
@@ -18,7 +18,7 @@ def raw_run(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg
     return materialized("raw_run", info, {
         **scalars(info, "trains", "first_train", "last_train", "frames_per_train", "modules", "files",
                   "suspect_trains", "zero_frame_trains"),
-        "raw_size_bytes": scalar(info["raw_size_bytes"]),
+        "raw_size": size_md(info["raw_size_bytes"]),
         "missing_trains_per_module": counts_table(info["missing_trains_per_module"], "module", "missing trains"),
         "sources": dg.MetadataValue.md("\n".join(f"- `{s}`" for s in info["sources"])),
     })

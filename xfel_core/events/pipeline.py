@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .. import versions
+from .. import previews, versions
 from ..config import BeamtimeConfig, EventsConfig, run_key
 from ..cube import cube_from_sums, write_cube
 from ..exceptions import MissingInputError, RunDataError
@@ -181,10 +181,13 @@ def make_event_cube(cfg: BeamtimeConfig, run: str) -> dict:
     ds["trains"].attrs.update(units="events", long_name="events with this scan point")
     ds.attrs = provenance(cfg.yaml_text(), [str(sd_path)] + [str(p) for p in raw.files], run=run,
                           frames_kept=int(counts.sum()), normalisation=ev.normalisation.by, **vers)
+    # The picture comes before the write: a failed step leaves the previous cube.
+    png = previews.cube_png(ds, f"{cfg.name} {run}: {int(counts.sum())} events",
+                            previews.first_intensity_roi(section_rois(ev)))
     path = output_path(cfg, run, CUBE_FILE)
     write_cube(path, ds)
     return done_info(path, t0, scan_points=len(centres), centres=centres, units=ev.scan_units,
                      frame_types=FRAME_TYPES, events_kept=int(counts.sum()), counts=counts.reshape(len(centres), 2),
-                     has_difference="difference" in ds, **vers)
+                     has_difference="difference" in ds, png=png, **vers)
 
 
