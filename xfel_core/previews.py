@@ -55,7 +55,8 @@ def roi_mask(ds: xr.Dataset, roi: Rect | None = None) -> tuple[np.ndarray, str]:
     if roi is not None:
         mask = np.zeros(shape, bool)
         mask[:, roi.slices[0], roi.slices[1]] = True
-        return mask, f"ROI {roi.name} (y {roi.y[0]}:{roi.y[1]}, x {roi.x[0]}:{roi.x[1]} of every module)"
+        where = " of every module" if shape[0] > 1 else ""
+        return mask, f"ROI {roi.name} (y {roi.y[0]}:{roi.y[1]}, x {roi.x[0]}:{roi.x[1]}{where})"
     weights = ds["count"].values.astype(np.float64)[..., None, None]  # (scan point, frame type, module, 1, 1)
     total = weights.sum((0, 1))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -125,6 +126,7 @@ def _show(fig, ax, image: np.ndarray, window: tuple[slice, slice], outline: np.n
     y0, x0 = window[0].start or 0, window[1].start or 0
     extent = (x0 - 0.5, x0 + part.shape[1] - 0.5, y0 + part.shape[0] - 0.5, y0 - 0.5)
     finite = part[np.isfinite(part)]
+    ticks = None
     if signed:
         lim = float(np.percentile(np.abs(finite), 99.9)) if finite.size else 1.0
         im = ax.imshow(part, cmap="RdBu_r", vmin=-(lim or 1), vmax=lim or 1, extent=extent, interpolation="nearest")
@@ -133,16 +135,22 @@ def _show(fig, ax, image: np.ndarray, window: tuple[slice, slice], outline: np.n
         low, high = np.percentile(finite, [1, 99.99]) if finite.size else (0.0, 1.0)
         spread = np.percentile(finite, 84) - np.percentile(finite, 16) if finite.size else 1.0
         # Linear within the noise, logarithmic above it: the background and a peak 100x above it both show.
-        norm = AsinhNorm(linear_width=max(float(spread), 1e-6), vmin=float(low), vmax=float(max(high, low + 1e-6)))
-        im = ax.imshow(part, cmap="viridis", norm=norm, extent=extent, interpolation="nearest")
+        width, low, high = max(float(spread), 1e-6), float(low), float(max(high, low + 1e-6))
+        im = ax.imshow(part, cmap="viridis", norm=AsinhNorm(linear_width=width, vmin=low, vmax=high),
+                       extent=extent, interpolation="nearest")
         scale = "colour: 1st-99.99th percentile, asinh"
+        # Ticks at 0 and the decades well above the noise (matplotlib's asinh ticks crowd the linear part).
+        decades = [10.0**k for k in range(int(np.ceil(np.log10(10 * width))), int(np.floor(np.log10(high))) + 1)]
+        ticks = [t for t in [low, 0.0, *decades] if low <= t <= high]
+        if not decades or decades[-1] < high / 2:
+            ticks.append(high)
     if outline.any():
         ax.contour(np.arange(x0, x0 + part.shape[1]), np.arange(y0, y0 + part.shape[0]),
                    np.nan_to_num(outline[window]), levels=[0.5], colors="k" if signed else "w", linewidths=0.7)
+    fig.colorbar(im, ax=ax, shrink=0.85, label=units, ticks=ticks, format="%.3g" if ticks else None)
     ax.set_xlabel("x (pixel)")
     ax.set_ylabel("y (pixel)")
     ax.set_title(f"{title}\n{scale}", fontsize=8)
-    fig.colorbar(im, ax=ax, shrink=0.85, label=units)
 
 
 def cube_png(ds: xr.Dataset, title: str, roi: Rect | None = None) -> bytes:
