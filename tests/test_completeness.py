@@ -256,7 +256,7 @@ def test_the_daemon_takes_runs_copied_file_by_file_once_complete_and_redoes_a_ch
                         shutil.copy2(plan[step], raw / run / plan[step].name)
                         if step == len(plan) - 1:
                             complete_at[run] = time.time()
-                time.sleep(6)  # longer than the sensor's interval: an "unchanged for one tick" rule is fooled
+                time.sleep(3)  # longer than the sensor's interval (1 s): an "unchanged for one tick" rule is fooled
                 for run in plans:
                     if run not in complete_at:  # never taken while incomplete
                         assert not instance.has_dynamic_partition("runs", run), run

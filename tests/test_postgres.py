@@ -43,8 +43,8 @@ def postgres_url():
 
 def test_backfill_and_sensor_runs_together_on_postgres(tmp_path, postgres_url, monkeypatch):
     monkeypatch.setenv(POSTGRES_ENV, postgres_url)
-    runs = [run_key(n) for n in range(2, 22)]
-    config, _ = write_beamtime(tmp_path / "bt", list(range(2, 22)), darks=[1])
+    runs = [run_key(n) for n in range(2, 10)]
+    config, _ = write_beamtime(tmp_path / "bt", list(range(2, 10)), darks=[1])
     home = ensure_dagster_home(tmp_path / "home", max_runs=2, max_module_steps=2)
     assert "postgres_url" in (home / "dagster.yaml").read_text()
     env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config))

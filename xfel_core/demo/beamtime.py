@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from .config import write_config
 from .euxfel_writer import ControlSource, InstrumentSource, raw_file_name, write_raw_file
 
 DSSC_SOURCE = "SCS_DET_DSSC1M-1/DET/{module}CH0:xtdf"
@@ -268,14 +268,6 @@ def beamtime_config(
         "chunk_frames": chunk_frames,
         "execution": {"max_concurrent": None, "kernel_threads": 1},
     }
-
-
-def write_config(root: Path, config: dict) -> Path:
-    path = root / "beamtime.yaml"
-    root.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Beamtime configuration (see README, 'Configuration')\n"
-                    + yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def write_demo_beamtime(

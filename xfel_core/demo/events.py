@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import GeometryConfig
+from .config import write_config
 from ..events.azimuthal import integrator
 
 SHAPE = (192, 256)
@@ -218,7 +219,6 @@ def write_event_runs(raw: Path, layout: str = "pal", runs: int = 2, n_per_point:
 
 def write_demo_events(root: Path, layout: str = "pal", runs: int = 2, n_per_point: int = 40, seed: int = 0) -> Path:
     """An event-file demo beamtime: a dark run 1 and ``runs`` data runs under <root>/raw/events; beamtime.yaml (kept if present)."""
-    from .beamtime import write_config
 
     root = Path(root)
     write_event_runs(root / "raw" / "events", layout, runs, n_per_point, seed)

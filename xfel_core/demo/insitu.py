@@ -21,6 +21,7 @@ import numpy as np
 import tifffile
 
 from ..insitu.tiff_reader import format_pilatus_header
+from .config import write_config
 
 TIMEZONE = "Asia/Tokyo"
 START = dt.datetime(2026, 11, 20, 14, 0, 0)
@@ -170,7 +171,6 @@ def insitu_config(raw_root: str = "raw/insitu", shape: tuple[int, int] = SHAPE) 
 def write_demo_insitu(root: Path, measurements: int = 3, frames: int = 30, header_transmission: bool = True,
                       seed: int = 0) -> Path:
     """An in-situ-only demo beamtime: <root>/raw/insitu/GaN01/... and <root>/beamtime.yaml (kept if present)."""
-    from .beamtime import write_config
 
     root = Path(root)
     names = ("growth01", "growth02", "anneal03") if measurements == 3 else tuple(f"m{k + 1:02d}" for k in range(measurements))
