@@ -5,8 +5,8 @@
 A run folder is taken only when it is complete (:func:`xfel_core.completeness.run_completeness`:
 files of every module and the control data, a settle time, complete train indexes, the
 facility's marker or command, contiguous sequences and modules covering the control data's
-trains) and the folder's file names, sizes and modification times are the same as at the
-previous tick. A run whose raw files change after it was processed (a late file, a rewrite) is
+trains; with no settle time, the folder's file names, sizes and modification times the same as at
+the previous tick). A run whose raw files change after it was processed (a late file, a rewrite) is
 processed again once it is complete again. Its assets are materialized in dependency order, in
 the stages of :data:`~xfel_assets.jobs.RUN_STAGES` (raw_run, scan_variable, framemask and the
 missing darks; preprocessed_module of every module; binned_cube): each stage's Dagster runs are
