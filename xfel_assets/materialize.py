@@ -24,7 +24,6 @@ from .liveness import fail_dead_runs, pool_waits, worker_tags
 from .jobs import run_stage_work
 from .partitions import (
     EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions,
-    run_module_partitions,
 )
 from .steps import HEAVY_POOLS
 
@@ -88,10 +87,11 @@ JOB_FNS = {f.__name__: f for f in (run_inputs_job_def, dark_job_def, module_job_
                                    insitu_measurement_job_def, insitu_sample_job_def, event_run_job_def)}
 
 
-def _execute(job_fn_name: str, partition: str, tags: dict) -> StepOutcome:
-    """One Dagster run, in a worker process (execute_job is not safe to call from threads)."""
+def _execute(job_fn_name: str, partition: str) -> StepOutcome:
+    """One Dagster run of the job for ``partition``, in a worker process (execute_job is not safe to call from threads)."""
     t0 = time.perf_counter()
     job_fn = JOB_FNS[job_fn_name]
+    tags = dict(job_fn().partitions_def.get_tags_for_partition_key(partition))  # a run x module key: one per dimension
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(dg.reconstructable(job_fn), instance=instance, tags={**tags, **worker_tags()},
                                 run_config=QUIET)
@@ -155,8 +155,8 @@ class _Stages:
             return {(r.job_name, r.tags.get("dagster/partition", "")) for r in
                     instance.get_runs(filters=dg.RunsFilter(run_ids=list(ids)))} if ids else set()
 
-    def run(self, name: str, work: list[tuple[str, str, dict]]) -> list[StepOutcome]:
-        """Run (job function name, partition, tags) items; returns the failed ones.
+    def run(self, name: str, work: list[tuple[str, str]]) -> list[StepOutcome]:
+        """Run (job function name, partition) items; returns the failed ones.
 
         A worker that dies (a signal: out of memory, SIGBUS from a raw file truncated while mapped)
         breaks the whole pool: its runs are marked failed, a new pool runs the items not done, and an
@@ -206,13 +206,6 @@ class _Stages:
         return failed
 
 
-def _partition_tags(job: str, key: str) -> dict:
-    """The tags of a Dagster run of ``job`` for partition ``key`` (a run x module key has one per dimension)."""
-    if job in ("module_job", "dssc_smalldata_job"):
-        return dict(run_module_partitions.get_tags_for_partition_key(key))
-    return {"dagster/partition": key}
-
-
 def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurrent: int,
                      dark_modules: list[str] | None = None, log=print,
                      stage_seconds: dict[str, float] | None = None, smalldata: bool = False) -> list[StepOutcome]:
@@ -224,9 +217,8 @@ def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurre
     _add_partitions(instance, RUNS_PARTITION_SET, runs)
     modules = module_partitions.get_partition_keys()
 
-    def work(stage: str, stage_runs: list[str], darks: list[str] = ()) -> list[tuple[str, str, dict]]:
-        return [(f"{job}_def", key, _partition_tags(job, key))
-                for job, key in run_stage_work(stage, stage_runs, modules, darks, smalldata)]
+    def work(stage: str, stage_runs: list[str], darks: list[str] = ()) -> list[tuple[str, str]]:
+        return [(f"{job}_def", key) for job, key in run_stage_work(stage, stage_runs, modules, darks, smalldata)]
 
     with _Stages(max_concurrent, log, stage_seconds, HEAVY_POOLS) as stages:
         failed = stages.run("run inputs and darks", work("inputs", runs, dark_modules or []))
@@ -245,9 +237,9 @@ def materialize_insitu(measurements: list[str], instance: dg.DagsterInstance, ma
     _add_partitions(instance, SAMPLES_PARTITION_SET, samples)
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
         failed = stages.run("in-situ measurements",
-                            [("insitu_measurement_job_def", k, _partition_tags("", k)) for k in measurements])
+                            [("insitu_measurement_job_def", k) for k in measurements])
         bad = {split_measurement_key(o.partition)[0] for o in failed}
-        stages.run("in-situ samples", [("insitu_sample_job_def", s, _partition_tags("", s)) for s in samples if s not in bad])
+        stages.run("in-situ samples", [("insitu_sample_job_def", s) for s in samples if s not in bad])
     return stages.outcomes
 
 
@@ -256,5 +248,5 @@ def materialize_event_runs(runs: list[str], instance: dg.DagsterInstance, max_co
     """Materialize event_smalldata and event_cube of runs of event files (one Dagster run each)."""
     _add_partitions(instance, EVENT_RUNS_PARTITION_SET, runs)
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
-        stages.run("event runs", [("event_run_job_def", r, _partition_tags("", r)) for r in runs])
+        stages.run("event runs", [("event_run_job_def", r) for r in runs])
     return stages.outcomes

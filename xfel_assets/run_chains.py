@@ -22,14 +22,14 @@ import dagster as dg
 
 from xfel_core.config import BeamtimeConfig
 
-from .jobs import ALL_JOBS, RUN_STAGES, run_stage_work
+from .jobs import RUN_STAGES, job_assets, run_stage_work
 
 CHAIN_TAG = "xfel/chain"
 STAGE_TAG = "xfel/stage"
 RUN_TAG = "xfel/run"
 #: The job of the stage whose assets the run materializes (the run itself is Dagster's implicit asset job).
 JOB_TAG = "xfel/job"
-STAGE_NAMES = [name for name, _ in RUN_STAGES]
+STAGE_NAMES = list(RUN_STAGES)
 
 _UNFINISHED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
@@ -42,16 +42,13 @@ def new_chain(run: str) -> dict:
     return {"id": f"{run}-{uuid.uuid4().hex[:8]}", "stage": -1, "n": 0, "darks": [], "since": time.time()}
 
 
-def stage_requests(chain: dict, run: str, stage: int, cfg: BeamtimeConfig, darks: list[str],
-                   asset_graph) -> list[dg.RunRequest]:
+def stage_requests(chain: dict, run: str, stage: int, cfg: BeamtimeConfig, darks: list[str]) -> list[dg.RunRequest]:
     """The run requests of ``stage`` of a chain (updates the chain's cursor entry): each the assets of one of
     the stage's jobs for one partition, with checks."""
     name = STAGE_NAMES[stage]
     work = run_stage_work(name, [run], cfg.module_keys, darks, cfg.smalldata is not None)
     chain.update(stage=stage, n=len(work), since=time.time(), darks=list(darks) if name == "inputs" else [])
-    jobs = {j.name: j for j in ALL_JOBS}
-    return [dg.RunRequest(run_key=f"{chain['id']}/{job}/{key}", partition_key=key,
-                          asset_selection=sorted(jobs[job].selection.resolve(asset_graph)),
+    return [dg.RunRequest(run_key=f"{chain['id']}/{job}/{key}", partition_key=key, asset_selection=job_assets(job),
                           tags={RUN_TAG: run, CHAIN_TAG: chain["id"], STAGE_TAG: name, JOB_TAG: job})
             for job, key in work]
 
@@ -73,7 +70,7 @@ def missing_darks(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> list[str
     return [m for m in cfg.module_keys if m not in done]
 
 
-def advance(instance: dg.DagsterInstance, asset_graph, cfg: BeamtimeConfig, run: str, chain: dict,
+def advance(instance: dg.DagsterInstance, cfg: BeamtimeConfig, run: str, chain: dict,
             chains: dict[str, dict]) -> tuple[list[dg.RunRequest], str | None, bool]:
     """One tick of a chain: (run requests of its next stage, what it waits for or why it stopped, ended).
 
@@ -84,7 +81,7 @@ def advance(instance: dg.DagsterInstance, asset_graph, cfg: BeamtimeConfig, run:
     runs = _stage_runs(instance, chain)
     if len(runs) < chain["n"]:
         if time.time() - chain["since"] > MISSING_RUNS_AFTER_S:  # the requests were lost (a daemon restart)
-            return stage_requests(chain, run, chain["stage"], cfg, chain["darks"], asset_graph), None, False
+            return stage_requests(chain, run, chain["stage"], cfg, chain["darks"]), None, False
         return [], f"{run}: {stage}: {len(runs)} of {chain['n']} Dagster runs launched", False
     bad = [r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
     if bad:
@@ -101,8 +98,11 @@ def advance(instance: dg.DagsterInstance, asset_graph, cfg: BeamtimeConfig, run:
             if darks_in_flight(chains) - set(chain["darks"]) or _dark_runs_unfinished(instance):
                 return [], f"{run}: waiting for the darks of modules {', '.join(lacking)}", False
             return [], f"{run}: stopped, no dark of modules {', '.join(lacking)} (dark_job failed; see its runs)", True
-    return stage_requests(chain, run, chain["stage"] + 1, cfg, [], asset_graph), None, False
+    return stage_requests(chain, run, chain["stage"] + 1, cfg, []), None, False
 
 
 def _dark_runs_unfinished(instance: dg.DagsterInstance) -> bool:
-    return bool(instance.get_runs(filters=dg.RunsFilter(job_name="dark_job", statuses=list(_UNFINISHED)), limit=1))
+    """Whether a Dagster run that makes darks is not finished (ours, a backfill's or one launched from the UI)."""
+    dark = dg.AssetKey("dark")
+    return any(r.job_name == "dark_job" or dark in (r.asset_selection or ())
+               for r in instance.get_runs(filters=dg.RunsFilter(statuses=list(_UNFINISHED))))

@@ -36,6 +36,7 @@ from xfel_core.outputs import read_attrs
 from xfel_core.run_summary import data_runs
 
 from . import run_chains
+from .jobs import RUN_STAGES, job_assets, run_stage_work
 from .partitions import EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, run_module_key
 from .resources import BeamtimeResource, config_at_load
 
@@ -43,7 +44,6 @@ from .resources import BeamtimeResource, config_at_load
 MAX_RUNS_PER_TICK = 20
 #: Seconds between two looks for processed runs whose raw files changed.
 REDO_CHECK_S = 15.0
-RUN_ASSETS = ("raw_run", "scan_variable", "framemask", "binned_cube")
 
 
 def described_sensor(**kwargs):
@@ -145,12 +145,11 @@ def new_complete_keys(context: dg.SensorEvaluationContext, partitions_set: str, 
 
 def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
                          smalldata: bool = False) -> set[AssetKeyPartitionKey]:
-    """Every asset partition to materialize for a new run (dssc_smalldata too if configured)."""
-    keys = {AssetKeyPartitionKey(dg.AssetKey(a), run) for a in RUN_ASSETS}
-    module_assets = ("preprocessed_module", "dssc_smalldata") if smalldata else ("preprocessed_module",)
-    keys |= {AssetKeyPartitionKey(dg.AssetKey(a), run_module_key(run, m)) for a in module_assets for m in modules}
-    keys |= {AssetKeyPartitionKey(dg.AssetKey("dark"), m) for m in missing_darks}
-    return keys
+    """Every asset partition of all the stages of a new run (the missing darks; dssc_smalldata if configured)."""
+    return {AssetKeyPartitionKey(asset, key)
+            for stage in RUN_STAGES
+            for job, key in run_stage_work(stage, [run], modules, missing_darks, smalldata)
+            for asset in job_assets(job)}
 
 
 @described_sensor(minimum_interval_seconds=_sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
@@ -189,7 +188,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     requests, events = [], []
     # The runs being processed: the next stage of each whose stage before has succeeded.
     for run, chain in list(chains.items()):
-        reqs, why, ended = run_chains.advance(context.instance, context.repository_def.asset_graph, cfg, run, chain, chains)
+        reqs, why, ended = run_chains.advance(context.instance, cfg, run, chain, chains)
         requests += reqs
         if why:
             waiting.append(why)
@@ -235,8 +234,7 @@ def start_runs(context: dg.SensorEvaluationContext, cfg: BeamtimeConfig, runs: l
             requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={run_chains.RUN_TAG: run}))
         else:
             chains[run] = run_chains.new_chain(run)
-            requests += run_chains.stage_requests(chains[run], run, 0, cfg, darks if i == 0 else [],
-                                                  context.repository_def.asset_graph)
+            requests += run_chains.stage_requests(chains[run], run, 0, cfg, darks if i == 0 else [])
     return requests
 
 

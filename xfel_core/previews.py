@@ -75,27 +75,27 @@ def roi_mask(ds: xr.Dataset, roi: Rect | None = None) -> tuple[np.ndarray, str]:
 def roi_curve(ds: xr.Dataset, mask: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per frame type (and "difference"): the mean over the ROI pixels per scan point and its standard error.
 
-    The error combines the pixels' standard errors as if independent; a bin without frames is NaN.
+    The error combines the pixels' standard errors as if independent; a bin without frames (or an
+    empty ROI) is NaN.
     """
-    n = max(int(mask.sum()), 1)
-    out = {}
     counts = ds["count"].values.sum(2)  # (scan point, frame type)
-    if not mask.any():  # no pixel with frames: nothing to draw
+    if not mask.any():
         counts = np.zeros_like(counts)
-        mask = np.zeros_like(mask)
-        mask.flat[0] = True
-    for j, ftype in enumerate(ds["frame_type"].values):
-        values = ds["mean"].values[:, j][:, mask]  # (scan point, pixels)
-        errors = ds["sem"].values[:, j][:, mask]
-        empty = counts[:, j] == 0
-        out[str(ftype)] = (np.where(empty, np.nan, values.mean(1)),
-                           np.where(empty, np.nan, np.sqrt((errors.astype(np.float64) ** 2).sum(1)) / n))
+    n = max(int(mask.sum()), 1)
+
+    def mean_and_error(values: np.ndarray, errors: np.ndarray, empty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scan point, pixel) values and errors -> their ROI means and combined errors, NaN where empty."""
+        if empty.all():
+            return np.full(len(empty), np.nan), np.full(len(empty), np.nan)
+        return (np.where(empty, np.nan, values.mean(1)),
+                np.where(empty, np.nan, np.sqrt((errors.astype(np.float64) ** 2).sum(1)) / n))
+
+    out = {str(ftype): mean_and_error(ds["mean"].values[:, j][:, mask], ds["sem"].values[:, j][:, mask],
+                                      counts[:, j] == 0)
+           for j, ftype in enumerate(ds["frame_type"].values)}
     if "difference" in ds:
-        values = ds["difference"].values[:, mask]
-        errors = ds["difference_sem"].values[:, mask]
-        empty = (counts == 0).any(1)
-        out["difference"] = (np.where(empty, np.nan, values.mean(1)),
-                             np.where(empty, np.nan, np.sqrt((errors.astype(np.float64) ** 2).sum(1)) / n))
+        out["difference"] = mean_and_error(ds["difference"].values[:, mask], ds["difference_sem"].values[:, mask],
+                                           (counts == 0).any(1))
     return out
 
 
