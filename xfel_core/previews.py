@@ -8,6 +8,8 @@ instrument's own geometry file is not part of a raw run); modules of another sha
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -20,16 +22,22 @@ DSSC_QUAD_POSITIONS = [(-130, 5), (-130, -125), (5, -125), (5, 5)]
 DSSC_MODULE_SHAPE = (128, 512)
 
 
+@lru_cache(maxsize=1)
+def _dssc_geometry():
+    """extra-geom's DSSC 1M geometry from the approximate quadrant positions (made once per process)."""
+    from extra_geom import DSSC_1MGeometry
+
+    return DSSC_1MGeometry.from_quad_positions(DSSC_QUAD_POSITIONS)
+
+
 def assemble(modules: dict[int, np.ndarray]) -> np.ndarray:
     """One 2-D image of the modules {number: (y, x)} in their approximate places; NaN where no module."""
     shape = next(iter(modules.values())).shape
     if shape == DSSC_MODULE_SHAPE:
-        from extra_geom import DSSC_1MGeometry
-
         stack = np.full((16,) + shape, np.nan, dtype=np.float32)
         for m, img in modules.items():
             stack[m] = img
-        image, _ = DSSC_1MGeometry.from_quad_positions(DSSC_QUAD_POSITIONS).position_modules(stack)
+        image, _ = _dssc_geometry().position_modules(stack)
         return image
     ny, nx = shape
     out = np.full((4 * ny, 4 * nx), np.nan, dtype=np.float32)
@@ -57,11 +65,14 @@ def roi_mask(ds: xr.Dataset, roi: Rect | None = None) -> tuple[np.ndarray, str]:
         mask[:, roi.slices[0], roi.slices[1]] = True
         where = " of every module" if shape[0] > 1 else ""
         return mask, f"ROI {roi.name} (y {roi.y[0]}:{roi.y[1]}, x {roi.x[0]}:{roi.x[1]}{where})"
-    weights = ds["count"].values.astype(np.float64)[..., None, None]  # (scan point, frame type, module, 1, 1)
-    total = weights.sum((0, 1))
+    counts = ds["count"].values.astype(np.float64)  # (scan point, frame type, module)
+    mean = ds["mean"].values
+    summed = np.zeros(shape, np.float64)  # (module, y, x); one bin at a time: no copy of the whole cube
+    for s, t in np.ndindex(counts.shape[:2]):
+        summed += np.nan_to_num(mean[s, t], nan=0.0) * counts[s, t][:, None, None]
+    total = counts.sum((0, 1))[:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        image = np.nansum(np.nan_to_num(ds["mean"].values, nan=0.0) * weights, (0, 1)) / total
-    image = np.where(total > 0, image, np.nan)
+        image = np.where(total > 0, summed / total, np.nan)
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         return np.zeros(shape, bool), "no pixel with frames"
