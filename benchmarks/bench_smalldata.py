@@ -30,7 +30,7 @@ import numpy as np
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_config
 from xfel_core.events import pipeline as ep
-from xfel_core.events.azimuthal import PYFAI_METHOD, integrator, radial_integrator
+from xfel_core.azimuthal import PYFAI_METHOD, integrator, radial_integrator
 from xfel_core.events.readers import read_run
 from xfel_core.events.smalldata import reduce_events
 

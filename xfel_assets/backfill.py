@@ -26,12 +26,13 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 
-from xfel_core.config import BeamtimeConfig, module_key
-from xfel_core.staleness import StaleOutput
+from xfel_core.config import BeamtimeConfig
+from xfel_core.lineage import model
+from xfel_core.lineage.staleness import StaleOutput
 
 from . import daemon as daemon_mod
-from .partitions import run_module_key
-from .sensors import known_partitions, observation, source_versions
+from .model_defs import source_versions
+from .sensors import observation
 from .steps import MODULE_POOL, SLURM_POOL
 
 LAUNCH = """
@@ -68,7 +69,6 @@ query Status($id: String!) {
 }"""
 
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-ASSET_ORDER = ("dark", "raw_run", "scan_variable", "framemask", "preprocessed_module", "binned_cube")
 
 
 @dataclass
@@ -103,34 +103,45 @@ class Progress:
                 f"{self.to_go} to go ({self.status.lower()})")
 
 
-def selection(cfg: BeamtimeConfig, runs: list[str], stale: list[StaleOutput] | None) -> dict[str, list[str]]:
-    """Partition keys per asset: every asset of ``runs`` and every dark, or only the stale ones."""
-    keys: dict[str, list[str]] = {}
+def selection(every: dict[str, list[str | None]], stale: list[StaleOutput] | None) -> dict[str, list[str]]:
+    """Partition keys per asset, in dependency order: every partition in ``every``, or only the stale ones."""
     if stale is None:
-        if cfg.dark_run is not None:
-            keys["dark"] = list(cfg.module_keys)
-        for a in ("raw_run", "scan_variable", "framemask", "binned_cube"):
-            keys[a] = list(runs)
-        keys["preprocessed_module"] = [str(run_module_key(r, m)) for r in runs for m in cfg.module_keys]
-    else:
-        for s in stale:
-            if s.asset == "dark":
-                key = module_key(s.module)
-            elif s.asset == "preprocessed_module":
-                key = str(run_module_key(s.run, module_key(s.module)))
-            else:
-                key = s.run
-            keys.setdefault(s.asset, []).append(key)
-    return {a: keys[a] for a in ASSET_ORDER if keys.get(a)}
+        return {a: [str(k) for k in ks] for a, ks in every.items() if ks}
+    keys: dict[str, list[str]] = {}
+    for st in stale:
+        keys.setdefault(st.asset, []).append(str(st.key))
+    return {a: keys[a] for a in asset_order() if keys.get(a)}
 
 
-def failed_since_materialized(instance: dg.DagsterInstance, runs: list[str]) -> list[StaleOutput]:
-    """DSSC outputs whose step failed in a Dagster run after their latest materialization.
+def asset_order() -> list[str]:
+    """Every asset of the workflow model, each after its inputs."""
+    return [a.name for a in model.assets()]
+
+
+def add_partitions(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> None:
+    """Add the dynamic partitions (runs, measurements, samples, event runs) that the selected keys name."""
+    wanted: dict[str, set[str]] = {}
+    for asset, ks in keys.items():
+        p = model.asset(asset).partitioning
+        for k in ks:
+            for d in p.dims or (p,):
+                if d.dynamic:
+                    wanted.setdefault(d.dynamic, set()).add(p.dim_key(k, d.name) if p.dims else k)
+    for name, ks in wanted.items():
+        new = sorted(k for k in ks if not instance.has_dynamic_partition(name, k))
+        if new:
+            instance.add_dynamic_partitions(name, new)
+
+
+def failed_since_materialized(instance: dg.DagsterInstance, every: dict[str, list[str | None]]) -> list[StaleOutput]:
+    """Outputs (among ``every``'s partitions) whose step failed in a Dagster run after their latest materialization.
 
     Such a step may have written its file before it failed (a blocking check, the metadata): the
     file's lineage then looks current, but Dagster and the scientist see a failure. Never current.
     """
-    wanted, seen = set(runs), set()
+    wanted = {(a, str(k)) for a, ks in every.items() for k in ks}
+    assets = {a for a, _ in wanted}
+    seen = set()
     out = []
     failed = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     for rec in failed:
@@ -139,19 +150,15 @@ def failed_since_materialized(instance: dg.DagsterInstance, runs: list[str]) -> 
             continue
         steps = {r.event_log_entry.dagster_event.step_key for r in
                  instance.get_records_for_run(rec.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records}
-        for asset in sorted(steps & set(ASSET_ORDER)):
-            if (asset, part) in seen:
+        for asset in sorted(steps & assets):
+            if (asset, part) in seen or (asset, part) not in wanted:
                 continue
             seen.add((asset, part))
             latest = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[part]), limit=1).records
             if latest and latest[0].timestamp > (rec.end_time or rec.create_timestamp.timestamp()):
                 continue
-            module, run = (part.split("|") if "|" in part else ((part, None) if asset == "dark" else (None, part)))
-            if run is not None and run not in wanted:
-                continue
-            out.append(StaleOutput(asset, run, None if module is None else int(module),
-                                   "its last run failed (an output it left is not the current one)"))
+            out.append(StaleOutput(asset, part, "its last run failed (an output it left is not the current one)"))
     return out
 
 
@@ -240,7 +247,7 @@ def progress_from_instance(instance: dg.DagsterInstance, backfill_id: str) -> Pr
         raise RuntimeError(f"backfill {backfill_id} not found in the Dagster instance")
     data = bf.asset_backfill_data
     p = Progress(bf.status.value)
-    order = {a: i for i, a in enumerate(ASSET_ORDER)}
+    order = {a: i for i, a in enumerate(asset_order())}
     for key in sorted(data.target_subset.asset_keys, key=lambda k: order.get(k.to_user_string(), len(order))):
         def count(subset) -> int:
             if key not in subset.asset_keys:
@@ -342,8 +349,7 @@ def failures(instance: dg.DagsterInstance, backfill_id: str) -> list[tuple[str, 
 
 def record_source_versions(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
     """Record the current data versions of the observed sources (as the source sensor does); returns how many."""
-    events = [observation(a, k, v) for a, parts in source_versions(cfg, *known_partitions(instance)).items()
-              for k, v in parts.items()]
+    events = [observation(a, k, v) for a, parts in source_versions(instance, cfg).items() for k, v in parts.items()]
     for ev in events:
         instance.report_runless_asset_event(ev)
     return len(events)

@@ -245,15 +245,6 @@ def _setup(args):
     return cfg, home
 
 
-def _setup_runs(args):
-    """_setup, and the runs chosen by --runs (default: every data run); runs is empty if there are none."""
-    cfg, home = _setup(args)
-    runs = parse_runs(args.runs, data_runs(cfg))
-    if not runs:
-        print(f"no runs to process in {cfg.raw_root}", file=sys.stderr)
-    return cfg, home, runs
-
-
 def _insitu_selection(cfg, spec: str | None) -> list[str]:
     """Measurement keys of the samples named in 'S1,S2' (default: every sample)."""
     if cfg.insitu is None:
@@ -364,46 +355,107 @@ def _write_failure_log(home: Path, failed) -> Path:
     return path
 
 
+def _scope(args, cfg):
+    """The partitions --runs and --samples choose (with only one of them, only those; neither: everything)."""
+    from xfel_core.events.readers import event_runs
+    from xfel_core.lineage.model import Scope
+
+    want_runs, want_samples = bool(args.runs or not args.samples), bool(args.samples or not args.runs)
+    runs = parse_runs(args.runs, data_runs(cfg)) if want_runs else []
+    ev = parse_runs(args.runs, event_runs(cfg.events)) if want_runs and cfg.events is not None else []
+    samples = sorted({k.split("/")[0] for k in _insitu_selection(cfg, args.samples)}) if want_samples else []
+    return Scope(runs=runs, samples=samples, event_runs=ev)
+
+
+def _covered(scope) -> str:
+    """The runs and samples a command covers, in words."""
+    def span(keys: list[str]) -> str:
+        return f"{keys[0]}-{keys[-1]}" if len(keys) > 2 else ",".join(keys)
+    parts = [f"{len(ks)} {what} ({span(ks)})" for what, ks in (("runs", scope.runs), ("event runs", scope.event_runs),
+                                                                ("samples", scope.samples)) if ks]
+    return ", ".join(parts) or "nothing"
+
+
+def _stale(cfg, scope, workflow, instance=None):
+    """The stale outputs of the scope (and, with an instance, those whose last Dagster run failed), with the selection of every partition."""
+    from xfel_core.lineage.staleness import every_partition, find_stale
+
+    every = every_partition(cfg, scope, workflow)
+    stale = find_stale(cfg, scope, workflow)
+    if instance is not None:
+        from .backfill import failed_since_materialized
+
+        seen = {(st.asset, str(st.key)) for st in stale}
+        stale += [st for st in failed_since_materialized(instance, every) if (st.asset, str(st.key)) not in seen]
+    return every, stale
+
+
+def cmd_stale(args) -> int:
+    """List every missing or out-of-date output, one line each with the reason, then a count per asset."""
+    cfg = load_beamtime(Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env())
+    scope = _scope(args, cfg)
+    instance = None
+    home = Path(os.environ.get("DAGSTER_HOME") or Path(cfg.source_file).parent.parent / "dagster_home")
+    if (home / "dagster.yaml").exists():
+        import dagster as dg
+
+        instance = dg.DagsterInstance.from_config(str(home))
+    every, stale = _stale(cfg, scope, args.workflow, instance)
+    for st in stale:
+        print(f"{st.asset:30s} {'' if st.key is None else st.key:28s} {st.reason}")
+    total = sum(len(k) for k in every.values())
+    counts: dict[str, int] = {}
+    for st in stale:
+        counts[st.asset] = counts.get(st.asset, 0) + 1
+    print(f"\n{len(stale)} of {total} outputs stale or missing in {_covered(scope)}"
+          + ("; every output was made with the current code, configuration, raw files and calibration" if not stale
+             else ":"))
+    for asset, ks in every.items():
+        if counts.get(asset):
+            print(f"  {asset:30s} {counts[asset]:5d} of {len(ks)}")
+    return 0
+
+
 def cmd_backfill(args) -> int:
-    cfg, home, runs = _setup_runs(args)
-    if not runs:
-        return 1
+    cfg, home = _setup(args)
+    scope = _scope(args, cfg)
 
     import dagster as dg
 
-    from xfel_core.staleness import find_stale
+    from xfel_core.lineage.staleness import every_partition
 
     from . import backfill as bf
     from .liveness import fail_dead_runs
-    from .partitions import RUNS_PARTITION_SET
 
     instance = dg.DagsterInstance.get()
     fail_dead_runs(instance, say=print)  # a killed command's runs would hold the queue and the pools forever
-    new = [r for r in runs if not instance.has_dynamic_partition(RUNS_PARTITION_SET, r)]
-    instance.add_dynamic_partitions(RUNS_PARTITION_SET, new)
+    if args.stale_only:
+        every, stale = _stale(cfg, scope, args.workflow, instance)
+    else:
+        every, stale = every_partition(cfg, scope, args.workflow), None
+    if not any(every.values()):
+        print(f"nothing to process: no runs, event runs or in-situ samples in {_covered(scope)}", file=sys.stderr)
+        return 1
+    keys = bf.selection(every, stale)
+    bf.add_partitions(instance, {a: [str(k) for k in ks] for a, ks in every.items()})
     bf.record_source_versions(instance, cfg)
     slots = bf.set_pools(instance, cfg)
-    stale = None
-    if args.stale_only:
-        stale = find_stale(cfg, runs)
-        seen = {(s.asset, s.run, s.module) for s in stale}
-        stale += [s for s in bf.failed_since_materialized(instance, runs) if (s.asset, s.run, s.module) not in seen]
+    if stale is not None:
         reasons: dict[str, int] = {}
-        for s in stale:
-            reasons[f"{s.asset}: {s.reason}"] = reasons.get(f"{s.asset}: {s.reason}", 0) + 1
+        for st in stale:
+            reasons[f"{st.asset}: {st.reason}"] = reasons.get(f"{st.asset}: {st.reason}", 0) + 1
         for why, n in sorted(reasons.items()):
             print(f"  stale {n:5d} x {why}")
-    keys = bf.selection(cfg, runs, stale)
     if not keys:
-        print(f"nothing is stale in {len(runs)} runs: every output was made with the current code, "
+        print(f"nothing is stale in {_covered(scope)}: every output was made with the current code, "
               "configuration, raw files and calibration")
         return 0
     total = sum(len(k) for k in keys.values())
     print(f"beamtime {cfg.name}: backfill of {total} partitions ("
           + ", ".join(f"{a} {len(k)}" for a, k in keys.items())
-          + f") over {len(runs)} runs; at most {slots} module steps at once; Dagster home {home}")
+          + f") over {_covered(scope)}; at most {slots} module steps at once; Dagster home {home}")
     workspace = home / "workspace.yaml"
-    title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''} {runs[0]}-{runs[-1]}"
+    title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''}: {_covered(scope)}"
     try:
         with bf.daemon_if_needed(instance, workspace, home / "daemon.log") as daemon:
             with bf.GraphQL(instance, workspace, args.url) as gql:
@@ -559,9 +611,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redo-dark", action="store_true", help="recompute the darks even if materialized")
     p.set_defaults(func=cmd_materialize)
 
-    p = sub.add_parser("backfill", help="re-materialize a whole beamtime (or its stale outputs) as a Dagster asset backfill")
-    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
-    p.add_argument("--runs", help="r0002-r0040 or r0002,r0007 (default: every run in the raw root)")
+    from xfel_core.lineage.model import WORKFLOW_MODULES
+
+    workflows = [m.rpartition(".")[2] for m in WORKFLOW_MODULES]
+    for name, help_ in (("stale", "list every missing or out-of-date output of the beamtime, with the reason (changes nothing)"),
+                        ("backfill", "re-materialize a whole beamtime (or its stale outputs) as a Dagster asset backfill")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+        p.add_argument("--runs", help="r0002-r0040 or r0002,r0007: DSSC and event runs (default: every run in the raw "
+                       "roots); with only --runs, no in-situ samples")
+        p.add_argument("--samples", help="in-situ samples S1,S2 (default: every sample folder); with only --samples, "
+                       "no runs")
+        p.add_argument("--workflow", choices=workflows, help="only this workflow's outputs")
+        p.set_defaults(func=cmd_stale)
     p.add_argument("--stale-only", action="store_true",
                    help="only outputs made with other code, config, raw files or calibration than now")
     p.add_argument("--url", help="a running Dagster web server (http://127.0.0.1:3000); default: in this process")

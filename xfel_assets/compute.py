@@ -1,7 +1,7 @@
 """Where the heavy assets compute: in Dagster's step process (local) or as SLURM jobs (``compute: slurm``).
 
-The heavy assets (``preprocessed_module``, ``event_smalldata``, ``insitu_frames``) hand their
-xfel_core function to :meth:`ComputeResource.run`; the asset code is the same in both modes.
+The assets the workflow model marks ``slurm`` hand their xfel_core function to
+:meth:`ComputeResource.run`; the asset code is the same in both modes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 
 import dagster as dg
 
-from xfel_core.config import SLURM_ASSETS, BeamtimeConfig
+from xfel_core.config import BeamtimeConfig
+from xfel_core.lineage import model
 
 from .steps import run_science
 
@@ -23,7 +24,7 @@ class ComputeResource(dg.ConfigurableResource):
             *args: Any) -> dict:
         """``fn(cfg, *args)`` here, or as a SLURM job; the result dict either way (plus ``slurm`` on the cluster)."""
         asset = context.asset_key.path[-1]
-        if cfg.compute == "slurm" and asset in SLURM_ASSETS:
+        if cfg.compute == "slurm" and model.asset(asset).slurm:
             from .slurm import run_on_slurm  # dagster-slurm is only needed in SLURM mode
             return run_on_slurm(context, cfg, asset, fn, args)
         return run_science(fn, cfg, *args)

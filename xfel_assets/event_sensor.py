@@ -15,7 +15,7 @@ import h5py
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
-from xfel_core import versions
+from xfel_core import hashing
 from xfel_core.config import EventsConfig
 from xfel_core.events.readers import event_runs, run_files
 
@@ -53,7 +53,7 @@ def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
     ev = cfg.events
     found = new_complete_keys(context, EVENT_RUNS_PARTITION_SET, ev.raw_root, "event raw root",
                               lambda: event_runs(ev), lambda r: event_run_readiness(ev, r, cfg.completeness.settle_seconds),
-                              lambda r: versions.files_fingerprint(run_files(ev, r)), MAX_RUNS_PER_TICK, "no new runs")
+                              lambda r: hashing.files_fingerprint(run_files(ev, r)), MAX_RUNS_PER_TICK, "no new runs")
     if isinstance(found, dg.SkipReason):
         return found
     ready, new_cursor = found

@@ -17,7 +17,7 @@ import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
-from xfel_core import versions
+from xfel_core import hashing
 from xfel_core.config import InsituConfig
 from xfel_core.exceptions import XfelError
 from xfel_core.insitu import layout
@@ -63,7 +63,7 @@ def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: Beamti
     found = new_complete_keys(
         context, MEASUREMENTS_PARTITION_SET, ins.raw_root, "in-situ raw root", lambda: layout.all_measurement_keys(ins),
         lambda k: measurement_readiness(ins, k, now),
-        lambda k: versions.files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, k))),
+        lambda k: hashing.files_fingerprint(layout.tiff_files(layout.measurement_dir(ins, k))),
         MAX_MEASUREMENTS_PER_TICK, "no new measurement folders")
     if isinstance(found, dg.SkipReason):
         return found

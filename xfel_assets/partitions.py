@@ -1,41 +1,29 @@
-"""Partitions: `run` (dynamic, added by the sensor), `module` (static, from the config), and both."""
+"""The Dagster partitions of the workflow model's partitionings, and the run x module key's helpers."""
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
-from xfel_core.config import BeamtimeConfig, module_key, parse_run_key
+from xfel_core.config import BeamtimeConfig, parse_run_key
+from xfel_core.exceptions import ConfigError
+from xfel_core.workflows import euxfel, events, insitu
 
-from .resources import config_at_load
+from .model_defs import partitions_def
 
-RUNS_PARTITION_SET = "runs"
+#: Runs (dynamic, added by the new-run sensor), modules (static, from the config), both.
+run_partitions = partitions_def(euxfel.RUN)
+module_partitions = partitions_def(euxfel.MODULE)
+run_module_partitions = partitions_def(euxfel.RUN_MODULE)
+#: In-situ measurements, ``<sample>/<measurement folder>``, and samples (added by the in-situ sensor).
+measurement_partitions = partitions_def(insitu.MEASUREMENT)
+sample_partitions = partitions_def(insitu.SAMPLE)
+#: Runs of per-event files (PAL-XFEL, generic), ``r0039`` (added by the event-run sensor).
+event_run_partitions = partitions_def(events.EVENT_RUN)
 
-
-def _configured_module_keys() -> list[str]:
-    """Module keys from the beamtime config; all 16 DSSC modules if the config does not exist yet."""
-    cfg = config_at_load()
-    return cfg.module_keys if cfg is not None else [module_key(m) for m in range(16)]
-
-
-run_partitions = dg.DynamicPartitionsDefinition(name=RUNS_PARTITION_SET)
-module_partitions = dg.StaticPartitionsDefinition(_configured_module_keys())
-run_module_partitions = dg.MultiPartitionsDefinition({"run": run_partitions, "module": module_partitions})
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)  # stable in use since Dagster 1.5; only labelled beta
-    #: A run x module asset depends on the run-partitioned assets of its run ...
-    by_run = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="run")
-    #: ... and on the module-partitioned assets (the dark) of its module.
-    by_module = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="module")
-
-
-def module_step_deps(*per_module: str) -> list[dg.AssetDep]:
-    """Dependencies of a run x module asset: its run's raw_run, scan_variable and framemask, and
-    the per-module assets named (dark, gain_map) of its module."""
-    return ([dg.AssetDep(a, partition_mapping=by_run) for a in ("raw_run", "scan_variable", "framemask")]
-            + [dg.AssetDep(a, partition_mapping=by_module) for a in per_module])
+RUNS_PARTITION_SET = euxfel.RUN.dynamic
+MEASUREMENTS_PARTITION_SET = insitu.MEASUREMENT.dynamic
+SAMPLES_PARTITION_SET = insitu.SAMPLE.dynamic
+EVENT_RUNS_PARTITION_SET = events.EVENT_RUN.dynamic
 
 
 def run_module_key(run: str, module: str) -> dg.MultiPartitionKey:
@@ -53,19 +41,7 @@ def split_run_module_key(key: str | dg.MultiPartitionKey) -> tuple[str, int]:
 def check_modules_match(cfg: BeamtimeConfig) -> None:
     """The config's modules must be the module partitions the definitions were loaded with."""
     if cfg.module_keys != module_partitions.get_partition_keys():
-        raise ValueError(
+        raise ConfigError(
             f"config {cfg.source_file} lists modules {cfg.module_keys}, but the Dagster definitions "
             f"were loaded with {module_partitions.get_partition_keys()}; reload the code location"
         )
-
-
-MEASUREMENTS_PARTITION_SET = "insitu_measurements"
-SAMPLES_PARTITION_SET = "insitu_samples"
-#: In-situ measurements, ``<sample>/<measurement folder>`` (added by the in-situ sensor).
-measurement_partitions = dg.DynamicPartitionsDefinition(name=MEASUREMENTS_PARTITION_SET)
-#: In-situ samples (added by the in-situ sensor).
-sample_partitions = dg.DynamicPartitionsDefinition(name=SAMPLES_PARTITION_SET)
-
-EVENT_RUNS_PARTITION_SET = "event_runs"
-#: Runs of per-event files (PAL-XFEL, generic), ``r0039`` (added by the event-run sensor).
-event_run_partitions = dg.DynamicPartitionsDefinition(name=EVENT_RUNS_PARTITION_SET)

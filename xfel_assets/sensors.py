@@ -28,16 +28,17 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
-from xfel_core import versions
 from xfel_core.completeness import run_completeness
-from xfel_core.config import BeamtimeConfig, module_key
+from xfel_core.config import BeamtimeConfig
 from xfel_core.exceptions import XfelError
 from xfel_core.outputs import read_attrs
 from xfel_core.run_summary import data_runs
+from xfel_core.workflows.euxfel import raw_run_version
 
 from . import run_chains
 from .jobs import RUN_STAGES, job_assets, run_stage_work
-from .partitions import EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, run_module_key
+from .model_defs import source_versions
+from .partitions import RUNS_PARTITION_SET
 from .resources import BeamtimeResource, config_at_load
 
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
@@ -73,7 +74,7 @@ def changed_runs(cfg: BeamtimeConfig, runs: list[str], redone: dict[str, str]) -
         made_from = recorded_raw_version(cfg, run)
         if made_from is None:  # not processed (yet): the first backfill is still running, or failed
             continue
-        now = versions.raw_run_version(cfg, run)
+        now = raw_run_version(cfg, run)
         if now != made_from and redone.get(run) != now:
             out.append((run, now))
     return out
@@ -162,7 +163,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     redone: dict[str, str] = state.get("redone", {})
     chains: dict[str, dict] = state.get("chains", {})
     found = new_complete_keys(context, RUNS_PARTITION_SET, cfg.raw_root, "raw root", lambda: data_runs(cfg),
-                              lambda r: run_readiness(cfg, r), lambda r: versions.raw_run_version(cfg, r),
+                              lambda r: run_readiness(cfg, r), lambda r: raw_run_version(cfg, r),
                               MAX_RUNS_PER_TICK, "no new run folders", cfg.completeness.settle_seconds > 0)
     if isinstance(found, dg.SkipReason) and not cfg.raw_root.is_dir():
         return found
@@ -197,7 +198,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
             del chains[run]
     if ready or redo:
         requests += start_runs(context, cfg, ready + redo, chains)
-        events = [observation("raw_run_files", r, versions.raw_run_version(cfg, r)) for r in ready + redo]
+        events = [observation("raw_run_files", r, raw_run_version(cfg, r)) for r in ready + redo]
     if ready:
         context.log.info(f"new complete runs: {ready}")
     if redo:
@@ -238,47 +239,28 @@ def start_runs(context: dg.SensorEvaluationContext, cfg: BeamtimeConfig, runs: l
     return requests
 
 
-def observation(asset: str, partition: str, version: str) -> dg.AssetObservation:
+def observation(asset: str, partition: str | None, version: str) -> dg.AssetObservation:
     """An observation of a source partition with its data version (as the observable source asset records it)."""
     return dg.AssetObservation(asset_key=asset, partition=partition, tags={DATA_VERSION_TAG: version})
 
 
-def source_versions(cfg: BeamtimeConfig, runs: list[str], measurements: list[str] = (),
-                    event_runs: list[str] = ()) -> dict[str, dict[str, str]]:
-    """The current data version of every partition of the observed sources."""
-    modules = cfg.detector.modules
-    return {
-        "raw_run_files": {r: versions.raw_run_version(cfg, r) for r in runs},
-        "dark_run_files": {module_key(m): versions.dark_source_version(cfg, m) for m in modules},
-        "gain_map": {module_key(m): versions.gain_version(cfg, m) for m in modules},
-        "insitu_files": {k: versions.insitu_source_version(cfg, k) for k in measurements} if cfg.insitu else {},
-        "event_run_files": {r: versions.event_source_version(cfg, r) for r in event_runs} if cfg.events else {},
-    }
-
-
-def known_partitions(instance: dg.DagsterInstance) -> tuple[list[str], list[str], list[str]]:
-    """(runs, in-situ measurements, event runs) that are partitions now."""
-    return (instance.get_dynamic_partitions(RUNS_PARTITION_SET),
-            instance.get_dynamic_partitions(MEASUREMENTS_PARTITION_SET),
-            instance.get_dynamic_partitions(EVENT_RUNS_PARTITION_SET))
-
-
 @described_sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def source_change_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
-    """Record new data versions of the raw runs, the dark run's files, the gain maps and the in-situ TIFFs when they change.
+    """Record new data versions of the observed sources (raw runs, dark runs, gain maps, in-situ TIFFs, event files, ROI files) when they change.
 
     The web UI then shows every partition made from the old versions as stale ("upstream data
     changed"). Only changed partitions are recorded; the cursor holds the versions last seen.
     """
     cfg = beamtime.load()
     try:
-        now = source_versions(cfg, *known_partitions(context.instance))
+        now = source_versions(context.instance, cfg)
     except (XfelError, OSError) as e:
         return dg.SkipReason(f"cannot read the sources: {e}")
     before = json.loads(context.cursor) if context.cursor else {}
     events = [observation(asset, key, v) for asset, parts in now.items() for key, v in parts.items()
-              if before.get(asset, {}).get(key) != v]
+              if before.get(asset, {}).get(str(key)) != v]
     if not events:
         return dg.SkipReason("no source changed")
     context.log.info(f"{len(events)} source partitions have new data versions")
-    return dg.SensorResult(asset_events=events, cursor=json.dumps(now))
+    return dg.SensorResult(asset_events=events,
+                           cursor=json.dumps({a: {str(k): v for k, v in parts.items()} for a, parts in now.items()}))

@@ -28,7 +28,7 @@ from dagster_slurm import BashLauncher, ComputeResource, SlurmQueueConfig, Slurm
 from dagster_slurm.helpers.ssh_pool import SSHConnectionPool
 
 from xfel_core.config import BeamtimeConfig, SlurmConfig
-from xfel_core.versions import digest
+from xfel_core.hashing import digest
 
 PAYLOAD = Path(__file__).with_name("slurm_payload.py")
 # Dagster's own Pipes context reads a preview property of the message readers on every run.

@@ -466,10 +466,6 @@ class DsscSmalldataConfig(_Strict):
 
 SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
 SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
-#: The assets that run as SLURM jobs with ``compute: slurm`` (they read whole detector files).
-SLURM_ASSETS = ("preprocessed_module", "event_smalldata", "insitu_frames")
-
-
 class SlurmJobSize(_Strict):
     """What one SLURM job of an asset asks for."""
 
@@ -507,6 +503,10 @@ class SlurmJobsConfig(_Strict):
     preprocessed_module: SlurmJobSize = Field(default_factory=SlurmJobSize)
     event_smalldata: SlurmJobSize = Field(default_factory=SlurmJobSize)
     insitu_frames: SlurmJobSize = Field(default_factory=SlurmJobSize)
+
+
+#: The assets that run as SLURM jobs with ``compute: slurm`` (marked ``slurm`` in the workflow model).
+SLURM_ASSETS = tuple(SlurmJobsConfig.model_fields)
 
 
 class SlurmSshConfig(_Strict):

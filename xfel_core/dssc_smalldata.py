@@ -16,11 +16,12 @@ import time
 import numpy as np
 import xarray as xr
 
-from . import framemask, scan, versions
-from .config import BeamtimeConfig
-from .events.azimuthal import radial_integrator
+from . import framemask, scan
+from .config import BeamtimeConfig, module_key
+from .azimuthal import radial_integrator
 from .exceptions import ConfigError, RunDataError
-from .rois import check_inside, rois_version, section_rois
+from .lineage import versions
+from .rois import check_inside, section_rois
 from .outputs import atomic_path, done_info, provenance, read_attrs
 from .pipeline import dark_path, module_frames_of
 from .preprocess import read_dark
@@ -60,20 +61,14 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
     rois = section_rois(sm)
     shape = tuple(cfg.detector.module_shape)
     check_inside(rois, shape, f"module {module:02d}")
-    attrs = {a: read_attrs(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
-    inputs = {a: attrs[a].get("lineage_version") for a in attrs}
-    inputs["rois"] = rois_version(rois)
-    require_passed(attrs["framemask"], "framemask", cfg.output_path(run, "framemask"))
+    require_passed(read_attrs(cfg.output_path(run, "framemask")), "framemask", cfg.output_path(run, "framemask"))
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
     fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
     dark = None
-    inputs["dark"] = versions.NO_DARK
     if cfg.dark_run is not None:
-        dark_attrs = read_attrs(dark_path(cfg, module))
-        require_passed(dark_attrs, "dark", dark_path(cfg, module))
+        require_passed(read_attrs(dark_path(cfg, module)), "dark", dark_path(cfg, module))
         dark = read_dark(dark_path(cfg, module))
-        inputs["dark"] = dark_attrs.get("lineage_version")
-    vers = versions.output_versions(cfg, ASSET, inputs)
+    vers = versions.made_from(cfg, ASSET, f"{module_key(module)}|{run}")
 
     frames = module_frames_of(cfg, run, module)
     pos = frames.position.astype(np.int64)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import framemask, previews, quality, scan, versions
-from .config import BeamtimeConfig, run_key
+from . import framemask, previews, quality, scan
+from .config import BeamtimeConfig, module_key, run_key
 from .cube import build_cube, write_cube
 from .exceptions import RunDataError
 from .gain import apply_gain, read_gain_map
+from .lineage import versions
 from .outputs import done_info, provenance, read_attrs
 from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
@@ -30,7 +31,7 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
     """Open and validate a run; write its train and frame summary (raw_run.h5)."""
     cfg.require_dssc()
     t0 = time.perf_counter()
-    vers = versions.output_versions(cfg, "raw_run", {"raw": versions.raw_run_version(cfg, run)})
+    vers = versions.made_from(cfg, "raw_run", run)
     s, _ = summarize_run(cfg, run)
     if s.ntrains == 0:
         raise RunDataError(f"run {run} ({s.path}) has no valid trains")
@@ -61,8 +62,7 @@ def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     cfg.require_dssc()
     t0 = time.perf_counter()
     sv = cfg.scan_variable
-    vers = versions.output_versions(cfg, "scan_variable",
-                                    {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
+    vers = versions.made_from(cfg, "scan_variable", run)
     run_dir = cfg.run_dir(run)
     dc = euxfel.open_run(run_dir)
     tids, values = euxfel.train_values(dc, sv.source, sv.key)
@@ -91,8 +91,7 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     """Build the (trains x frames) mask from the gas monitor and the config's exclusions (framemask.h5)."""
     cfg.require_dssc()
     t0 = time.perf_counter()
-    vers = versions.output_versions(cfg, "framemask",
-                                    {"raw_run": versions.recorded_lineage(cfg.output_path(run, "raw_run"))})
+    vers = versions.made_from(cfg, "framemask", run)
     tids, _, fpt = read_frames_per_train(cfg.output_path(run, "raw_run"))
     nframes = int(fpt.max()) if fpt.size else 0
     if cfg.maxframes is not None:
@@ -144,7 +143,7 @@ def make_dark(cfg: BeamtimeConfig, module: int) -> dict:
     if cfg.dark_run is None:
         raise RunDataError("dark_run is null in the config: there is no dark to compute")
     run = run_key(cfg.dark_run)
-    vers = versions.output_versions(cfg, "dark", {"dark_source": versions.dark_source_version(cfg, module)})
+    vers = versions.made_from(cfg, "dark", module_key(module))
     frames = module_frames_of(cfg, run, module)
     if frames.nframes == 0:
         raise RunDataError(f"dark run {run}: module {module:02d} has no frames")
@@ -162,22 +161,17 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     """Dark-subtract, sort and sum one module's frames per (scan point, frame type), apply the gain map (preprocessed_module_MM.h5)."""
     cfg.require_dssc()
     t0 = time.perf_counter()
-    attrs = {a: read_attrs(cfg.output_path(run, a)) for a in ("raw_run", "scan_variable", "framemask")}
-    inputs = {a: attrs[a].get("lineage_version") for a in attrs}
     bins, units = scan.read_scan_bins(cfg.output_path(run, "scan_variable"))
-    quality.require_passed(attrs["framemask"], "framemask", cfg.output_path(run, "framemask"))
+    quality.require_passed(read_attrs(cfg.output_path(run, "framemask")), "framemask", cfg.output_path(run, "framemask"))
     fm = framemask.read_framemask(cfg.output_path(run, "framemask"))
     dark = dversion = None
-    inputs["dark"] = versions.NO_DARK
     if cfg.dark_run is not None:
-        dark_attrs = read_attrs(dark_path(cfg, module))
-        quality.require_passed(dark_attrs, "dark", dark_path(cfg, module))
+        quality.require_passed(read_attrs(dark_path(cfg, module)), "dark", dark_path(cfg, module))
         dark = read_dark(dark_path(cfg, module))
         dversion = dark.version
-        inputs["dark"] = dark_attrs.get("lineage_version")
     gain = read_gain_map(cfg, module) if cfg.gain_map is not None else None
-    inputs["gain"] = gain.version if gain is not None else versions.NO_GAIN
-    vers = versions.output_versions(cfg, "preprocessed_module", inputs)
+    gain_version = gain.version if gain is not None else versions.NO_GAIN
+    vers = versions.made_from(cfg, "preprocessed_module", f"{module_key(module)}|{run}")
     frames = module_frames_of(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)
@@ -188,7 +182,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     checks = {"counts_add_up": quality.counts_add_up(counts, stats.kept, stats.total, stats.rejected)}
     path = cfg.output_path(run, "preprocessed_module", module)
     attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, dark_version=dversion,
-                       dark_run=cfg.dark_run_key, gain_version=inputs["gain"],
+                       dark_run=cfg.dark_run_key, gain_version=gain_version,
                        gain_map=gain.source if gain is not None else None,
                        frames_total=stats.total, frames_kept=stats.kept, **vers, **quality.check_attrs(checks))
     write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
@@ -196,7 +190,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                      kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
                      frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),
                      counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
-                     dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=inputs["gain"], checks=checks,
+                     dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=gain_version, checks=checks,
                      **vers)
 
 
@@ -216,9 +210,7 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     module_attrs = {m: read_attrs(p) for m, p in files.items()}
     for m, p in files.items():
         quality.require_passed(module_attrs[m], "preprocessed_module", p)
-    inputs = {f"preprocessed_module_{m:02d}": a.get("lineage_version") for m, a in module_attrs.items()}
-    inputs["scan_variable"] = versions.recorded_lineage(cfg.output_path(run, "scan_variable"))
-    vers = versions.output_versions(cfg, "binned_cube", inputs)
+    vers = versions.made_from(cfg, "binned_cube", run)
     ds = build_cube(files, bins.trains_per_bin(), units)
     kept = int(ds["count"].sum())
     calibration = _calibration_of(module_attrs)

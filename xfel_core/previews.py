@@ -15,7 +15,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from .config import Rect, Roi
-from .insitu.plots import _png, subplots
+from .plots import png as _png, subplots
 
 #: Approximate DSSC 1M quadrant positions (mm), as in extra-geom's examples.
 DSSC_QUAD_POSITIONS = [(-130, 5), (-130, -125), (5, -125), (5, 5)]

@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from .exceptions import RunDataError
+from .lineage import model
 
 
 @dataclass
@@ -85,11 +86,6 @@ def modules_cover_run(coverage: dict[int, float], gaps: dict[int, list[int]], mi
                                           "missing_sequence_files": int(sum(len(q) for q in gaps.values()))})
 
 
-#: Checks whose failure stops the asset's downstream steps (by asset).
-BLOCKING = {"framemask": ("kept_fraction",), "dark": ("noise_within_bounds",),
-            "preprocessed_module": ("counts_add_up",)}
-
-
 def check_attrs(checks: dict[str, CheckOutcome]) -> dict[str, str]:
     """Output attributes recording each check: ``check_<name>`` = "passed" or "failed: <what was found>"."""
     return {f"check_{name}": "passed" if c.passed else f"failed: {c.description}" for name, c in checks.items()}
@@ -97,7 +93,7 @@ def check_attrs(checks: dict[str, CheckOutcome]) -> dict[str, str]:
 
 def require_passed(attrs: dict, asset: str, path) -> None:
     """Refuse an input whose blocking checks failed when it was made (naming the file and the check)."""
-    failed = {n: str(attrs[f"check_{n}"]) for n in BLOCKING.get(asset, ())
+    failed = {n: str(attrs[f"check_{n}"]) for n in model.asset(asset).blocking_checks
               if str(attrs.get(f"check_{n}", "passed")) != "passed"}
     if failed:
         why = "; ".join(f"{n} {v}" for n, v in failed.items())

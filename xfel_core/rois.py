@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from .config import BeamtimeConfig, Roi
 from .exceptions import ConfigError
 from .outputs import atomic_path
-from .versions import digest
+from .hashing import digest
 
 #: FWHM of a Gaussian in units of its standard deviation.
 GAUSS_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))

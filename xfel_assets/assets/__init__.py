@@ -12,9 +12,8 @@ from .preprocessed_module import preprocessed_module
 from .raw_run import raw_run
 from .roi_series import roi_series
 from .scan_variable import scan_variable
-from .sources import dark_run_files, event_run_files, gain_map, insitu_files, raw_run_files
+from .sources import SOURCES
 
-SOURCES = [raw_run_files, dark_run_files, gain_map, insitu_files, event_run_files]
 DSSC_ASSETS = [raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata]
 INSITU_ASSETS = [insitu_frames, roi_series, attenuation_corrected_series]
 EVENT_ASSETS = [event_smalldata, event_cube]

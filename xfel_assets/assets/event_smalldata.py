@@ -1,22 +1,17 @@
 import dagster as dg
-from xfel_core import versions
-from xfel_core.events import pipeline
 from xfel_core.events.plots import profile_png
 
 from ..metadata import counts_table, materialized, png_md, scalars
-from ..partitions import event_run_partitions
+from ..model_defs import make, model_asset
 from ..compute import ComputeResource
 from ..resources import BeamtimeResource
-from ..steps import heavy_pool, retry_policy
 
 
-@dg.asset(partitions_def=event_run_partitions, deps=["event_run_files"],
-          code_version=versions.code_version("event_smalldata"), group_name="events", kinds={"hdf5", "xarray"},
-          retry_policy=retry_policy(), pool=heavy_pool())
+@model_asset("event_smalldata")
 def event_smalldata(context: dg.AssetExecutionContext, beamtime: BeamtimeResource,
                     compute: ComputeResource) -> dg.MaterializeResult:
     """Per event (shot) of a run: I0, scan value (timing-tool corrected), laser flag, ROI sums, radial profile (pyFAI geometry) and the anomaly flags."""
-    info = compute.run(context, beamtime.load(), pipeline.make_event_smalldata, context.partition_key)
+    info = make(context, beamtime.load(), compute=compute)
     md = {
         **scalars(info, "events", "kept", "hot_pixels", "masked_pixels", "scan_points", "laser_on", "radial_bins",
                   "radial_unit", "has_timing_tool", "events_per_second"),

@@ -1,12 +1,9 @@
 import dagster as dg
-from xfel_core import versions
-from xfel_core.insitu import pipeline
 
 from ..metadata import materialized, scalars
-from ..partitions import measurement_partitions
+from ..model_defs import make, model_asset
 from ..compute import ComputeResource
 from ..resources import BeamtimeResource
-from ..steps import heavy_pool, retry_policy
 
 
 class InsituFramesConfig(dg.Config):
@@ -16,12 +13,11 @@ class InsituFramesConfig(dg.Config):
     overwrite: bool = False
 
 
-@dg.asset(partitions_def=measurement_partitions, deps=["insitu_files"], code_version=versions.code_version("insitu_frames"),
-          group_name="insitu", kinds={"hdf5", "tiff"}, retry_policy=retry_policy(), pool=heavy_pool())
+@model_asset("insitu_frames")
 def insitu_frames(context: dg.AssetExecutionContext, config: InsituFramesConfig,
                   beamtime: BeamtimeResource, compute: ComputeResource) -> dg.MaterializeResult:
     """A measurement's frames divided by the sample's flat-field, bad pixels replaced by their 3 x 3 median (insitu.median_filter), the background regions' level subtracted (if configured), with their header times, exposures and transmissions."""
-    info = compute.run(context, beamtime.load(), pipeline.make_insitu_frames, context.partition_key, config.overwrite)
+    info = make(context, beamtime.load(), config.overwrite, compute=compute)
     return materialized("insitu_frames", info, {
         **scalars(info, "frames", "shape", "first_frame", "last_frame", "duration_s", "exposure_s",
                   "frames_without_transmission", "flatfield_frames", "bad_pixels_flatfield",

@@ -1,19 +1,14 @@
 import dagster as dg
-from xfel_core import versions
-from xfel_core.insitu import pipeline
 
 from ..metadata import materialized, png_md, scalars
-from ..partitions import measurement_partitions
+from ..model_defs import make, model_asset
 from ..resources import BeamtimeResource
-from ..steps import retry_policy, run_science
 
 
-@dg.asset(partitions_def=measurement_partitions, deps=["insitu_frames"],
-          code_version=versions.code_version("roi_series"), group_name="insitu", kinds={"parquet", "csv"},
-          retry_policy=retry_policy())
+@model_asset("roi_series")
 def roi_series(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """Per frame of a measurement: the ROIs' centre of mass, FWHM along y and x, and integrated intensities."""
-    info = run_science(pipeline.make_roi_series, beamtime.load(), context.partition_key)
+    info = make(context, beamtime.load())
     summary = "\n".join(f"| {c} | {a:.4g} | {b:.4g} | {n} |" for c, (a, b, n) in info["summary"].items())
     return materialized("roi_series", info, {
         **scalars(info, "frames", "csv_path", "png_path"),

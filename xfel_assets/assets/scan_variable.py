@@ -1,19 +1,16 @@
 import dagster as dg
 import numpy as np
-from xfel_core import pipeline, versions
 from xfel_core.previews import scan_points_png
 
 from ..metadata import materialized, png_md, scalars, scan_points_table
-from ..partitions import run_partitions
+from ..model_defs import make, model_asset
 from ..resources import BeamtimeResource
-from ..steps import retry_policy, run_science
 
 
-@dg.asset(partitions_def=run_partitions, deps=["raw_run"], code_version=versions.code_version("scan_variable"),
-          group_name="dssc", kinds={"hdf5"}, retry_policy=retry_policy())
+@model_asset("scan_variable")
 def scan_variable(context: dg.AssetExecutionContext, beamtime: BeamtimeResource) -> dg.MaterializeResult:
     """The scan variable (e.g. the pump-probe delay) per train, binned into scan points."""
-    info = run_science(pipeline.make_scan_variable, beamtime.load(), context.partition_key)
+    info = make(context, beamtime.load())
     return materialized("scan_variable", info, {
         **scalars(info, "scan_points", "trains_with_value", "trains_without_value"),
         "scan_points_table": scan_points_table(info["centres"], info["units"], trains=info["trains_per_point"]),

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..config import GeometryConfig
 from .config import write_config
-from ..events.azimuthal import integrator
+from ..azimuthal import integrator
 
 SHAPE = (192, 256)
 GEOMETRY = {"distance_m": 0.08, "pixel_size_m": [75e-6, 75e-6], "beam_centre_px": [90.0, 120.0],

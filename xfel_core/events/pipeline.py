@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .. import previews, versions
+from .. import previews
 from ..config import BeamtimeConfig, EventsConfig, run_key
 from ..cube import cube_from_sums, write_cube
 from ..exceptions import MissingInputError, RunDataError
-from ..rois import check_inside, rois_version, section_rois
+from ..lineage import versions
+from ..rois import check_inside, section_rois
 from ..outputs import atomic_path, done_info, provenance
 from ..scan import bin_scan_values
 from . import anomalies
-from .azimuthal import radial_integrator, read_mask
+from ..azimuthal import radial_integrator, read_mask
 from .readers import read_run
 from .smalldata import accumulate_groups, mean_image, reduce_events
 
@@ -74,10 +75,7 @@ def make_event_smalldata(cfg: BeamtimeConfig, run: str) -> dict:
     if dark is not None and dark.shape != raw.shape:
         raise RunDataError(f"run {run}: images of {raw.shape} pixels, the dark run's have {dark.shape}")
     check_inside(rois, raw.shape, f"run {run}")
-    inputs = {"raw": versions.files_fingerprint(raw.files), "dark": dark_version, "rois": rois_version(rois)}
-    if ev.geometry.mask_file is not None:
-        inputs["mask"] = versions.files_fingerprint([ev.geometry.mask_file])
-    vers = versions.output_versions(cfg, "event_smalldata", inputs)
+    vers = versions.made_from(cfg, "event_smalldata", run)
 
     mask = read_mask(ev.geometry, raw.shape)
     hot_source = dark if dark is not None else mean_image(raw, ev.chunk_events)
@@ -158,7 +156,7 @@ def make_event_cube(cfg: BeamtimeConfig, run: str) -> dict:
     sd_path = output_path(cfg, run, SMALLDATA_FILE)
     if not sd_path.exists():
         raise MissingInputError(f"{sd_path} does not exist: materialize event_smalldata for {run} first")
-    vers = versions.output_versions(cfg, "event_cube", {"event_smalldata": versions.recorded_lineage(sd_path)})
+    vers = versions.made_from(cfg, "event_cube", run)
     with xr.open_dataset(sd_path, engine="h5netcdf") as sd:
         sd = sd.load()
     raw = read_run(ev, run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..insitu.plots import _png, subplots
+from ..plots import png as _png, subplots
 
 
 def profile_png(radial: np.ndarray, profile: np.ndarray, unit: str, title: str) -> bytes:

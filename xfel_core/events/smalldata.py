@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import Roi
-from .azimuthal import RadialIntegrator
+from ..azimuthal import RadialIntegrator
 from .readers import EventRun
 
 

@@ -16,15 +16,16 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .. import quality, versions
+from .. import quality
 from ..config import BeamtimeConfig, Roi
 from ..exceptions import MissingInputError, RunDataError, XfelError
+from ..lineage import versions
 from ..outputs import atomic_h5, atomic_path, done_info, provenance, read_attrs, write_table
 from . import layout
 from .attenuation import changes_table, correct_series
 from .correct import correct_frames, make_flatfield
 from .plots import roi_image_png, series_png
-from ..rois import check_inside, configured_rois, intensity_columns, roi_columns, rois_version
+from ..rois import check_inside, configured_rois, intensity_columns, roi_columns
 from .tiff_reader import read_frames_into, read_headers
 
 FRAMES_FILE = "insitu_frames.h5"
@@ -52,7 +53,7 @@ def make_insitu_frames(cfg: BeamtimeConfig, key: str, overwrite: bool = False) -
     if not files:
         raise MissingInputError(f"no TIFFs in {layout.measurement_dir(ins, key)} (measurement {key})")
     flat_files = layout.tiff_files(layout.flatfield_dir(ins, sample))
-    vers = versions.output_versions(cfg, "insitu_frames", {"files": versions.insitu_source_version(cfg, key)})
+    vers = versions.made_from(cfg, "insitu_frames", key)
     path = layout.measurement_output(cfg, key, FRAMES_FILE)
     recorded = versions.recorded_lineage(path)
     if path.exists() and recorded != vers["lineage_version"] and not (overwrite or ins.overwrite):
@@ -127,8 +128,7 @@ def make_roi_series(cfg: BeamtimeConfig, key: str) -> dict:
     if not frames_path.exists():
         raise MissingInputError(f"{frames_path} does not exist: materialize insitu_frames for {key} first")
     rois = configured_rois(cfg)
-    vers = versions.output_versions(cfg, "roi_series", {
-        "insitu_frames": versions.recorded_lineage(frames_path), "rois": rois_version(rois)})
+    vers = versions.made_from(cfg, "roi_series", key)
     chunks: list[dict[str, np.ndarray]] = []
     with h5py.File(frames_path, "r") as f:
         images = f["images"]
@@ -197,8 +197,7 @@ def make_attenuation_corrected_series(cfg: BeamtimeConfig, sample: str) -> dict:
     reference = f"{ref_name}_net" if f"{ref_name}_net" in icols else f"{ref_name}_sum"
     overrides = [o for o in att.overrides if o.sample == sample]
     df, changes = correct_series(pd.concat(frames, ignore_index=True), icols, reference, att, overrides, tz)
-    inputs = {f"roi_series:{k}": versions.recorded_lineage(paths[k]) for k in included}
-    vers = versions.output_versions(cfg, "attenuation_corrected_series", inputs)
+    vers = versions.made_from(cfg, "attenuation_corrected_series", sample)
     residuals = [abs(c.residual) for c in changes if np.isfinite(c.residual)]
     worst = max(residuals, default=0.0)
     checks = {

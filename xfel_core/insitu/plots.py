@@ -1,35 +1,15 @@
-"""PNG previews for the web UI: the mean image with the ROIs drawn, and the corrected series.
-
-matplotlib Figure objects rendered to PNG by its Agg canvas, without pyplot: no global backend is
-chosen, so a notebook or a Qt window importing this keeps its own. Figures are small (tens of kB)
-for the metadata.
-"""
+"""PNG previews of the in-situ series for the web UI: the mean image with the ROIs drawn, and the corrected series."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..config import Rect, Roi
+from ..plots import png as _png, subplots
 
 ROLE_COLOURS = {"com": "gold", "fwhm": "orange", "intensity": "red", "background": "limegreen"}
-DPI = 80
-
-
-def subplots(*args, figsize: tuple[float, float], **kwargs):
-    """A figure and its axes, as pyplot.subplots but not registered with pyplot."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def roi_image_png(mean_image: np.ndarray, rois: list[Roi], background: list[Rect], title: str) -> bytes:

@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from ..config import GeometryConfig
-from ..exceptions import ConfigError
+from .config import GeometryConfig
+from .exceptions import ConfigError
 
 #: pyFAI's method equivalent to this integration (no pixel splitting, histogram).
 PYFAI_METHOD = ("no", "histogram", "cython")

@@ -1,0 +1,126 @@
+"""The Dagster definitions built from the workflow model (xfel_core.lineage.model): partitions, assets' specs, sources.
+
+Each asset module keeps only what a scientist sees in the web UI (its description and metadata);
+its partitions, dependencies and their partition mappings, code version, group (its workflow),
+kinds, pool, retries and checks come from its declaration in ``xfel_core/workflows/``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from functools import lru_cache
+
+import dagster as dg
+
+from xfel_core.config import BeamtimeConfig
+from xfel_core.lineage import model, versions
+from xfel_core.lineage.model import BEAMTIME, Partitioning, Source
+
+from .beamtime import BeamtimeResource, config_at_load
+from .steps import MODULE_POOL, SLURM_POOL, retry_policy, run_science
+
+#: The pool of each of the model's pool names.
+POOLS = {"module": MODULE_POOL}
+
+
+@lru_cache(maxsize=None)
+def partitions_def(p: Partitioning) -> dg.PartitionsDefinition | None:
+    """The Dagster partitions of a partitioning: dynamic (added by the sensors), static (from the config
+    when the definitions load), multi, or None (unpartitioned)."""
+    if p is BEAMTIME:
+        return None
+    if p.dims:
+        return dg.MultiPartitionsDefinition({d.name: partitions_def(d) for d in p.dims})
+    if p.dynamic:
+        return dg.DynamicPartitionsDefinition(name=p.dynamic)
+    cfg = config_at_load()
+    keys = p.keys(cfg, model.Scope()) if cfg is not None else []
+    # Module keys need a config; without one (the definitions loaded before a beamtime exists) all 16 DSSC modules.
+    return dg.StaticPartitionsDefinition(keys or [f"{m:02d}" for m in range(16)])
+
+
+def partition_mapping(down: Partitioning, up: Partitioning) -> dg.PartitionMapping | None:
+    """How a partition of ``down`` maps to those of its input partitioned by ``up``."""
+    if up is BEAMTIME or up is down:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # stable in use since Dagster 1.5; only labelled beta
+        if up in down.dims:  # a run x module partition reads its run's (its module's) partition
+            return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=up.name)
+        if down in up.dims:  # a run reads all its modules' partitions
+            return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=down.name)
+    # A sample reads its measurements (found in its folder): Dagster cannot map one to the other.
+    return dg.AllPartitionMapping()
+
+
+def pool_of(spec: model.AssetSpec) -> str | None:
+    """The asset's concurrency pool: the SLURM jobs' in SLURM mode (the config when the definitions load), else its own."""
+    cfg = config_at_load()
+    if spec.slurm and cfg is not None and cfg.compute == "slurm":
+        return SLURM_POOL
+    return POOLS.get(spec.pool) if spec.pool else None
+
+
+def model_asset(name: str, **kwargs) -> Callable:
+    """``@dg.asset`` for the model's asset ``name``, everything but its body and description from the model."""
+    spec = model.asset(name)
+    return dg.asset(
+        name=name,
+        partitions_def=partitions_def(spec.partitioning),
+        deps=[dg.AssetDep(i.name, partition_mapping=partition_mapping(spec.partitioning,
+                                                                      model.node(i.name).partitioning))
+              for i in spec.inputs],
+        code_version=versions.code_version(name),
+        group_name=spec.workflow,
+        kinds=set(spec.kinds),
+        pool=pool_of(spec),
+        retry_policy=retry_policy(),
+        check_specs=[dg.AssetCheckSpec(c.name, asset=name, blocking=c.blocking, description=c.description)
+                     for c in spec.checks],
+        **kwargs,
+    )
+
+
+def make(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, *extra, compute=None) -> dict:
+    """Call the asset's xfel_core make function on this partition (as a SLURM job through ``compute`` if it says so)."""
+    spec = model.asset(context.asset_key.path[-1])
+    args = (*spec.partitioning.args(str(context.partition_key)), *extra) if context.has_partition_key else extra
+    if compute is not None:
+        return compute.run(context, cfg, spec.make, *args)
+    return run_science(spec.make, cfg, *args)
+
+
+def source_keys(instance: dg.DagsterInstance, cfg: BeamtimeConfig, p: Partitioning) -> list[str | None]:
+    """The partition keys of a source now: a dynamic set's from the instance, else the config's."""
+    if p.dims:
+        raise ValueError(f"sources partitioned by {p.name} are not supported")
+    if p.dynamic:
+        return instance.get_dynamic_partitions(p.dynamic)
+    return p.keys(cfg, model.Scope())
+
+
+def source_versions(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> dict[str, dict[str | None, str]]:
+    """The current data version of every partition of every configured source."""
+    return {s.name: {k: s.version(cfg, k) for k in source_keys(instance, cfg, s.partitioning)}
+            for s in model.sources() if s.enabled(cfg)}
+
+
+def _observable(src: Source) -> dg.SourceAsset:
+    def observe(context, beamtime: BeamtimeResource):
+        cfg = beamtime.load()
+        if src.partitioning is BEAMTIME:
+            return dg.DataVersion(src.version(cfg, None) if src.enabled(cfg) else "not-configured")
+        keys = source_keys(context.instance, cfg, src.partitioning) if src.enabled(cfg) else []
+        return dg.DataVersionsByPartition({k: dg.DataVersion(src.version(cfg, k)) for k in keys})
+
+    observe.__doc__ = src.description
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # observable source assets: beta label since 1.5
+        return dg.observable_source_asset(name=src.name, partitions_def=partitions_def(src.partitioning),
+                                          group_name="sources", description=src.description)(observe)
+
+
+def observed_sources() -> list[dg.SourceAsset]:
+    """Every source of the model as an observable source asset: new data versions show their dependents stale."""
+    return [_observable(s) for s in model.sources()]

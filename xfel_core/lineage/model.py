@@ -1,0 +1,253 @@
+"""The workflow model: every observed source and every asset of every workflow, declared once.
+
+A workflow module (``xfel_core/workflows/<name>.py``) declares its partitionings, sources and
+assets with the classes here and registers them. Everything else is derived from the model: the
+code and configuration versions (:mod:`.versions`), the staleness walk and the backfill's
+selection (:mod:`.staleness`), the blocking checks (:mod:`xfel_core.quality`) and, in
+``xfel_assets``, the Dagster assets, observed sources, jobs and sensors' selections.
+
+Partition keys are strings spelled as Dagster spells them: a run ``r0002``, a module ``03``, a run x
+module ``03|r0002`` (Dagster joins the dimensions in the order of their names), a measurement
+``GaN01/GaN01_growth01``, a sample ``GaN01``; an unpartitioned asset or source has the key ``None``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import BeamtimeConfig
+
+#: The workflow modules, each registering its workflow when imported (see :func:`workflows`).
+WORKFLOW_MODULES = ["xfel_core.workflows.euxfel", "xfel_core.workflows.insitu", "xfel_core.workflows.events"]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which partitions of a beamtime a command covers; None: every one found on disk."""
+
+    runs: list[str] | None = None
+    samples: list[str] | None = None
+    event_runs: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How an asset is partitioned: its keys in a beamtime and the make function's arguments per key.
+
+    ``dynamic``: the Dagster dynamic partition set the sensors add keys to; ``dims``: the
+    partitionings of a multi-partitioning (Dagster's dimension names are theirs).
+    """
+
+    name: str
+    keys: Callable[[BeamtimeConfig, Scope], list[str]]
+    args: Callable[[str], tuple] = lambda key: (key,)
+    dynamic: str | None = None
+    dims: tuple[Partitioning, ...] = ()
+
+    def dim_key(self, key: str, dim: str) -> str:
+        """The component of a multi-partition key along one dimension (``03|r0002``, run: ``r0002``)."""
+        names = sorted(d.name for d in self.dims)
+        return key.split("|")[names.index(dim)]
+
+
+def _beamtime_keys(cfg: BeamtimeConfig, scope: Scope) -> list[None]:
+    return [None]
+
+
+#: Not partitioned: one output (or one source version) for the whole beamtime.
+BEAMTIME = Partitioning("beamtime", _beamtime_keys, lambda key: ())
+
+
+@dataclass(frozen=True)
+class Input:
+    """An input of an asset: another asset or a source, and how its partitions map.
+
+    ``as_``: its name in the output's recorded input versions (default: its own name).
+    ``fan_in``: for a key, ``{recorded name: upstream key}`` when one partition reads several
+    (a run's modules, a sample's measurements); without it the upstream key is the same key, the
+    key's component along the upstream's partitioning, or None for an unpartitioned upstream.
+    ``when``: the input exists only for beamtimes where this holds (a dark run configured); else
+    ``otherwise`` is recorded in its place (None: nothing is recorded).
+    """
+
+    name: str
+    as_: str | None = None
+    fan_in: Callable[[BeamtimeConfig, str], dict[str, str]] | None = None
+    when: Callable[[BeamtimeConfig], bool] | None = None
+    otherwise: str | None = None
+
+    @property
+    def recorded_name(self) -> str:
+        return self.as_ or self.name
+
+
+@dataclass(frozen=True)
+class Check:
+    """A data-quality check an asset records on its output; a blocking one stops its dependents."""
+
+    name: str
+    description: str
+    blocking: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """Data from outside the platform (raw files, a calibration run, ROI files): observed, never made.
+
+    ``version(cfg, key)`` is its data version now: names, sizes and times of files, or a hash of
+    their content.
+    """
+
+    name: str
+    partitioning: Partitioning
+    version: Callable[[BeamtimeConfig, str | None], str]
+    description: str
+    enabled: Callable[[BeamtimeConfig], bool] = lambda cfg: True
+    workflow: str = ""
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """One asset: what it is made from, by which xfel_core function, reading which configuration.
+
+    ``make(cfg, *partitioning.args(key), ...)`` writes the output at ``output(cfg, key)`` and
+    returns a dict of what a scientist checks first. ``config``: the configuration keys it reads
+    beyond its inputs (a dict names keys inside a section); their values are part of its version.
+    ``pool``: the concurrency pool of its steps (``module``: whole detector modules), ``slurm``:
+    it runs as a SLURM job with ``compute: slurm``. ``enabled``: whether a beamtime has it (its
+    config section is there).
+    """
+
+    name: str
+    partitioning: Partitioning
+    make: Callable[..., dict]
+    output: Callable[[BeamtimeConfig, str | None], Path]
+    inputs: tuple[Input, ...] = ()
+    config: tuple[str, ...] | dict[str, Any] = ()
+    checks: tuple[Check, ...] = ()
+    kinds: tuple[str, ...] = ()
+    pool: str | None = None
+    slurm: bool = False
+    enabled: Callable[[BeamtimeConfig], bool] = lambda cfg: True
+    workflow: str = ""
+
+    @property
+    def blocking_checks(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.checks if c.blocking)
+
+
+@dataclass
+class Workflow:
+    """A workflow: its observed sources and its assets (in dependency order)."""
+
+    name: str
+    description: str
+    sources: list[Source] = field(default_factory=list)
+    assets: list[AssetSpec] = field(default_factory=list)
+
+
+_registry: dict[str, Workflow] = {}
+_loaded = False
+
+
+def register(wf: Workflow) -> Workflow:
+    """Add a workflow to the model (its assets and sources named by it); returns it."""
+    names = {n for w in _registry.values() if w.name != wf.name for n in node_names_of(w)}
+    clash = names & set(node_names_of(wf))
+    if clash:
+        raise ValueError(f"workflow {wf.name}: {sorted(clash)} already declared by another workflow")
+    wf.sources = [_with_workflow(s, wf.name) for s in wf.sources]
+    wf.assets = [_with_workflow(a, wf.name) for a in wf.assets]
+    _registry[wf.name] = wf
+    return wf
+
+
+def unregister(name: str) -> None:
+    """Take a workflow out of the model again (a test's extra workflow)."""
+    _registry.pop(name, None)
+
+
+def _with_workflow(node, name: str):
+    from dataclasses import replace
+
+    return node if node.workflow == name else replace(node, workflow=name)
+
+
+def node_names_of(wf: Workflow) -> list[str]:
+    return [s.name for s in wf.sources] + [a.name for a in wf.assets]
+
+
+def workflows() -> list[Workflow]:
+    """Every registered workflow (the built-in ones imported on first use)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for m in WORKFLOW_MODULES:
+            importlib.import_module(m)
+    return list(_registry.values())
+
+
+def assets() -> list[AssetSpec]:
+    """Every asset of every workflow, each after its inputs."""
+    specs = [a for w in workflows() for a in w.assets]
+    by_name = {a.name: a for a in specs}
+    order: list[AssetSpec] = []
+    seen: set[str] = set()
+
+    def visit(a: AssetSpec) -> None:
+        if a.name in seen:
+            return
+        seen.add(a.name)
+        for i in a.inputs:
+            if i.name in by_name:
+                visit(by_name[i.name])
+        order.append(a)
+
+    for a in specs:
+        visit(a)
+    return order
+
+
+def sources() -> list[Source]:
+    return [s for w in workflows() for s in w.sources]
+
+
+def asset(name: str) -> AssetSpec:
+    """The asset named ``name`` (KeyError naming the known ones if there is none)."""
+    for a in assets():
+        if a.name == name:
+            return a
+    raise KeyError(f"no asset {name!r} in the workflow model: {[a.name for a in assets()]}")
+
+
+def node(name: str) -> AssetSpec | Source:
+    """The asset or source named ``name``."""
+    for s in sources():
+        if s.name == name:
+            return s
+    return asset(name)
+
+
+def upstream_keys(cfg: BeamtimeConfig, spec: AssetSpec, inp: Input, key: str | None) -> dict[str, str | None]:
+    """``{recorded name: upstream partition key}`` of one input of one partition of ``spec``."""
+    if inp.fan_in is not None:
+        return inp.fan_in(cfg, key)
+    up = node(inp.name).partitioning
+    if up is BEAMTIME:
+        return {inp.recorded_name: None}
+    if up is spec.partitioning:
+        return {inp.recorded_name: key}
+    if up in spec.partitioning.dims:
+        return {inp.recorded_name: spec.partitioning.dim_key(key, up.name)}
+    raise ValueError(f"{spec.name}: input {inp.name} is partitioned by {up.name}, {spec.name} by "
+                     f"{spec.partitioning.name}: declare its fan_in")
+
+
+def downstream(name: str) -> list[AssetSpec]:
+    """The assets that read ``name`` directly."""
+    return [a for a in assets() if any(i.name == name for i in a.inputs)]
