@@ -118,8 +118,8 @@ def test_backfill_whole_beamtime_then_stale_only_after_a_new_dark(tmp_path):
     out = backfill(config, home, "--runs", "r0002,r0003,r0007", "--stale-only")
     assert out.returncode == 0, out.stdout + out.stderr
     # darks 4, r0002 and r0003: 4 modules and the cube each, r0007: all 8 of its partitions.
-    assert "backfill of 22 partitions (dark 4, raw_run 1, scan_variable 1, framemask 1, " \
-           "preprocessed_module 12, binned_cube 3)" in out.stdout
+    assert "backfill of 22 partitions (raw_run 1, scan_variable 1, framemask 1, dark 4, " \
+           "preprocessed_module 12, binned_cube 3) over 3 runs (r0002,r0003,r0007)" in out.stdout
     assert "22 of 22 partitions done, 0 failed" in out.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert materialization_counts(instance, "dark") == {f"{m:02d}": 2 for m in MODULES4}

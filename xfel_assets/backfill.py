@@ -31,8 +31,8 @@ from xfel_core.lineage import model
 from xfel_core.lineage.staleness import StaleOutput
 
 from . import daemon as daemon_mod
-from .model_defs import source_versions
-from .sensors import observation
+from .model_defs import BACKFILL_TAG, source_versions
+from .model_defs import observation
 from .steps import MODULE_POOL, SLURM_POOL
 
 LAUNCH = """
@@ -170,7 +170,7 @@ def launch_params(keys: dict[str, list[str]], title: str) -> dict:
             for asset, ks in keys.items()
         ],
         "title": title,
-        "tags": [{"key": "xfel/backfill", "value": "cli"}],
+        "tags": [{"key": BACKFILL_TAG, "value": "cli"}],
     }
 
 

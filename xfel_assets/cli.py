@@ -282,13 +282,18 @@ def cmd_materialize(args) -> int:
     from xfel_core.insitu.layout import split_measurement_key
     from xfel_core.report import event_run_rows, format_table, mark_failed, run_rows, sample_rows
 
-    from .backfill import set_pools
+    from .backfill import add_partitions, record_source_versions, set_pools
     from .liveness import fail_dead_runs
     from .materialize import materialize_event_runs, materialize_insitu, materialize_runs
 
     instance = dg.DagsterInstance.get()
     fail_dead_runs(instance, say=print)  # a killed command's runs would hold the pools' slots forever
     set_pools(instance, cfg)
+    # The sources' data versions now, before their dependents are made: each materialization records
+    # them, so a later change of a source (a new dark run) shows its dependents stale in the web UI.
+    add_partitions(instance, {"raw_run": runs, "event_smalldata": ev_runs, "insitu_frames": measurements,
+                              "attenuation_corrected_series": sorted({k.split("/")[0] for k in measurements})})
+    record_source_versions(instance, cfg)
     max_concurrent = cfg.resolved_max_concurrent()
     outcomes = []
     if runs:
@@ -370,7 +375,10 @@ def _scope(args, cfg):
 def _covered(scope) -> str:
     """The runs and samples a command covers, in words."""
     def span(keys: list[str]) -> str:
-        return f"{keys[0]}-{keys[-1]}" if len(keys) > 2 else ",".join(keys)
+        numbers = [int(k[1:]) for k in keys] if all(RUN_KEY_RE.match(k) for k in keys) else []
+        if len(keys) > 2 and numbers == list(range(numbers[0], numbers[0] + len(keys))):
+            return f"{keys[0]}-{keys[-1]}"
+        return ",".join(keys) if len(keys) <= 6 else ",".join(keys[:3]) + ",...," + ",".join(keys[-2:])
     parts = [f"{len(ks)} {what} ({span(ks)})" for what, ks in (("runs", scope.runs), ("event runs", scope.event_runs),
                                                                 ("samples", scope.samples)) if ks]
     return ", ".join(parts) or "nothing"
@@ -380,6 +388,7 @@ def _stale(cfg, scope, workflow, instance=None):
     """The stale outputs of the scope (and, with an instance, those whose last Dagster run failed), with the selection of every partition."""
     from xfel_core.lineage.staleness import every_partition, find_stale
 
+    _check_workflow(cfg, workflow)
     every = every_partition(cfg, scope, workflow)
     stale = find_stale(cfg, scope, workflow)
     if instance is not None:
@@ -388,6 +397,16 @@ def _stale(cfg, scope, workflow, instance=None):
         seen = {(st.asset, str(st.key)) for st in stale}
         stale += [st for st in failed_since_materialized(instance, every) if (st.asset, str(st.key)) not in seen]
     return every, stale
+
+
+def _check_workflow(cfg, workflow: str | None) -> None:
+    """A clear error for a --workflow that the model does not have."""
+    from xfel_core.lineage import model
+
+    model.load_files(cfg)
+    names = [w.name for w in model.workflows()]
+    if workflow is not None and workflow not in names:
+        raise ConfigError(f"--workflow {workflow!r}: no such workflow (there are: {', '.join(names)})")
 
 
 def cmd_stale(args) -> int:
@@ -432,6 +451,7 @@ def cmd_backfill(args) -> int:
     if args.stale_only:
         every, stale = _stale(cfg, scope, args.workflow, instance)
     else:
+        _check_workflow(cfg, args.workflow)
         every, stale = every_partition(cfg, scope, args.workflow), None
     if not any(every.values()):
         print(f"nothing to process: no runs, event runs or in-situ samples in {_covered(scope)}", file=sys.stderr)
@@ -611,9 +631,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redo-dark", action="store_true", help="recompute the darks even if materialized")
     p.set_defaults(func=cmd_materialize)
 
-    from xfel_core.lineage.model import WORKFLOW_MODULES
-
-    workflows = [m.rpartition(".")[2] for m in WORKFLOW_MODULES]
     for name, help_ in (("stale", "list every missing or out-of-date output of the beamtime, with the reason (changes nothing)"),
                         ("backfill", "re-materialize a whole beamtime (or its stale outputs) as a Dagster asset backfill")):
         p = sub.add_parser(name, help=help_)
@@ -622,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
                        "roots); with only --runs, no in-situ samples")
         p.add_argument("--samples", help="in-situ samples S1,S2 (default: every sample folder); with only --samples, "
                        "no runs")
-        p.add_argument("--workflow", choices=workflows, help="only this workflow's outputs")
+        p.add_argument("--workflow", help="only this workflow's outputs: euxfel, insitu, events, or one of the "
+                       "beamtime's own (workflows: in beamtime.yaml)")
         p.set_defaults(func=cmd_stale)
     p.add_argument("--stale-only", action="store_true",
                    help="only outputs made with other code, config, raw files or calibration than now")

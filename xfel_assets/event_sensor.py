@@ -19,6 +19,7 @@ from xfel_core import hashing
 from xfel_core.config import EventsConfig
 from xfel_core.events.readers import event_runs, run_files
 
+from .model_defs import observations
 from .partitions import EVENT_RUNS_PARTITION_SET
 from .resources import BeamtimeResource
 from .sensors import described_sensor, new_complete_keys
@@ -67,6 +68,7 @@ def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
     context.log.info(f"new complete event runs: {ready}")
     return dg.SensorResult(
         run_requests=requests,
+        asset_events=observations(cfg, "events", {EVENT_RUNS_PARTITION_SET: ready}),
         dynamic_partitions_requests=[dg.DynamicPartitionsDefinition(name=EVENT_RUNS_PARTITION_SET).build_add_request(ready)],
         cursor=new_cursor,
     )

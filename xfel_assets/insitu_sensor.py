@@ -23,6 +23,7 @@ from xfel_core.exceptions import XfelError
 from xfel_core.insitu import layout
 from xfel_core.insitu.tiff_reader import read_headers
 
+from .model_defs import observations
 from .partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
 from .resources import BeamtimeResource
 from .sensors import described_sensor, new_complete_keys
@@ -84,6 +85,7 @@ def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: Beamti
     context.log.info(f"new complete measurements: {ready}")
     return dg.SensorResult(
         run_requests=requests,
+        asset_events=observations(cfg, "insitu", {MEASUREMENTS_PARTITION_SET: ready}),
         dynamic_partitions_requests=[
             dg.DynamicPartitionsDefinition(name=MEASUREMENTS_PARTITION_SET).build_add_request(ready),
             *([dg.DynamicPartitionsDefinition(name=SAMPLES_PARTITION_SET).build_add_request(new_samples)]

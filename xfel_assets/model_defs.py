@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from xfel_core.config import BeamtimeConfig
 from xfel_core.lineage import model, versions
@@ -20,6 +21,8 @@ from xfel_core.lineage.model import BEAMTIME, Partitioning, Source
 from .beamtime import BeamtimeResource, config_at_load
 from .steps import MODULE_POOL, SLURM_POOL, retry_policy, run_science
 
+#: The tag of the runs of an `xfel-assets backfill` (value "cli").
+BACKFILL_TAG = "xfel/backfill"
 #: The pool of each of the model's pool names.
 POOLS = {"module": MODULE_POOL}
 
@@ -91,6 +94,26 @@ def make(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, *extra, compute
     return run_science(spec.make, cfg, *args)
 
 
+#: Keys of a make function's result that every materialization shows anyway (common and version metadata).
+BOOKKEEPING = {"path", "size_bytes", "seconds", "lineage_version", "code_version", "input_versions", "config_versions"}
+
+
+def generic_asset(name: str) -> dg.AssetsDefinition:
+    """The Dagster asset of a model asset without a module of its own: its make function's numbers and strings as metadata."""
+    from .metadata import materialized, scalars
+
+    spec = model.asset(name)
+
+    # No annotations: this module's are strings (from __future__), which Dagster cannot check.
+    @model_asset(name, description=spec.description or None)
+    def _asset(context, beamtime: BeamtimeResource):
+        info = make(context, beamtime.load())
+        simple = [k for k, v in info.items() if isinstance(v, (int, float, str, bool)) and k not in BOOKKEEPING]
+        return materialized(name, info, scalars(info, *simple))
+
+    return _asset
+
+
 def source_keys(instance: dg.DagsterInstance, cfg: BeamtimeConfig, p: Partitioning) -> list[str | None]:
     """The partition keys of a source now: a dynamic set's from the instance, else the config's."""
     if p.dims:
@@ -104,6 +127,27 @@ def source_versions(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> dict[s
     """The current data version of every partition of every configured source."""
     return {s.name: {k: s.version(cfg, k) for k in source_keys(instance, cfg, s.partitioning)}
             for s in model.sources() if s.enabled(cfg)}
+
+
+def observation(asset: str, partition: str | None, version: str) -> dg.AssetObservation:
+    """An observation of a source partition with its data version (as the observable source asset records it)."""
+    return dg.AssetObservation(asset_key=asset, partition=partition, tags={DATA_VERSION_TAG: version})
+
+
+def observations(cfg: BeamtimeConfig, workflow: str, new_keys: dict[str, list[str]]) -> list[dg.AssetObservation]:
+    """Observations of a workflow's sources: every partition of its static and unpartitioned ones, and
+    ``new_keys`` (by dynamic partition set) of its dynamic ones.
+
+    A sensor records them with the runs it requests, so that each materialization records the
+    versions of its sources: one made before any observation of its source would never show stale.
+    """
+    out = []
+    for s in model.sources():
+        if s.workflow == workflow and s.enabled(cfg):
+            p = s.partitioning
+            keys = new_keys.get(p.dynamic, []) if p.dynamic else p.keys(cfg, model.Scope())
+            out += [observation(s.name, k, s.version(cfg, k)) for k in keys]
+    return out
 
 
 def _observable(src: Source) -> dg.SourceAsset:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from xfel_core.completeness import run_completeness
@@ -37,7 +36,7 @@ from xfel_core.workflows.euxfel import raw_run_version
 
 from . import run_chains
 from .jobs import RUN_STAGES, job_assets, run_stage_work
-from .model_defs import source_versions
+from .model_defs import observation, observations, source_versions
 from .partitions import RUNS_PARTITION_SET
 from .resources import BeamtimeResource, config_at_load
 
@@ -198,7 +197,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
             del chains[run]
     if ready or redo:
         requests += start_runs(context, cfg, ready + redo, chains)
-        events = [observation("raw_run_files", r, raw_run_version(cfg, r)) for r in ready + redo]
+        events = observations(cfg, "euxfel", {RUNS_PARTITION_SET: ready + redo})
     if ready:
         context.log.info(f"new complete runs: {ready}")
     if redo:
@@ -237,11 +236,6 @@ def start_runs(context: dg.SensorEvaluationContext, cfg: BeamtimeConfig, runs: l
             chains[run] = run_chains.new_chain(run)
             requests += run_chains.stage_requests(chains[run], run, 0, cfg, darks if i == 0 else [])
     return requests
-
-
-def observation(asset: str, partition: str | None, version: str) -> dg.AssetObservation:
-    """An observation of a source partition with its data version (as the observable source asset records it)."""
-    return dg.AssetObservation(asset_key=asset, partition=partition, tags={DATA_VERSION_TAG: version})
 
 
 @described_sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -595,6 +595,9 @@ class BeamtimeConfig(_Strict):
     compute: Literal["local", "slurm"] = "local"
     #: The cluster, for ``compute: slurm``.
     slurm: SlurmConfig | None = None
+    #: Python files declaring more workflows through xfel_core.lineage.model (relative to this file):
+    #: their assets are processed, versioned and backfilled like the built-in ones.
+    workflows: list[Path] = Field(default_factory=list)
     #: The YAML file this came from (set by :func:`load_beamtime`).
     source_file: Path | None = None
 
@@ -742,6 +745,8 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
     geometry = data["events"].get("geometry") if isinstance(data.get("events"), dict) else None
     if isinstance(geometry, dict) and isinstance(geometry.get("mask_file"), str):
         data["events"]["geometry"] = dict(geometry, mask_file=str((path.parent / geometry["mask_file"]).resolve()))
+    if isinstance(data.get("workflows"), list):
+        data["workflows"] = [str((path.parent / w).resolve()) if isinstance(w, str) else w for w in data["workflows"]]
     data["source_file"] = str(path)
     try:
         return BeamtimeConfig.model_validate(data)

@@ -1,11 +1,21 @@
-"""The assets, one module per asset: the DSSC pump-probe pipeline, the in-situ TIFF series, event files; observed sources in sources.py."""
+"""The assets: one module each for what the web UI shows of it (description, metadata); observed sources in sources.py.
 
+Everything else about an asset (partitions, inputs, code version, checks, pool) comes from its
+declaration in the workflow model (``xfel_core/workflows/``). An asset declared in the model
+without a module here (a beamtime's own workflow file) gets a generic one: its make function's
+numbers and strings as metadata.
+"""
+
+from xfel_core.lineage import model
+
+from ..beamtime import config_at_load
+from ..model_defs import generic_asset
 from .attenuation_corrected_series import attenuation_corrected_series
 from .binned_cube import binned_cube
-from .event_cube import event_cube
-from .event_smalldata import event_smalldata
 from .dark import dark
 from .dssc_smalldata import dssc_smalldata
+from .event_cube import event_cube
+from .event_smalldata import event_smalldata
 from .framemask import framemask
 from .insitu_frames import insitu_frames
 from .preprocessed_module import preprocessed_module
@@ -14,7 +24,11 @@ from .roi_series import roi_series
 from .scan_variable import scan_variable
 from .sources import SOURCES
 
-DSSC_ASSETS = [raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata]
-INSITU_ASSETS = [insitu_frames, roi_series, attenuation_corrected_series]
-EVENT_ASSETS = [event_smalldata, event_cube]
-ALL_ASSETS = [*SOURCES, *DSSC_ASSETS, *INSITU_ASSETS, *EVENT_ASSETS]
+DESCRIBED = {a.key.to_user_string(): a for a in (
+    raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata,
+    insitu_frames, roi_series, attenuation_corrected_series, event_smalldata, event_cube)}
+
+if config_at_load() is not None:
+    model.load_files(config_at_load())
+ASSETS = [DESCRIBED.get(spec.name) or generic_asset(spec.name) for spec in model.assets()]
+ALL_ASSETS = [*SOURCES, *ASSETS]

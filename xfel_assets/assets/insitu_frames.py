@@ -1,7 +1,7 @@
 import dagster as dg
 
 from ..metadata import materialized, scalars
-from ..model_defs import make, model_asset
+from ..model_defs import BACKFILL_TAG, make, model_asset
 from ..compute import ComputeResource
 from ..resources import BeamtimeResource
 
@@ -17,7 +17,9 @@ class InsituFramesConfig(dg.Config):
 def insitu_frames(context: dg.AssetExecutionContext, config: InsituFramesConfig,
                   beamtime: BeamtimeResource, compute: ComputeResource) -> dg.MaterializeResult:
     """A measurement's frames divided by the sample's flat-field, bad pixels replaced by their 3 x 3 median (insitu.median_filter), the background regions' level subtracted (if configured), with their header times, exposures and transmissions."""
-    info = make(context, beamtime.load(), config.overwrite, compute=compute)
+    # `xfel-assets backfill` (tag xfel/backfill: cli) was asked to redo outputs made from other TIFFs or settings.
+    overwrite = config.overwrite or context.run.tags.get(BACKFILL_TAG) == "cli"
+    info = make(context, beamtime.load(), overwrite, compute=compute)
     return materialized("insitu_frames", info, {
         **scalars(info, "frames", "shape", "first_frame", "last_frame", "duration_s", "exposure_s",
                   "frames_without_transmission", "flatfield_frames", "bad_pixels_flatfield",

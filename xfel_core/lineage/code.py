@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +27,9 @@ DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 def module_path(name: str) -> Path | None:
     """The file of an importable module, or None (a name inside a module, or not a module)."""
+    loaded = sys.modules.get(name)
+    if loaded is not None and str(getattr(loaded, "__file__", None) or "").endswith(".py"):
+        return Path(loaded.__file__)
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError, AttributeError):
@@ -94,11 +98,12 @@ def reached(fn: Callable) -> dict[str, list[str]]:
     """``{module: [its functions and classes]}`` that ``fn`` reaches through the names it uses."""
     fn = inspect.unwrap(fn)
     out: dict[str, set[str]] = {}
-    todo = [(fn.__module__, fn.__name__)]
+    own = fn.__module__  # a beamtime's own workflow file is followed too
+    todo = [(own, fn.__name__)]
     seen = set()
     while todo:
         m, name = todo.pop()
-        if (m, name) in seen or not _ours(m):
+        if (m, name) in seen or not (_ours(m) or m == own):
             continue
         seen.add((m, name))
         mod = _module(m)

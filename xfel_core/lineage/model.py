@@ -14,6 +14,8 @@ module ``03|r0002`` (Dagster joins the dimensions in the order of their names), 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +137,9 @@ class AssetSpec:
     slurm: bool = False
     enabled: Callable[[BeamtimeConfig], bool] = lambda cfg: True
     workflow: str = ""
+    #: What it is, for the web UI, when no module in xfel_assets/assets/ describes it (its metadata: the make
+    #: function's numbers and strings).
+    description: str = ""
 
     @property
     def blocking_checks(self) -> tuple[str, ...]:
@@ -153,6 +158,7 @@ class Workflow:
 
 _registry: dict[str, Workflow] = {}
 _loaded = False
+_files: dict[Path, object] = {}
 
 
 def register(wf: Workflow) -> Workflow:
@@ -180,6 +186,27 @@ def _with_workflow(node, name: str):
 
 def node_names_of(wf: Workflow) -> list[str]:
     return [s.name for s in wf.sources] + [a.name for a in wf.assets]
+
+
+def load_files(cfg: BeamtimeConfig) -> None:
+    """Import the beamtime's own workflow files (``workflows:`` in beamtime.yaml), once each per process."""
+    from ..exceptions import ConfigError
+
+    for path in cfg.workflows:
+        path = Path(path).resolve()
+        if path in _files:
+            continue
+        name = f"xfel_workflow_{path.stem}"  # the same in every process: it is part of the code version
+        if name in sys.modules:
+            raise ConfigError(f"{cfg.source_file}: workflows: {path} has the name of another workflow file "
+                              f"({sys.modules[name].__file__}); rename one")
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or not path.is_file():
+            raise ConfigError(f"{cfg.source_file}: workflows: {path} is not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its functions' source is found by their module's name
+        spec.loader.exec_module(module)
+        _files[path] = module
 
 
 def workflows() -> list[Workflow]:

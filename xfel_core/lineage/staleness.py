@@ -96,6 +96,7 @@ def partitions(cfg: BeamtimeConfig, spec: model.AssetSpec, scope: model.Scope) -
 def find_stale(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
                workflow: str | None = None) -> list[StaleOutput]:
     """Every output of the beamtime (of one workflow) that is missing or out of date, in dependency order."""
+    model.load_files(cfg)
     exp = Expected(cfg)
     out = []
     for spec in model.assets():
@@ -111,6 +112,7 @@ def find_stale(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
 def every_partition(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
                     workflow: str | None = None) -> dict[str, list[str | None]]:
     """The partition keys of every asset (of one workflow) in the scope, in dependency order."""
+    model.load_files(cfg)
     out = {}
     for spec in model.assets():
         if workflow is None or spec.workflow == workflow:
