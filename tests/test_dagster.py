@@ -34,7 +34,8 @@ def test_definitions_load_from_workspace_yaml(session_beamtime):
     assert keys == {"raw_run", "scan_variable", "framemask", "dark", "preprocessed_module", "binned_cube",
                     "raw_run_files", "dark_run_files", "gain_map",
                     "insitu_frames", "roi_series", "attenuation_corrected_series", "insitu_files",
-                    "event_smalldata", "event_cube", "event_run_files", "dssc_smalldata"}
+                    "event_smalldata", "event_cube", "event_run_files", "dssc_smalldata",
+                    "smalldata_rois", "insitu_rois", "event_dark_files", "event_rois", "event_mask"}
     pdef = defs.resolve_assets_def("preprocessed_module").partitions_def
     assert isinstance(pdef, dg.MultiPartitionsDefinition)
     assert {d.name for d in pdef.partitions_defs} == {"run", "module"}

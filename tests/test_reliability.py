@@ -313,6 +313,8 @@ def test_only_io_errors_are_retried(tmp_path):
 
 def test_an_all_nan_scan_fails_first_and_keeps_the_previous_cube(tmp_path):
     from xfel_assets.backfill import failed_since_materialized
+    from xfel_core.lineage.model import Scope
+    from xfel_core.lineage.staleness import every_partition
 
     config = make_beamtime(tmp_path / "bt", [small_run(2)])
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
@@ -341,8 +343,8 @@ def test_an_all_nan_scan_fails_first_and_keeps_the_previous_cube(tmp_path):
         assert len(failed) == 1
         restarts = instance.get_records_for_run(failed[0].run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
         assert not restarts.records  # a data error: not retried
-        stale = failed_since_materialized(instance, ["r0002"])
-        assert [(s.asset, s.run) for s in stale] == [("scan_variable", "r0002")]
+        stale = failed_since_materialized(instance, every_partition(cfg, Scope(runs=["r0002"])))
+        assert [(s.asset, s.key) for s in stale] == [("scan_variable", "r0002")]
 
 
 def test_a_missing_middle_sequence_file_is_flagged(tmp_path):

@@ -185,7 +185,7 @@ def test_an_edited_source_file_of_one_workflow(beamtime, monkeypatch, tmp_path):
     edited.write_text(source.replace(f"def {fn}(", f"def {fn}(  # edited\n    ", 1))
     real = code.module_path
     monkeypatch.setattr(code, "module_path", lambda name: edited if name == "xfel_core.events.anomalies" else real(name))
-    code._module.cache_clear()
+    code.forget()
     versions.code_version.cache_clear()
     try:
         reasons = {(st.asset, st.reason) for st in staleness.find_stale(cfg)}
@@ -193,7 +193,7 @@ def test_an_edited_source_file_of_one_workflow(beamtime, monkeypatch, tmp_path):
         check_redo(cfg, keys_of(cfg, "event_smalldata") | keys_of(cfg, "event_cube"))
     finally:
         monkeypatch.undo()
-        code._module.cache_clear()
+        code.forget()
         versions.code_version.cache_clear()
 
 
@@ -263,3 +263,14 @@ def test_an_extra_workflow_and_a_stale_only_backfill_across_every_workflow(tmp_p
     # The progress goes to stderr as bar lines only: no log line among them.
     assert all(line.startswith(("[", "starting a Dagster daemon", "using the running")) or not line.strip()
                for line in out.stderr.splitlines()), out.stderr
+
+
+def test_every_built_in_asset_is_in_one_job_of_one_partitioning():
+    """The asset jobs (the new-run chain's stages, the sensors' runs) cover the model's built-in assets once each."""
+    from xfel_assets.jobs import JOB_SELECTIONS
+
+    in_jobs = [a for job, sel in JOB_SELECTIONS.items() for a in sel if not job.startswith("observe_")]
+    built_in = [a.name for w in model.workflows() if w.name in ("euxfel", "insitu", "events") for a in w.assets]
+    assert sorted(in_jobs) == sorted(built_in)
+    for job, sel in JOB_SELECTIONS.items():
+        assert len({model.node(a).partitioning.name for a in sel}) == 1, job

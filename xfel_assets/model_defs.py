@@ -7,6 +7,7 @@ kinds, pool, retries and checks come from its declaration in ``xfel_core/workflo
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from functools import lru_cache
@@ -89,9 +90,11 @@ def make(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, *extra, compute
     """Call the asset's xfel_core make function on this partition (as a SLURM job through ``compute`` if it says so)."""
     spec = model.asset(context.asset_key.path[-1])
     args = (*spec.partitioning.args(str(context.partition_key)), *extra) if context.has_partition_key else extra
+    # The function as its module has it now (a test or a debugging session may have replaced it).
+    fn = getattr(sys.modules[spec.make.__module__], spec.make.__name__, spec.make)
     if compute is not None:
-        return compute.run(context, cfg, spec.make, *args)
-    return run_science(spec.make, cfg, *args)
+        return compute.run(context, cfg, fn, *args)
+    return run_science(fn, cfg, *args)
 
 
 #: Keys of a make function's result that every materialization shows anyway (common and version metadata).

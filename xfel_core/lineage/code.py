@@ -12,7 +12,6 @@ are not the science and are not followed.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -21,20 +20,23 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "xfel_core"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 NOT_SCIENCE = ("xfel_core.lineage", "xfel_core.workflows", "xfel_core.demo")
 DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 def module_path(name: str) -> Path | None:
-    """The file of an importable module, or None (a name inside a module, or not a module)."""
+    """The file of one of our modules (or of a loaded workflow file), or None (a name inside a module, not ours)."""
     loaded = sys.modules.get(name)
     if loaded is not None and str(getattr(loaded, "__file__", None) or "").endswith(".py"):
         return Path(loaded.__file__)
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError, AttributeError):
+    if name != PACKAGE and not name.startswith(PACKAGE + "."):
         return None
-    return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+    base = PACKAGE_DIR.parent.joinpath(*name.split("."))
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
 
 
 def _absolute(node: ast.ImportFrom, package: str) -> str:
@@ -47,7 +49,7 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
 @dataclass(frozen=True)
 class _Module:
     name: str
-    source: str
+    lines: list[str]
     defs: dict[str, ast.AST]
     #: local name -> (module, name in it) for ``from m import x``; (module, None) for a module object
     imports: dict[str, tuple[str, str | None]]
@@ -77,8 +79,10 @@ def _module(name: str) -> _Module | None:
             for a in node.names:
                 imports[a.asname or a.name.split(".")[0]] = (a.name if a.asname else a.name.split(".")[0], None)
     defs = {n.name: n for n in tree.body if isinstance(n, DEFS)}
-    rest = "\n".join(ast.get_source_segment(source, n) or "" for n in tree.body if not isinstance(n, DEFS))
-    return _Module(name, source, defs, imports, rest)
+    lines = source.splitlines()
+    # Top-level statements start at column 0: whole lines are their source.
+    rest = "\n".join("\n".join(lines[n.lineno - 1: n.end_lineno]) for n in tree.body if not isinstance(n, DEFS))
+    return _Module(name, lines, defs, imports, rest)
 
 
 def imported_modules(name: str) -> set[str]:
@@ -89,9 +93,21 @@ def imported_modules(name: str) -> set[str]:
 
 def _segment(mod: _Module, node: ast.AST) -> str:
     """A function's or class's source, its decorators included."""
-    lines = mod.source.splitlines()
     first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-    return "\n".join(lines[first - 1: node.end_lineno])
+    return "\n".join(mod.lines[first - 1: node.end_lineno])
+
+
+@lru_cache(maxsize=None)
+def _uses(module: str, name: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """The names a definition uses, and its ``imported_name.attribute`` pairs."""
+    mod = _module(module)
+    names, attributes = set(), set()
+    for n in ast.walk(mod.defs[name]):
+        if isinstance(n, ast.Name):
+            names.add(n.id)
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in mod.imports:
+            attributes.add((n.value.id, n.attr))
+    return frozenset(names), frozenset(attributes)
 
 
 def reached(fn: Callable) -> dict[str, list[str]]:
@@ -114,16 +130,16 @@ def reached(fn: Callable) -> dict[str, list[str]]:
                 todo.append(mod.imports[name] if mod.imports[name][1] else (mod.imports[name][0], name))
             continue
         out.setdefault(m, set()).add(name)
-        for n in ast.walk(mod.defs[name]):
-            if isinstance(n, ast.Name):
-                if n.id in mod.defs:
-                    todo.append((m, n.id))
-                elif n.id in mod.imports and mod.imports[n.id][1] is not None:
-                    todo.append(mod.imports[n.id])
-            elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in mod.imports:
-                target, obj = mod.imports[n.value.id]
-                if obj is None:  # module.attribute
-                    todo.append((target, n.attr))
+        names, attributes = _uses(m, name)
+        for n in names:
+            if n in mod.defs:
+                todo.append((m, n))
+            elif n in mod.imports and mod.imports[n][1] is not None:
+                todo.append(mod.imports[n])
+        for base, attr in attributes:
+            target, obj = mod.imports[base]
+            if obj is None:  # module.attribute
+                todo.append((target, attr))
     return {m: sorted(names) for m, names in sorted(out.items())}
 
 
@@ -139,3 +155,9 @@ def code_text(fn: Callable) -> list[str]:
 def code_modules(fn: Callable) -> list[str]:
     """The xfel_core modules whose code ``fn`` reaches."""
     return list(reached(fn))
+
+
+def forget() -> None:
+    """Read the source files again at the next call (after a file was edited in this process)."""
+    _module.cache_clear()
+    _uses.cache_clear()

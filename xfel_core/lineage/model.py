@@ -159,6 +159,7 @@ class Workflow:
 _registry: dict[str, Workflow] = {}
 _loaded = False
 _files: dict[Path, object] = {}
+_index: dict[str, object] = {}  # the sorted assets and the nodes by name, made again after a registration
 
 
 def register(wf: Workflow) -> Workflow:
@@ -170,12 +171,14 @@ def register(wf: Workflow) -> Workflow:
     wf.sources = [_with_workflow(s, wf.name) for s in wf.sources]
     wf.assets = [_with_workflow(a, wf.name) for a in wf.assets]
     _registry[wf.name] = wf
+    _index.clear()
     return wf
 
 
 def unregister(name: str) -> None:
     """Take a workflow out of the model again (a test's extra workflow)."""
     _registry.pop(name, None)
+    _index.clear()
 
 
 def _with_workflow(node, name: str):
@@ -221,7 +224,14 @@ def workflows() -> list[Workflow]:
 
 def assets() -> list[AssetSpec]:
     """Every asset of every workflow, each after its inputs."""
-    specs = [a for w in workflows() for a in w.assets]
+    workflows()
+    if "assets" not in _index:
+        _index["assets"] = _sorted_assets()
+    return list(_index["assets"])
+
+
+def _sorted_assets() -> list[AssetSpec]:
+    specs = [a for w in _registry.values() for a in w.assets]
     by_name = {a.name: a for a in specs}
     order: list[AssetSpec] = []
     seen: set[str] = set()
@@ -244,20 +254,27 @@ def sources() -> list[Source]:
     return [s for w in workflows() for s in w.sources]
 
 
+def _nodes() -> dict[str, AssetSpec | Source]:
+    workflows()
+    if "nodes" not in _index:
+        _index["nodes"] = {n.name: n for w in _registry.values() for n in (*w.sources, *w.assets)}
+    return _index["nodes"]
+
+
 def asset(name: str) -> AssetSpec:
     """The asset named ``name`` (KeyError naming the known ones if there is none)."""
-    for a in assets():
-        if a.name == name:
-            return a
-    raise KeyError(f"no asset {name!r} in the workflow model: {[a.name for a in assets()]}")
+    found = _nodes().get(name)
+    if not isinstance(found, AssetSpec):
+        raise KeyError(f"no asset {name!r} in the workflow model: {[a.name for a in assets()]}")
+    return found
 
 
 def node(name: str) -> AssetSpec | Source:
     """The asset or source named ``name``."""
-    for s in sources():
-        if s.name == name:
-            return s
-    return asset(name)
+    found = _nodes().get(name)
+    if found is None:
+        raise KeyError(f"no asset or source {name!r} in the workflow model")
+    return found
 
 
 def upstream_keys(cfg: BeamtimeConfig, spec: AssetSpec, inp: Input, key: str | None) -> dict[str, str | None]:
