@@ -100,31 +100,31 @@ def check_full_backfill_with_a_corrupt_run(config: Path, home: Path, runs: list[
 
 
 def test_backfill_whole_beamtime_then_stale_only_after_a_new_dark(tmp_path):
-    runs = [run_key(n) for n in range(2, 10)]  # 8 runs x 4 modules
-    config, gens = write_beamtime(tmp_path / "bt", list(range(2, 10)), darks=[1, 30])
+    runs = [run_key(n) for n in range(2, 6)]  # 4 runs x 4 modules
+    config, gens = write_beamtime(tmp_path / "bt", list(range(2, 6)), darks=[1, 30])
     home = tmp_path / "home"
-    check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0007")
+    check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0005")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         # The daemon the command started and stopped left no heartbeat: the next backfill need not
         # wait for one to know that no daemon runs.
         assert instance.get_daemon_heartbeats() == {}
 
     # The run is copied again in full, and the detector group releases a new dark run.
-    write_run(tmp_path / "bt" / "raw", gens[7].spec)
+    write_run(tmp_path / "bt" / "raw", gens[5].spec)
     data = yaml.safe_load(config.read_text())
     data["dark_run"] = 30
     config.write_text(yaml.safe_dump(data))
 
-    out = backfill(config, home, "--runs", "r0002,r0003,r0007", "--stale-only")
+    out = backfill(config, home, "--runs", "r0002,r0003,r0005", "--stale-only")
     assert out.returncode == 0, out.stdout + out.stderr
-    # darks 4, r0002 and r0003: 4 modules and the cube each, r0007: all 8 of its partitions.
+    # darks 4, r0002 and r0003: 4 modules and the cube each, r0005: all 8 of its partitions.
     assert "backfill of 22 partitions (raw_run 1, scan_variable 1, framemask 1, dark 4, " \
-           "preprocessed_module 12, binned_cube 3) over 3 runs (r0002,r0003,r0007)" in out.stdout
+           "preprocessed_module 12, binned_cube 3) over 3 runs (r0002,r0003,r0005)" in out.stdout
     assert "22 of 22 partitions done, 0 failed" in out.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert materialization_counts(instance, "dark") == {f"{m:02d}": 2 for m in MODULES4}
         raw = materialization_counts(instance, "raw_run")
-        assert raw == {r: 1 for r in runs}  # raw data did not change for the others; r0007 made once now
+        assert raw == {r: 1 for r in runs}  # raw data did not change for the others; r0005 made once now
         pm = materialization_counts(instance, "preprocessed_module")
         assert pm == {f"{m:02d}|{r}": 2 if r in ("r0002", "r0003") else 1 for r in runs for m in MODULES4}
         cube = materialization_counts(instance, "binned_cube")
@@ -135,7 +135,7 @@ def test_backfill_whole_beamtime_then_stale_only_after_a_new_dark(tmp_path):
     assert_cube_matches(ds, reference_cube(gens[2], gens[30], cfg))
     assert ds.attrs["dark_run"] == "r0030"
     # Nothing else is stale in these runs; r0004 still holds results of the old dark (not asked for).
-    out = backfill(config, home, "--runs", "r0002,r0003,r0007", "--stale-only")
+    out = backfill(config, home, "--runs", "r0002,r0003,r0005", "--stale-only")
     assert out.returncode == 0 and "nothing is stale in 3 runs" in out.stdout
     ds4 = xr.open_dataset(cfg.output_path("r0004", "binned_cube"), engine="h5netcdf")
     assert ds4.attrs["dark_run"] == "r0001"

@@ -43,8 +43,8 @@ def postgres_url():
 
 def test_backfill_and_sensor_runs_together_on_postgres(tmp_path, postgres_url, monkeypatch):
     monkeypatch.setenv(POSTGRES_ENV, postgres_url)
-    runs = [run_key(n) for n in range(2, 10)]
-    config, _ = write_beamtime(tmp_path / "bt", list(range(2, 10)), darks=[1])
+    runs = [run_key(n) for n in range(2, 6)]
+    config, _ = write_beamtime(tmp_path / "bt", list(range(2, 6)), darks=[1])
     home = ensure_dagster_home(tmp_path / "home", max_runs=2, max_module_steps=2)
     assert "postgres_url" in (home / "dagster.yaml").read_text()
     env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config))
@@ -68,7 +68,7 @@ def test_backfill_and_sensor_runs_together_on_postgres(tmp_path, postgres_url, m
         for n in new:
             write_run(tmp_path / "bt" / "raw", RunSpec(run_number=n, ntrains=6, frames_per_train=4,
                                                         modules=MODULES4, module_shape=SHAPE, scan_points=3))
-        check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0009", env={POSTGRES_ENV: postgres_url},
+        check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0005", env={POSTGRES_ENV: postgres_url},
                                                darks_once=False)
         deadline = time.monotonic() + 300
         with dg.DagsterInstance.from_config(str(home)) as instance:
