@@ -466,6 +466,8 @@ class DsscSmalldataConfig(_Strict):
 
 SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
 SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
+
+
 class SlurmJobSize(_Strict):
     """What one SLURM job of an asset asks for."""
 
@@ -687,6 +689,11 @@ def run_key(run_number: int) -> str:
 
 def module_key(module: int) -> str:
     return f"{int(module):02d}"
+
+
+def run_module_key(run: str, module: int) -> str:
+    """The run x module partition key, as Dagster spells it: ``03|r0002`` (dimensions in name order)."""
+    return f"{module_key(module)}|{run}"
 
 
 def parse_run_key(run: str) -> tuple[int, str]:

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from . import framemask, scan
-from .config import BeamtimeConfig, module_key
+from .config import BeamtimeConfig, run_module_key
 from .azimuthal import radial_integrator
 from .exceptions import ConfigError, RunDataError
 from .lineage import versions
@@ -68,7 +68,7 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
     if cfg.dark_run is not None:
         require_passed(read_attrs(dark_path(cfg, module)), "dark", dark_path(cfg, module))
         dark = read_dark(dark_path(cfg, module))
-    vers = versions.made_from(cfg, ASSET, f"{module_key(module)}|{run}")
+    vers = versions.made_from(cfg, ASSET, run_module_key(run, module))
 
     frames = module_frames_of(cfg, run, module)
     pos = frames.position.astype(np.int64)

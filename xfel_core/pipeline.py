@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import framemask, previews, quality, scan
-from .config import BeamtimeConfig, module_key, run_key
+from .config import BeamtimeConfig, module_key, run_key, run_module_key
 from .cube import build_cube, write_cube
 from .exceptions import RunDataError
 from .gain import apply_gain, read_gain_map
@@ -171,7 +171,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
         dversion = dark.version
     gain = read_gain_map(cfg, module) if cfg.gain_map is not None else None
     gain_version = gain.version if gain is not None else versions.NO_GAIN
-    vers = versions.made_from(cfg, "preprocessed_module", f"{module_key(module)}|{run}")
+    vers = versions.made_from(cfg, "preprocessed_module", run_module_key(run, module))
     frames = module_frames_of(cfg, run, module)
     ntypes = len(cfg.frame_pattern)
     group, stats = assign_groups(frames, bins, fm, ntypes)

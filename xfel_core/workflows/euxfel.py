@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from .. import dssc_smalldata, pipeline
-from ..config import BeamtimeConfig
+from ..config import BeamtimeConfig, run_module_key
 from ..gain import read_gain_map
 from ..hashing import digest, files_fingerprint
 from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Partitioning, Scope, Source, Workflow, register
@@ -29,8 +29,8 @@ def module_keys(cfg: BeamtimeConfig, scope: Scope) -> list[str]:
 RUN = Partitioning("run", run_keys, dynamic="runs")
 MODULE = Partitioning("module", module_keys, args=lambda key: (int(key),))
 RUN_MODULE = Partitioning(
-    "run_module", lambda cfg, scope: [f"{m}|{r}" for r, m in itertools.product(run_keys(cfg, scope),
-                                                                             module_keys(cfg, scope))],
+    "run_module", lambda cfg, scope: [run_module_key(r, m) for r, m in itertools.product(run_keys(cfg, scope),
+                                                                                       cfg.detector.modules)],
     args=lambda key: (key.split("|")[1], int(key.split("|")[0])), dims=(MODULE, RUN))
 
 
@@ -76,7 +76,7 @@ def smalldata_rois_version(cfg: BeamtimeConfig, key: None) -> str:
 
 
 def _modules_of_run(cfg: BeamtimeConfig, run: str) -> dict[str, str]:
-    return {f"preprocessed_module_{m}": f"{m}|{run}" for m in cfg.module_keys}
+    return {f"preprocessed_module_{m:02d}": run_module_key(run, m) for m in cfg.detector.modules}
 
 
 def _run_path(asset: str):
