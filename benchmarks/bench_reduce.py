@@ -73,7 +73,7 @@ def make_module_file(path: Path, size_gb: float, seed: int = 0) -> None:
 def scan_and_mask(train_ids: np.ndarray, seed: int = 1):
     """Scan point per train (20 equal steps) and a framemask with ~5 % of frames rejected."""
     from xfel_core.config import Binning, FramemaskConfig
-    from xfel_core.framemask import build_framemask
+    from xfel_core.euxfel.framemask import build_framemask
     from xfel_core.scan import bin_scan_values
 
     step = np.arange(len(train_ids)) * SCAN_POINTS // len(train_ids)
@@ -147,7 +147,7 @@ def cache_as_read(path: Path) -> None:
 
 
 def worker_kernel(path: Path, cold: bool, threads: int, wait_for_go: bool = False) -> dict:
-    from xfel_core.preprocess import DarkConstants, assign_groups, reduce_frames
+    from xfel_core.euxfel.preprocess import DarkConstants, assign_groups, reduce_frames
     from xfel_core.readers import euxfel
 
     from xfel_core.binning_kernel import Accumulators
@@ -240,7 +240,7 @@ def worker_check(path: Path) -> dict:
     """Kernel means (all frames, no mask) against a plain numpy float64 mean per group."""
     import h5py
 
-    from xfel_core.preprocess import reduce_frames
+    from xfel_core.euxfel.preprocess import reduce_frames
     from xfel_core.readers import euxfel
 
     dc = euxfel.open_run(path.parent, [path])

@@ -65,7 +65,7 @@ def session_beamtime() -> Path:
 
 def reduce_dssc_run(cfg, run: str) -> None:
     """Every DSSC output of a run (darks included), by the xfel_core functions the assets call, without Dagster."""
-    from xfel_core import pipeline
+    from xfel_core.euxfel import pipeline
 
     for make in (pipeline.make_raw_run, pipeline.make_scan_variable, pipeline.make_framemask):
         make(cfg, run)

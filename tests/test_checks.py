@@ -9,7 +9,8 @@ import yaml
 
 import dagster as dg
 from conftest import dark_run, make_beamtime, small_run
-from xfel_core import pipeline, quality
+from xfel_core import quality
+from xfel_core.euxfel import pipeline
 from xfel_core.config import load_beamtime
 from xfel_core.exceptions import RunDataError
 

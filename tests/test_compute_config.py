@@ -87,7 +87,7 @@ def test_the_job_program_reports_the_result_or_the_named_error_through_pipes(bea
         @dg.asset(required_resource_keys={"pipes"})
         def probe(context):  # (no annotations: this module's are strings, and Dagster reads them)
             messages = context.resources.pipes.run(command=[sys.executable, slurm_payload.__file__], context=context,
-                                 extras={"function": "xfel_core.pipeline:make_raw_run",
+                                 extras={"function": "xfel_core.euxfel.pipeline:make_raw_run",
                                          "config_path": str(beamtime), "args": args}).get_custom_messages()
             return dg.MaterializeResult(metadata={"messages": dg.MetadataValue.json(messages)})
 

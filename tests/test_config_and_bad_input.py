@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import dark_run, make_beamtime, small_run
-from xfel_core import pipeline
+from xfel_core.euxfel import pipeline
 from xfel_core.config import Binning, load_beamtime, parse_run_key
 from xfel_core.exceptions import ConfigError, MissingInputError, RunDataError
 from xfel_core.outputs import atomic_h5
@@ -131,7 +131,7 @@ def test_nan_scan_values_are_dropped_and_binning_modes():
 
 def test_dark_written_without_a_version_attribute_is_still_read(beamtime):
     """Darks made before the version was stored in the file get the same version, from its arrays."""
-    from xfel_core.preprocess import read_dark
+    from xfel_core.euxfel.preprocess import read_dark
 
     cfg = load_beamtime(beamtime)
     info = pipeline.make_dark(cfg, 0)

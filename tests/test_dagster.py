@@ -211,7 +211,7 @@ def test_sensor_launches_each_stage_once_the_one_before_succeeded(tmp_path):
 
 
 def test_a_failed_stage_ends_the_chain_and_says_which_run(tmp_path, monkeypatch):
-    from xfel_core import pipeline
+    from xfel_core.euxfel import pipeline
     from xfel_core.exceptions import RunDataError
 
     config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=None, completeness={"settle_seconds": 0})
@@ -249,7 +249,7 @@ def test_with_new_runs_backfill_a_run_is_one_asset_backfill(tmp_path):
 
 def test_numbers_from_dagster_equal_direct_pipeline(materialized_instance, session_beamtime, tmp_path):
     """The cube made through Dagster equals the one the plain functions make."""
-    from xfel_core import pipeline
+    from xfel_core.euxfel import pipeline
 
     cfg = load_beamtime(session_beamtime)
     other = cfg.model_copy(update={"processed_root": tmp_path / "processed"})
@@ -270,7 +270,7 @@ def test_io_errors_are_retried_and_bad_data_is_not(tmp_path, monkeypatch):
     """A transient OSError is retried with backoff (retry policy); an XfelError fails at once, naming the file."""
     from xfel_assets.assets import ALL_ASSETS
     from xfel_assets.resources import resources_for
-    from xfel_core import pipeline
+    from xfel_core.euxfel import pipeline
     from xfel_core.exceptions import RunDataError
 
     path = make_beamtime(tmp_path, [small_run(2)], dark=None)

@@ -7,10 +7,10 @@ import pytest
 import xarray as xr
 
 from conftest import SHAPE, dark_run, make_beamtime, small_run
-from xfel_core import dssc_smalldata, pipeline
+from xfel_core.euxfel import dssc_smalldata, pipeline
 from xfel_core.config import load_beamtime
 from xfel_core.azimuthal import pyfai_profile
-from xfel_core.preprocess import read_dark
+from xfel_core.euxfel.preprocess import read_dark
 
 GEOMETRY = {"distance_m": 0.2, "pixel_size_m": [236e-6, 204e-6], "beam_centre_px": [-20.0, 10.0],
             "energy_kev": 1.0, "npt": 12, "unit": "2th_deg"}

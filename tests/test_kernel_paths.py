@@ -9,8 +9,8 @@ from conftest import SHAPE, small_run
 from xfel_core import binning_kernel
 from xfel_core.config import Binning, FramemaskConfig
 from xfel_core.demo.beamtime import DSSC_SOURCE, write_run
-from xfel_core.framemask import build_framemask
-from xfel_core.preprocess import DIRECT_PATH, assign_groups, compute_dark, reduce_frames
+from xfel_core.euxfel.framemask import build_framemask
+from xfel_core.euxfel.preprocess import DIRECT_PATH, assign_groups, compute_dark, reduce_frames
 from xfel_core.readers import euxfel
 from xfel_core.scan import bin_scan_values
 

@@ -12,11 +12,11 @@ import time
 
 import h5py
 
-from xfel_core import pipeline
+from xfel_core.euxfel import pipeline
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
 
-STEP = "from xfel_core import pipeline; from xfel_core.config import load_beamtime; " \
+STEP = "from xfel_core.euxfel import pipeline; from xfel_core.config import load_beamtime; " \
        "pipeline.make_preprocessed_module(load_beamtime({cfg!r}), 'r0002', 0)"
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import MODULES, SHAPE, dark_run, make_beamtime, small_run
 from test_science import assert_cube_matches, reference_cube, run_all
-from xfel_core import pipeline
+from xfel_core.euxfel import pipeline
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_run
 from xfel_core.lineage import model, staleness, versions

@@ -243,7 +243,7 @@ def test_a_broken_home_is_reported_clearly(tmp_path):
 
 TRUNCATE = """
 import os, sys
-from xfel_core import pipeline
+from xfel_core.euxfel import pipeline
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
 from xfel_core.exceptions import RawFileChangedError
@@ -348,7 +348,7 @@ def test_an_all_nan_scan_fails_first_and_keeps_the_previous_cube(tmp_path):
 
 
 def test_a_missing_middle_sequence_file_is_flagged(tmp_path):
-    from xfel_core import pipeline
+    from xfel_core.euxfel import pipeline
 
     config = make_beamtime(tmp_path / "bt", [small_run(2, ntrains=15, trains_per_sequence=5), small_run(3)])
     cfg = load_beamtime(config)

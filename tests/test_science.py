@@ -7,7 +7,8 @@ import pytest
 import xarray as xr
 
 from conftest import dark_run, make_beamtime, small_run
-from xfel_core import binning_kernel, pipeline
+from xfel_core import binning_kernel
+from xfel_core.euxfel import pipeline
 from xfel_core.config import load_beamtime, run_key
 from xfel_core.demo.beamtime import write_run
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from xfel_core.config import ENV_VAR, RUN_KEY_RE, beamtime_path_from_env, load_beamtime, run_key
 from xfel_core.exceptions import ConfigError, XfelError
-from xfel_core.run_summary import data_runs
+from xfel_core.euxfel.run_summary import data_runs
 
 DAGSTER_YAML = """\
 # Dagster instance of xfel-assets (see README, "Dagster instance").

@@ -1,4 +1,4 @@
-"""Turn the result dicts of xfel_core.pipeline into typed Dagster metadata (int, float, path, table, md)."""
+"""Turn the result dicts of xfel_core.euxfel.pipeline into typed Dagster metadata (int, float, path, table, md)."""
 
 from __future__ import annotations
 

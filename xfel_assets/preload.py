@@ -11,7 +11,8 @@ import os
 
 import dagster._cli.api  # noqa: F401  (the run worker's entry point, used by the run launcher)
 
-from xfel_core import binning_kernel, pipeline  # noqa: F401
+from xfel_core import binning_kernel
+from xfel_core.euxfel import pipeline  # noqa: F401
 
 from .definitions import defs
 from .liveness import exit_with_process

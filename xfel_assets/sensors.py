@@ -31,7 +31,7 @@ from xfel_core.completeness import run_completeness
 from xfel_core.config import BeamtimeConfig
 from xfel_core.exceptions import XfelError
 from xfel_core.outputs import read_attrs
-from xfel_core.run_summary import data_runs
+from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.workflows.euxfel import raw_run_version
 
 from . import run_chains

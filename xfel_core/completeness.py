@@ -60,8 +60,8 @@ def facility_says_complete(cfg: BeamtimeConfig, run: str) -> str | None:
 def content_problem(cfg: BeamtimeConfig, run: str, files: list[Path]) -> str | None:
     """Why the files' content says the run is not all there (None if it is): sequence gaps, modules
     ending at different sequences, a module short of the control data's trains."""
-    from .pipeline import module_coverage_check  # the same rule as raw_run's check
-    from .run_summary import control_files, summarize_run
+    from .euxfel.pipeline import module_coverage_check  # the same rule as raw_run's check
+    from .euxfel.run_summary import control_files, summarize_run
 
     gaps = euxfel.sequence_gaps(files)
     if gaps:
@@ -95,7 +95,7 @@ def run_completeness(cfg: BeamtimeConfig, run: str, now: float | None = None) ->
     content rules, which a settled run fails for ``content_wait_seconds`` at most: a module that
     really lost trains is processed then, and raw_run's ``modules_cover_run`` check shows it red.
     """
-    from .run_summary import expected_files_present
+    from .euxfel.run_summary import expected_files_present
 
     c = cfg.completeness
     now = time.time() if now is None else now

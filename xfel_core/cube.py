@@ -16,7 +16,7 @@ import xarray as xr
 from .binning_kernel import finalize
 from .exceptions import RunDataError
 from .outputs import atomic_path
-from .preprocess import read_module_sums
+from .euxfel.preprocess import read_module_sums
 
 
 def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None, units: str,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import itertools
 
-from .. import dssc_smalldata, pipeline
+from ..euxfel import dssc_smalldata, pipeline
 from ..config import BeamtimeConfig, run_module_key
-from ..gain import read_gain_map
+from ..euxfel.gain import read_gain_map
 from ..hashing import digest, files_fingerprint
 from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Partitioning, Scope, Source, Workflow, register
 from ..lineage.versions import NO_DARK, NO_GAIN
 from ..readers import euxfel
 from ..rois import rois_version, section_rois
-from ..run_summary import data_runs
+from ..euxfel.run_summary import data_runs
 
 
 def run_keys(cfg: BeamtimeConfig, scope: Scope) -> list[str]:

@@ -12,18 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import framemask, previews, quality, scan
-from .config import BeamtimeConfig, module_key, run_key, run_module_key
-from .cube import build_cube, write_cube
-from .exceptions import RunDataError
+from .. import previews, quality, scan
+from . import framemask
+from ..config import BeamtimeConfig, module_key, run_key, run_module_key
+from ..cube import build_cube, write_cube
+from ..exceptions import RunDataError
 from .gain import apply_gain, read_gain_map
-from .lineage import versions
-from .outputs import done_info, provenance, read_attrs
+from ..lineage import versions
+from ..outputs import done_info, provenance, read_attrs
 from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
 )
-from .readers import euxfel
-from .rois import section_rois
+from ..readers import euxfel
+from ..rois import section_rois
 from .run_summary import control_files, read_frames_per_train, summarize_run, write_run_summary
 
 

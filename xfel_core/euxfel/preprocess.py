@@ -16,13 +16,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import binning_kernel
-from .exceptions import MissingInputError, RunDataError
+from .. import binning_kernel
+from ..exceptions import MissingInputError, RunDataError
 from .framemask import REASONS, FrameMask
-from .outputs import atomic_h5
-from .readers import frame_map
-from .readers.euxfel import ModuleFrames, iter_segment_blocks
-from .scan import ScanBins, lookup_rows
+from ..outputs import atomic_h5
+from ..readers import frame_map
+from ..readers.euxfel import ModuleFrames, iter_segment_blocks
+from ..scan import ScanBins, lookup_rows
 
 
 @dataclass

@@ -16,18 +16,19 @@ import time
 import numpy as np
 import xarray as xr
 
-from . import framemask, scan
-from .config import BeamtimeConfig, run_module_key
-from .azimuthal import radial_integrator
-from .exceptions import ConfigError, RunDataError
-from .lineage import versions
-from .rois import check_inside, section_rois
-from .outputs import atomic_path, done_info, provenance, read_attrs
+from .. import scan
+from . import framemask
+from ..config import BeamtimeConfig, run_module_key
+from ..azimuthal import radial_integrator
+from ..exceptions import ConfigError, RunDataError
+from ..lineage import versions
+from ..rois import check_inside, section_rois
+from ..outputs import atomic_path, done_info, provenance, read_attrs
 from .pipeline import dark_path, module_frames_of
 from .preprocess import read_dark
-from .quality import require_passed
-from .readers import euxfel
-from .scan import lookup_rows
+from ..quality import require_passed
+from ..readers import euxfel
+from ..scan import lookup_rows
 
 ASSET = "dssc_smalldata"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .config import RUN_KEY_RE, BeamtimeConfig, run_key
-from .exceptions import MissingInputError, RunDataError
-from .outputs import atomic_h5, provenance
-from .readers import euxfel
+from ..config import RUN_KEY_RE, BeamtimeConfig, run_key
+from ..exceptions import MissingInputError, RunDataError
+from ..outputs import atomic_h5, provenance
+from ..readers import euxfel
 
 
 @dataclass

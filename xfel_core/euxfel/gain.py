@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .config import BeamtimeConfig
-from .exceptions import ConfigError, RunDataError
+from ..config import BeamtimeConfig
+from ..exceptions import ConfigError, RunDataError
 
 
 @dataclass

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import FramemaskConfig
-from .scan import lookup_rows
+from ..config import FramemaskConfig
+from ..scan import lookup_rows
 
 #: Why a frame was rejected, by the code stored in ``FrameMask.reason``.
 REASONS = {
@@ -79,7 +79,7 @@ def build_framemask(
 
 
 def write_framemask(path, fm: FrameMask, attrs: dict) -> None:
-    from .outputs import atomic_h5
+    from ..outputs import atomic_h5
 
     with atomic_h5(path) as f:
         f["train_id"] = fm.train_id
@@ -93,7 +93,7 @@ def write_framemask(path, fm: FrameMask, attrs: dict) -> None:
 def read_framemask(path) -> FrameMask:
     import h5py
 
-    from .exceptions import MissingInputError
+    from ..exceptions import MissingInputError
 
     try:
         with h5py.File(path, "r") as f:
