@@ -84,3 +84,16 @@ def test_xfel_core_never_imports_dagster():
             names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
             names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
             assert not [n for n in names if n.split(".")[0].startswith("dagster")], path
+
+
+def test_the_workflow_wings_do_not_import_each_other():
+    """xfel_core/euxfel, insitu and events share the rooms at the top, never each other's modules."""
+    files = module_files()
+    wings = ("xfel_core.euxfel", "xfel_core.insitu", "xfel_core.events")
+    for name, path in files.items():
+        own = next((w for w in wings if name == w or name.startswith(w + ".")), None)
+        if own is None:
+            continue
+        others = {m for m in imported_modules(name, path, set(files))
+                  if any(m == w or m.startswith(w + ".") for w in wings if w != own)}
+        assert not others, (name, others)
