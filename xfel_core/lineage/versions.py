@@ -1,22 +1,21 @@
 """Versions of code, configuration, source data and results: what made each output, as short hashes.
 
-Three kinds of version, all short sha256 hex strings:
+Three kinds of version, all short sha256 hex strings, all derived from the workflow model:
 
-- **code version** of an asset: a hash of the source files of the xfel_core modules that compute
-  it, so that editing the correction code changes the version of exactly the assets it computes;
-- **source versions**: what comes from outside the pipeline. A raw run's files (names, sizes,
-  modification times), the dark run's files of one module (and which run it is), the gain /
-  flat-field map of one module (its content);
-- **lineage version** of an output: a hash of its asset's code version, the parts of the config it
-  reads, and the lineage or source versions of its inputs. Each output records its own lineage
-  version (HDF5 attribute ``lineage_version``) and that is its Dagster data version. An output is
-  stale when its recorded lineage version differs from the one its inputs have now: this walks
-  the whole lineage, however many partitions an edge joins.
+- **code version** of an asset: a hash of the code its make function reaches (:mod:`.code`), so
+  that editing a function changes the version of exactly the assets that use it;
+- **source versions**: what comes from outside the pipeline, each source's ``version`` in the
+  model (a raw run's files, a dark run's files and number, a gain map's values, ROIs);
+- **lineage version** of an output: a hash of its asset's code version, the configuration keys it
+  declares that it reads, and the lineage or source versions of its inputs. Each output records
+  its own lineage version (attribute ``lineage_version``) and that is its Dagster data version.
+  An output is stale when its recorded lineage version differs from the one its inputs have now
+  (:mod:`.staleness`): this walks the whole lineage, however many partitions an edge joins.
 """
-
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -79,7 +78,7 @@ def recorded_lineage(path: Path) -> str | None:
 
 
 def input_versions(cfg: BeamtimeConfig, asset: str, key: str | None,
-                   version_of: "callable") -> dict[str, str | None]:
+                   version_of: Callable[[model.AssetSpec | model.Source, str | None], str | None]) -> dict[str, str | None]:
     """``{recorded name: version}`` of an asset partition's inputs, each upstream's from ``version_of(node, key)``."""
     spec = model.asset(asset)
     out: dict[str, str | None] = {}
