@@ -224,7 +224,15 @@ def test_config_versions_name_the_changed_key(beamtime):
     assert np.all([len(v) == 8 for v in after.values()])
 
 
-def test_an_extra_workflow_and_a_stale_only_backfill_across_every_workflow(tmp_path):
+@pytest.fixture
+def unload_workflow_files():
+    """The beamtime's own workflows leave the model after the test: the next test's beamtime has none."""
+    yield
+    model.unload_files()
+    assert "pulse_energy" not in {w.name for w in model.workflows()}
+
+
+def test_an_extra_workflow_and_a_stale_only_backfill_across_every_workflow(tmp_path, unload_workflow_files):
     """A workflow declared in a test file gets its Dagster asset, staleness and backfill; one real backfill
     (daemon, asset backfill) redoes exactly the stale outputs of every workflow."""
     from test_backfill import backfill

@@ -158,7 +158,7 @@ class Workflow:
 
 _registry: dict[str, Workflow] = {}
 _loaded = False
-_files: dict[Path, object] = {}
+_files: dict[Path, tuple[str, set[str]]] = {}  # file: (module name, its workflows)
 _index: dict[str, object] = {}  # the sorted assets and the nodes by name, made again after a registration
 
 
@@ -208,8 +208,18 @@ def load_files(cfg: BeamtimeConfig) -> None:
             raise ConfigError(f"{cfg.source_file}: workflows: {path} is not a Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # its functions' source is found by their module's name
+        before = set(_registry)
         spec.loader.exec_module(module)
-        _files[path] = module
+        _files[path] = (name, set(_registry) - before)
+
+
+def unload_files() -> None:
+    """Take the workflows of beamtime workflow files out of the model again (a test's, before the next test)."""
+    for name, workflows_of_file in _files.values():
+        for wf in workflows_of_file:
+            unregister(wf)
+        sys.modules.pop(name, None)
+    _files.clear()
 
 
 def workflows() -> list[Workflow]:
