@@ -282,3 +282,14 @@ def test_every_built_in_asset_is_in_one_job_of_one_partitioning():
     assert sorted(in_jobs) == sorted(built_in)
     for job, sel in JOB_SELECTIONS.items():
         assert len({model.node(a).partitioning.name for a in sel}) == 1, job
+
+
+def test_a_broken_workflow_file_is_named_and_leaves_the_model_as_it_was(tmp_path, unload_workflow_files):
+    from xfel_core.exceptions import ConfigError
+
+    (tmp_path / "broken.py").write_text("from xfel_core.workflows.euxfel import RUN\nraise ValueError('half-written')\n")
+    path = make_beamtime(tmp_path, [], workflows=["broken.py"])
+    names = {w.name for w in model.workflows()}
+    with pytest.raises(ConfigError, match=r"broken\.py does not load: ValueError: half-written"):
+        model.load_files(load_beamtime(path))
+    assert {w.name for w in model.workflows()} == names

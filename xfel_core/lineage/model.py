@@ -195,6 +195,7 @@ def load_files(cfg: BeamtimeConfig) -> None:
     """Import the beamtime's own workflow files (``workflows:`` in beamtime.yaml), once each per process."""
     from ..exceptions import ConfigError
 
+    workflows()  # the built-in ones first: a file importing them must not count them as its own
     for path in cfg.workflows:
         path = Path(path).resolve()
         if path in _files:
@@ -209,7 +210,13 @@ def load_files(cfg: BeamtimeConfig) -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # its functions' source is found by their module's name
         before = set(_registry)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            sys.modules.pop(name, None)
+            for wf in set(_registry) - before:
+                unregister(wf)
+            raise ConfigError(f"{cfg.source_file}: workflows: {path} does not load: {type(e).__name__}: {e}") from e
         _files[path] = (name, set(_registry) - before)
 
 
