@@ -28,7 +28,8 @@ DESCRIBED = {a.key.to_user_string(): a for a in (
     raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata,
     insitu_frames, roi_series, attenuation_corrected_series, event_smalldata, event_cube)}
 
-if config_at_load() is not None:
-    model.load_files(config_at_load())
+_CFG = config_at_load()
+if _CFG is not None:
+    model.load_files(_CFG)  # the beamtime's own workflows, before the assets are listed
 ASSETS = [DESCRIBED.get(spec.name) or generic_asset(spec.name) for spec in model.assets()]
 ALL_ASSETS = [*SOURCES, *ASSETS]
