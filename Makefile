@@ -7,15 +7,21 @@ DEMO := $(CURDIR)/demo
 export XFEL_BEAMTIME ?= $(DEMO)/beamtime/beamtime.yaml
 export DAGSTER_HOME ?= $(DEMO)/dagster_home
 
-.PHONY: install demo demo-slurm test ui notebooks bench clean-demo
+.PHONY: install constraints demo demo-slurm test ui notebooks bench clean-demo
 
-$(STAMP): pyproject.toml
+# uv installs the pinned set (constraints.txt: every package, the transitive ones too) in seconds, pip in minutes.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet uv==0.13.9
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --constraints constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## After changing a pin in pyproject.toml and testing: write the installed set to constraints.txt.
+constraints: $(STAMP)
+	@{ sed -n 1,2p constraints.txt; $(BIN)/uv pip freeze --python $(BIN)/python --exclude-editable --exclude uv; } > constraints.new
+	mv constraints.new constraints.txt
 
 ## Generate the demo beamtime and materialize every asset of every run through Dagster.
 demo: $(STAMP)
