@@ -13,14 +13,17 @@ Python loop over images.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import scipy.sparse as sp
-from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from .config import GeometryConfig
 from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 #: pyFAI's method equivalent to this integration (no pixel splitting, histogram).
 PYFAI_METHOD = ("no", "histogram", "cython")
@@ -28,6 +31,10 @@ PYFAI_METHOD = ("no", "histogram", "cython")
 
 def integrator(geom: GeometryConfig) -> AzimuthalIntegrator:
     """pyFAI's integrator for the geometry: PONI at the beam centre, detector normal to the beam."""
+    # Imported here: pyFAI takes 2-3 s to import, which every process loading the definitions
+    # (commands, code servers, sensors) would pay; the run workers' forkserver imports it once.
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
     py, px = geom.pixel_size_m
     cy, cx = geom.beam_centre_px
     # pyFAI's poni is the position (m) of the beam's foot from the detector's first pixel corner.

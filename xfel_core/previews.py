@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 import xarray as xr
-from matplotlib.figure import Figure
 
 from .config import Rect, Roi
 from .plots import png as _png, subplots
@@ -188,6 +187,8 @@ def cube_png(ds: xr.Dataset, title: str, roi: Rect | None = None) -> bytes:
     images = [(mean_img, False, f"mean, {ftype}")]
     if "difference" in ds:
         images.append((assembled(ds["difference"].values[point]), True, "pumped - unpumped"))
+
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.4 + 4.8 * len(images), 5.0))
     grid = fig.add_gridspec(2, 1 + len(images), width_ratios=[1.0] + [1.1] * len(images), hspace=0.08, wspace=0.5)

@@ -8,7 +8,6 @@ so the outliers being looked for do not widen the band that should catch them.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, stats
 
 from ..config import AnomalyConfig
 
@@ -36,6 +35,8 @@ def robust_line_outliers(x: np.ndarray, y: np.ndarray, k: float) -> np.ndarray:
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3:
         return ~ok
+    from scipy import stats  # (scipy.stats takes a second to import: only where it is used)
+
     slope = stats.theilslopes(y[ok], x[ok]).slope
     resid = y - slope * x
     resid -= np.median(resid[ok])
@@ -79,5 +80,7 @@ def hot_pixels(mean_image: np.ndarray, factor: float | None) -> np.ndarray:
     """(y, x) True where a pixel's mean exceeds factor x (the median of its 3 x 3 neighbourhood + 1)."""
     if factor is None:
         return np.zeros(mean_image.shape, dtype=bool)
+    from scipy import ndimage
+
     med = ndimage.median_filter(mean_image, size=3, mode="nearest")
     return mean_image > factor * (np.clip(med, 0, None) + 1.0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import InsituConfig
 from ..exceptions import RunDataError
@@ -49,6 +48,8 @@ def median_replace(raw: np.ndarray, bad: np.ndarray, mode: str) -> np.ndarray:
     if mode == "none" or (mode == "bad_pixels" and not bad.any()):
         return frames
     # size (1, 3, 3): each frame on its own; edges repeat the nearest pixel.
+    from scipy import ndimage  # (imported where used, as the other scipy and matplotlib imports)
+
     filtered = ndimage.median_filter(frames, size=(1, 3, 3), mode="nearest")
     if mode == "all":
         return filtered

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.patches import Rectangle
 
 from ..config import Rect, Roi
 from ..plots import png as _png, subplots
@@ -14,6 +13,8 @@ ROLE_COLOURS = {"com": "gold", "fwhm": "orange", "intensity": "red", "background
 
 def roi_image_png(mean_image: np.ndarray, rois: list[Roi], background: list[Rect], title: str) -> bytes:
     """The mean image (log colour scale) with each ROI in its role's colour and the background areas dashed."""
+    from matplotlib.patches import Rectangle
+
     fig, ax = subplots(figsize=(7, 3.6))
     img = np.clip(mean_image, 0, None)
     vmax = float(np.percentile(img, 99.9)) or 1.0
