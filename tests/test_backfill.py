@@ -20,18 +20,19 @@ from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, writ
 
 pytestmark = pytest.mark.daemon
 
-MODULES4 = [0, 1, 2, 3]
+#: Two modules: enough for a run of several module partitions, few Dagster runs per beamtime.
+MODULES2 = [0, 1]
 CLI = str(Path(sys.executable).parent / "xfel-assets")
 
 
 def write_beamtime(root: Path, runs: list[int], darks: list[int]) -> tuple[Path, dict]:
-    """Small runs of 4 modules and dark runs; the config uses the first dark."""
-    gens = {n: write_run(root / "raw", RunSpec(run_number=n, ntrains=6, frames_per_train=4, modules=MODULES4,
+    """Small runs of 2 modules and dark runs; the config uses the first dark."""
+    gens = {n: write_run(root / "raw", RunSpec(run_number=n, ntrains=6, frames_per_train=4, modules=MODULES2,
                                                module_shape=SHAPE, scan_points=3)) for n in runs}
     for d in darks:
-        gens[d] = write_run(root / "raw", RunSpec(run_number=d, ntrains=4, frames_per_train=4, modules=MODULES4,
+        gens[d] = write_run(root / "raw", RunSpec(run_number=d, ntrains=4, frames_per_train=4, modules=MODULES2,
                                                   module_shape=SHAPE, dark=True))
-    cfg = beamtime_config(root, MODULES4, SHAPE, dark_run=darks[0], frame_pattern=PATTERN)
+    cfg = beamtime_config(root, MODULES2, SHAPE, dark_run=darks[0], frame_pattern=PATTERN)
     cfg["execution"] = {"max_module_steps": 2, "retries": 1, "retry_delay_s": 0.5}
     cfg["ignore_runs"] = list(darks)  # the other dark runs are not data
     return write_config(root, cfg), gens
@@ -69,7 +70,7 @@ def who_made(instance: dg.DagsterInstance, asset: str, counts: collections.Count
 
 def corrupt(run_dir: Path) -> Path:
     """Cut a module file in half, as a copy that died mid-transfer."""
-    f = sorted(run_dir.glob("RAW-*-DSSC02-S*.h5"))[0]
+    f = sorted(run_dir.glob("RAW-*-DSSC01-S*.h5"))[0]
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])
     return f
@@ -82,8 +83,9 @@ def check_full_backfill_with_a_corrupt_run(config: Path, home: Path, runs: list[
     bad_file = corrupt(cfg.run_dir(bad))
     out = backfill(config, home, "--runs", f"{runs[0]}-{runs[-1]}", env=env)
     assert out.returncode == 1
-    n_total = len(MODULES4) + len(runs) * (4 + len(MODULES4))
-    assert f"{n_total - 8} of {n_total} partitions done, 8 failed" in out.stdout
+    n_total = len(MODULES2) + len(runs) * (4 + len(MODULES2))
+    n_bad = 4 + len(MODULES2)  # the bad run's raw_run, scan_variable, framemask, modules and cube
+    assert f"{n_total - n_bad} of {n_total} partitions done, {n_bad} failed" in out.stdout
     assert f"FAILED raw_run [{bad}]" in out.stdout and bad_file.name in out.stdout
     good = [r for r in runs if r != bad]
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -91,51 +93,51 @@ def check_full_backfill_with_a_corrupt_run(config: Path, home: Path, runs: list[
             counts = materialization_counts(instance, asset, runs)
             assert counts == {r: 1 for r in good}, who_made(instance, asset, counts)
         pm = materialization_counts(instance, "preprocessed_module", runs)
-        assert pm == {f"{m:02d}|{r}": 1 for r in good for m in MODULES4}
+        assert pm == {f"{m:02d}|{r}": 1 for r in good for m in MODULES2}
         darks = materialization_counts(instance, "dark")
-        assert set(darks) == {f"{m:02d}" for m in MODULES4}
+        assert set(darks) == {f"{m:02d}" for m in MODULES2}
         if darks_once:  # (a sensor's new run may ask for a dark that the backfill is still making)
             assert set(darks.values()) == {1}
     return bad_file
 
 
 def test_backfill_whole_beamtime_then_stale_only_after_a_new_dark(tmp_path):
-    runs = [run_key(n) for n in range(2, 6)]  # 4 runs x 4 modules
-    config, gens = write_beamtime(tmp_path / "bt", list(range(2, 6)), darks=[1, 30])
+    runs = [run_key(n) for n in range(2, 5)]  # 3 runs x 2 modules
+    config, gens = write_beamtime(tmp_path / "bt", list(range(2, 5)), darks=[1, 30])
     home = tmp_path / "home"
-    check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0005")
+    check_full_backfill_with_a_corrupt_run(config, home, runs, bad="r0004")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         # The daemon the command started and stopped left no heartbeat: the next backfill need not
         # wait for one to know that no daemon runs.
         assert instance.get_daemon_heartbeats() == {}
 
     # The run is copied again in full, and the detector group releases a new dark run.
-    write_run(tmp_path / "bt" / "raw", gens[5].spec)
+    write_run(tmp_path / "bt" / "raw", gens[4].spec)
     data = yaml.safe_load(config.read_text())
     data["dark_run"] = 30
     config.write_text(yaml.safe_dump(data))
 
-    out = backfill(config, home, "--runs", "r0002,r0003,r0005", "--stale-only")
+    out = backfill(config, home, "--runs", "r0002,r0004", "--stale-only")
     assert out.returncode == 0, out.stdout + out.stderr
-    # darks 4, r0002 and r0003: 4 modules and the cube each, r0005: all 8 of its partitions.
-    assert "backfill of 22 partitions (raw_run 1, scan_variable 1, framemask 1, dark 4, " \
-           "preprocessed_module 12, binned_cube 3) over 3 runs (r0002,r0003,r0005)" in out.stdout
-    assert "22 of 22 partitions done, 0 failed" in out.stdout
+    # darks 2, r0002: 2 modules and the cube, r0004: all 6 of its partitions.
+    assert "backfill of 11 partitions (raw_run 1, scan_variable 1, framemask 1, dark 2, " \
+           "preprocessed_module 4, binned_cube 2) over 2 runs (r0002,r0004)" in out.stdout
+    assert "11 of 11 partitions done, 0 failed" in out.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert materialization_counts(instance, "dark") == {f"{m:02d}": 2 for m in MODULES4}
+        assert materialization_counts(instance, "dark") == {f"{m:02d}": 2 for m in MODULES2}
         raw = materialization_counts(instance, "raw_run")
-        assert raw == {r: 1 for r in runs}  # raw data did not change for the others; r0005 made once now
+        assert raw == {r: 1 for r in runs}  # raw data did not change for the others; r0004 made once now
         pm = materialization_counts(instance, "preprocessed_module")
-        assert pm == {f"{m:02d}|{r}": 2 if r in ("r0002", "r0003") else 1 for r in runs for m in MODULES4}
+        assert pm == {f"{m:02d}|{r}": 2 if r == "r0002" else 1 for r in runs for m in MODULES2}
         cube = materialization_counts(instance, "binned_cube")
-        assert cube == {r: 2 if r in ("r0002", "r0003") else 1 for r in runs}
+        assert cube == {r: 2 if r == "r0002" else 1 for r in runs}
 
     cfg = load_beamtime(config)
     ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
     assert_cube_matches(ds, reference_cube(gens[2], gens[30], cfg))
     assert ds.attrs["dark_run"] == "r0030"
-    # Nothing else is stale in these runs; r0004 still holds results of the old dark (not asked for).
-    out = backfill(config, home, "--runs", "r0002,r0003,r0005", "--stale-only")
-    assert out.returncode == 0 and "nothing is stale in 3 runs" in out.stdout
-    ds4 = xr.open_dataset(cfg.output_path("r0004", "binned_cube"), engine="h5netcdf")
-    assert ds4.attrs["dark_run"] == "r0001"
+    # Nothing else is stale in these runs; r0003 still holds results of the old dark (not asked for).
+    out = backfill(config, home, "--runs", "r0002,r0004", "--stale-only")
+    assert out.returncode == 0 and "nothing is stale in 2 runs" in out.stdout
+    ds3 = xr.open_dataset(cfg.output_path("r0003", "binned_cube"), engine="h5netcdf")
+    assert ds3.attrs["dark_run"] == "r0001"
