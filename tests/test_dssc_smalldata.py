@@ -81,10 +81,10 @@ def test_dssc_smalldata_materializes_through_dagster(made):
         assert md["events"].value == infos[1]["events"] and md["kept"].value == infos[1]["kept"]
 
 
-def test_new_runs_request_the_small_data_only_when_configured():
+def test_new_runs_request_the_small_data_only_when_configured(made, session_beamtime):
     from xfel_assets.sensors import run_asset_partitions
 
-    def assets(smalldata):
-        return {k.asset_key.to_user_string() for k in run_asset_partitions("r0005", ["00", "01"], [], smalldata)}
+    def assets(cfg):
+        return {k.asset_key.to_user_string() for k in run_asset_partitions("r0005", ["00", "01"], [], cfg)}
 
-    assert "dssc_smalldata" in assets(True) and "dssc_smalldata" not in assets(False)
+    assert "dssc_smalldata" in assets(made[0]) and "dssc_smalldata" not in assets(load_beamtime(session_beamtime))

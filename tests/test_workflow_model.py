@@ -284,6 +284,40 @@ def test_every_built_in_asset_is_in_one_job_of_one_partitioning():
         assert len({model.node(a).partitioning.name for a in sel}) == 1, job
 
 
+def test_the_jobs_and_the_stages_of_a_run_come_from_the_model():
+    """The asset jobs, their selections and the stages (in dependency order) are read off the declarations."""
+    from xfel_assets.jobs import ALL_JOBS, JOB_SELECTIONS, RUN_STAGES, run_stage_work
+    from xfel_core.lineage.model import AssetSpec, Input, Job, Workflow
+    from xfel_core.workflows.euxfel import MODULE, RUN
+
+    assert RUN_STAGES == ("inputs", "modules", "cube") and model.stages("insitu") == ["measurements", "samples"]
+    assert {j.name for j in ALL_JOBS} == set(JOB_SELECTIONS) == {j.name for j, _ in model.jobs()}
+    assert JOB_SELECTIONS["run_inputs_job"] == ["raw_run", "scan_variable", "framemask"]
+    assert JOB_SELECTIONS["observe_calibration_job"] == ["dark_run_files", "gain_map"]
+    assert run_stage_work("inputs", ["r0002"], ["00", "01"], ["01"]) == [("run_inputs_job", "r0002"), ("dark_job", "01")]
+    assert run_stage_work("modules", ["r0002"], ["00"]) == [("module_job", "00|r0002"), ("dssc_smalldata_job", "00|r0002")]
+
+    def make(cfg, key):
+        return {}
+
+    def out(cfg, key):
+        return Path("/nonexistent")
+
+    names = {w.name for w in model.workflows()}
+    with pytest.raises(ValueError, match="one job, one partitioning"):
+        model.register(Workflow("mixed", "", assets=[AssetSpec("per_run", RUN, make, out, job="j"),
+                                                     AssetSpec("per_module", MODULE, make, out, job="j")],
+                                jobs=[Job("j", "", stage="s")]))
+    with pytest.raises(ValueError, match="cycle"):
+        model.register(Workflow("cycle", "", assets=[
+            AssetSpec("first", RUN, make, out, inputs=(Input("second"),), job="a"),
+            AssetSpec("second", RUN, make, out, inputs=(Input("first"),), job="b")],
+            jobs=[Job("a", "", stage="one"), Job("b", "", stage="two")]))
+    with pytest.raises(ValueError, match="names job 'nowhere'"):
+        model.register(Workflow("undeclared", "", assets=[AssetSpec("lost", RUN, make, out, job="nowhere")]))
+    assert {w.name for w in model.workflows()} == names
+
+
 def test_a_broken_workflow_file_is_named_and_leaves_the_model_as_it_was(tmp_path, unload_workflow_files):
     from xfel_core.exceptions import ConfigError
 

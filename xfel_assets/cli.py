@@ -300,7 +300,7 @@ def cmd_materialize(args) -> int:
         done_darks = set(instance.get_materialized_partitions(dg.AssetKey("dark")))
         darks = [] if cfg.dark_run is None else [m for m in cfg.module_keys if args.redo_dark or m not in done_darks]
         print(f"beamtime {cfg.name}: {len(runs)} runs x {len(cfg.module_keys)} modules; Dagster home {home}")
-        outcomes += materialize_runs(runs, instance, max_concurrent, darks, smalldata=cfg.smalldata is not None)
+        outcomes += materialize_runs(runs, instance, max_concurrent, darks, cfg=cfg)
     samples = sorted({split_measurement_key(k)[0] for k in measurements})
     if measurements:
         print(f"beamtime {cfg.name}: in-situ, {len(measurements)} measurements of {len(samples)} samples; "

@@ -17,35 +17,23 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from xfel_core.config import BeamtimeConfig
 from xfel_core.insitu.layout import split_measurement_key
+from xfel_core.lineage import model
 
 from .definitions import defs
 from .liveness import fail_dead_runs, pool_waits, worker_tags
-from .jobs import run_stage_work
+from .beamtime import config_at_load
+from .jobs import JOB_SELECTIONS, RUN_STAGES, run_stage_work
 from .partitions import (
     EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions,
 )
 from .steps import HEAVY_POOLS
 
 
-def run_inputs_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("run_inputs_job")
-
-
-def dark_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("dark_job")
-
-
-def module_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("module_job")
-
-
-def dssc_smalldata_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("dssc_smalldata_job")
-
-
-def cube_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("cube_job")
+def job_def(name: str) -> dg.JobDefinition:
+    """One of our asset jobs, resolved (the worker processes rebuild it by name: see _execute)."""
+    return defs.resolve_job_def(name)
 
 
 #: No console logging (a failed step's stack trace is ~80 lines): every event still goes to the
@@ -71,36 +59,19 @@ def _root_message(err) -> str:
     return err.message.strip()
 
 
-def insitu_measurement_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("insitu_measurement_job")
-
-
-def insitu_sample_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("insitu_sample_job")
-
-
-def event_run_job_def() -> dg.JobDefinition:
-    return defs.resolve_job_def("event_run_job")
-
-
-JOB_FNS = {f.__name__: f for f in (run_inputs_job_def, dark_job_def, module_job_def, dssc_smalldata_job_def, cube_job_def,
-                                   insitu_measurement_job_def, insitu_sample_job_def, event_run_job_def)}
-
-
-def _execute(job_fn_name: str, partition: str) -> StepOutcome:
+def _execute(job: str, partition: str) -> StepOutcome:
     """One Dagster run of the job for ``partition``, in a worker process (execute_job is not safe to call from threads)."""
     t0 = time.perf_counter()
-    job_fn = JOB_FNS[job_fn_name]
-    tags = dict(job_fn().partitions_def.get_tags_for_partition_key(partition))  # a run x module key: one per dimension
+    tags = dict(job_def(job).partitions_def.get_tags_for_partition_key(partition))  # a run x module key: one per dimension
+    recon = dg.build_reconstructable_job(__name__, job_def.__name__, reconstructable_args=(job,))
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(job_fn), instance=instance, tags={**tags, **worker_tags()},
-                                run_config=QUIET)
+        result = dg.execute_job(recon, instance=instance, tags={**tags, **worker_tags()}, run_config=QUIET)
     error = trace = ""
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         error = "; ".join(f"{e.step_key}: {_root_message(e.step_failure_data.error)}" for e in failures) or "run failed"
         trace = "\n".join(f"step {e.step_key}:\n{e.step_failure_data.error.to_string()}" for e in failures)
-    return StepOutcome(job_fn.__name__.removesuffix("_def"), partition, result.success,
+    return StepOutcome(job, partition, result.success,
                       time.perf_counter() - t0, result.run_id, error, trace)
 
 
@@ -156,7 +127,7 @@ class _Stages:
                     instance.get_runs(filters=dg.RunsFilter(run_ids=list(ids)))} if ids else set()
 
     def run(self, name: str, work: list[tuple[str, str]]) -> list[StepOutcome]:
-        """Run (job function name, partition) items; returns the failed ones.
+        """Run (job name, partition) items; returns the failed ones.
 
         A worker that dies (a signal: out of memory, SIGBUS from a raw file truncated while mapped)
         breaks the whole pool: its runs are marked failed, a new pool runs the items not done, and an
@@ -184,7 +155,7 @@ class _Stages:
             died = self._restart_after_crash()
             again = []
             for item in todo:
-                job = item[0].removesuffix("_def")
+                job = item[0]
                 if (job, item[1]) in died:
                     crashes[item[1], job] = crashes.get((item[1], job), 0) + 1
                 if crashes.get((item[1], job), 0) >= 2:
@@ -195,7 +166,7 @@ class _Stages:
             if not todo:
                 break
         else:
-            done += [StepOutcome(item[0].removesuffix("_def"), item[1], False, 0.0, "", CRASH_MESSAGE) for item in todo]
+            done += [StepOutcome(item[0], item[1], False, 0.0, "", CRASH_MESSAGE) for item in todo]
         failed = [o for o in done if not o.success]
         if self.stage_seconds is not None:
             self.stage_seconds[name] = time.perf_counter() - t0
@@ -206,27 +177,50 @@ class _Stages:
         return failed
 
 
+def _made_before(assets: list[str]) -> set[str]:
+    """The assets that ``assets`` are made from, directly or not (the workflow model's inputs)."""
+    todo, seen = list(assets), set()
+    while todo:
+        for inp in model.asset(todo.pop()).inputs:
+            if inp.name not in seen and isinstance(model.node(inp.name), model.AssetSpec):
+                seen.add(inp.name)
+                todo.append(inp.name)
+    return seen
+
+
 def materialize_runs(runs: list[str], instance: dg.DagsterInstance, max_concurrent: int,
                      dark_modules: list[str] | None = None, log=print,
-                     stage_seconds: dict[str, float] | None = None, smalldata: bool = False) -> list[StepOutcome]:
-    """Materialize all assets of ``runs`` (and the darks of ``dark_modules``; dssc_smalldata with
-    ``smalldata``); returns every Dagster run's outcome.
+                     stage_seconds: dict[str, float] | None = None, cfg: BeamtimeConfig | None = None,
+                     ) -> list[StepOutcome]:
+    """Materialize all assets of ``runs`` (and the darks of ``dark_modules``), stage by stage (the model's
+    RUN_STAGES), the assets ``cfg`` has (default: the definitions' beamtime); returns every Dagster run's outcome.
 
+    A Dagster run whose inputs failed (or were left out) is left out: a run's failed raw_run stops its
+    modules and cube, a module's failed dark every run's module.
     ``instance`` must be the persistent instance of $DAGSTER_HOME: the worker processes open it too.
     """
+    cfg = cfg or config_at_load()
     _add_partitions(instance, RUNS_PARTITION_SET, runs)
     modules = module_partitions.get_partition_keys()
-
-    def work(stage: str, stage_runs: list[str], darks: list[str] = ()) -> list[tuple[str, str]]:
-        return [(f"{job}_def", key) for job, key in run_stage_work(stage, stage_runs, modules, darks, smalldata)]
-
+    not_made: dict[str, set[str]] = {}  # run (EVERY_RUN: all of them) -> its assets that failed or were left out
     with _Stages(max_concurrent, log, stage_seconds, HEAVY_POOLS) as stages:
-        failed = stages.run("run inputs and darks", work("inputs", runs, dark_modules or []))
-        bad_runs = set(runs) if any(o.job == "dark_job" for o in failed) else {o.partition for o in failed}
-        failed = stages.run("modules", work("modules", [r for r in runs if r not in bad_runs]))
-        bad_runs |= {o.partition.split("|")[1] for o in failed if o.job == "module_job"}
-        stages.run("binned cubes", work("cube", [r for r in runs if r not in bad_runs]))
+        for i, stage in enumerate(RUN_STAGES):
+            todo = []
+            for job, key in run_stage_work(stage, runs, modules, (dark_modules or []) if i == 0 else [], cfg):
+                run = key.split("|")[-1]
+                lost = not_made.get(run, set()) | not_made.get(EVERY_RUN, set())
+                if lost & _made_before(JOB_SELECTIONS[job]):
+                    not_made.setdefault(run, set()).update(JOB_SELECTIONS[job])
+                else:
+                    todo.append((job, key))
+            for o in stages.run(stage, todo):
+                run = o.partition.split("|")[-1]
+                not_made.setdefault(run if run in runs else EVERY_RUN, set()).update(JOB_SELECTIONS[o.job])
     return stages.outcomes
+
+
+#: In the bookkeeping of materialize_runs: a failure of a partition of no run (a module's dark).
+EVERY_RUN = "*"
 
 
 def materialize_insitu(measurements: list[str], instance: dg.DagsterInstance, max_concurrent: int,
@@ -235,11 +229,11 @@ def materialize_insitu(measurements: list[str], instance: dg.DagsterInstance, ma
     samples = sorted({split_measurement_key(k)[0] for k in measurements})
     _add_partitions(instance, MEASUREMENTS_PARTITION_SET, measurements)
     _add_partitions(instance, SAMPLES_PARTITION_SET, samples)
+    (measurement_stage, [(measurement_job, _)]), (sample_stage, [(sample_job, _)]) = _stage_jobs("insitu")
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
-        failed = stages.run("in-situ measurements",
-                            [("insitu_measurement_job_def", k) for k in measurements])
+        failed = stages.run(measurement_stage, [(measurement_job.name, k) for k in measurements])
         bad = {split_measurement_key(o.partition)[0] for o in failed}
-        stages.run("in-situ samples", [("insitu_sample_job_def", s) for s in samples if s not in bad])
+        stages.run(sample_stage, [(sample_job.name, s) for s in samples if s not in bad])
     return stages.outcomes
 
 
@@ -247,6 +241,12 @@ def materialize_event_runs(runs: list[str], instance: dg.DagsterInstance, max_co
                            log=print) -> list[StepOutcome]:
     """Materialize event_smalldata and event_cube of runs of event files (one Dagster run each)."""
     _add_partitions(instance, EVENT_RUNS_PARTITION_SET, runs)
+    [(stage, jobs)] = _stage_jobs("events")
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
-        stages.run("event runs", [("event_run_job_def", r) for r in runs])
+        stages.run(stage, [(job.name, r) for job, _ in jobs for r in runs])
     return stages.outcomes
+
+
+def _stage_jobs(workflow: str) -> list[tuple[str, list]]:
+    """(stage, its jobs with their assets) of a workflow, in dependency order."""
+    return [(st, model.stage_jobs(workflow, st)) for st in model.stages(workflow)]

@@ -46,7 +46,7 @@ def stage_requests(chain: dict, run: str, stage: int, cfg: BeamtimeConfig, darks
     """The run requests of ``stage`` of a chain (updates the chain's cursor entry): each the assets of one of
     the stage's jobs for one partition, with checks."""
     name = STAGE_NAMES[stage]
-    work = run_stage_work(name, [run], cfg.module_keys, darks, cfg.smalldata is not None)
+    work = run_stage_work(name, [run], cfg.module_keys, darks, cfg)
     chain.update(stage=stage, n=len(work), since=time.time(), darks=list(darks) if name == "inputs" else [])
     return [dg.RunRequest(run_key=f"{chain['id']}/{job}/{key}", partition_key=key, asset_selection=job_assets(job),
                           tags={RUN_TAG: run, CHAIN_TAG: chain["id"], STAGE_TAG: name, JOB_TAG: job})

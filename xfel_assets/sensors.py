@@ -144,11 +144,11 @@ def new_complete_keys(context: dg.SensorEvaluationContext, partitions_set: str, 
 
 
 def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
-                         smalldata: bool = False) -> set[AssetKeyPartitionKey]:
+                         cfg: BeamtimeConfig) -> set[AssetKeyPartitionKey]:
     """Every asset partition of all the stages of a new run (the missing darks; dssc_smalldata if configured)."""
     return {AssetKeyPartitionKey(asset, key)
             for stage in RUN_STAGES
-            for job, key in run_stage_work(stage, [run], modules, missing_darks, smalldata)
+            for job, key in run_stage_work(stage, [run], modules, missing_darks, cfg)
             for asset in job_assets(job)}
 
 
@@ -228,7 +228,7 @@ def start_runs(context: dg.SensorEvaluationContext, cfg: BeamtimeConfig, runs: l
     for i, run in enumerate(runs):
         if cfg.execution.new_runs == "backfill":
             subset = AssetGraphSubset.from_asset_partition_set(
-                run_asset_partitions(run, cfg.module_keys, darks if i == 0 else [], cfg.smalldata is not None),
+                run_asset_partitions(run, cfg.module_keys, darks if i == 0 else [], cfg),
                 context.repository_def.asset_graph)
             # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
             requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={run_chains.RUN_TAG: run}))

@@ -111,6 +111,22 @@ class Source:
     description: str
     enabled: Callable[[BeamtimeConfig], bool] = lambda cfg: True
     workflow: str = ""
+    #: The job that observes it (a name in its workflow's ``jobs``), or none.
+    job: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A Dagster asset job: assets (or sources) of one partitioning that one Dagster run makes (observes) together.
+
+    ``stage``: the step of the workflow's processing of a run that it belongs to; a workflow's
+    stages run in dependency order (:func:`stages`), and the new-run chain tags its Dagster runs
+    with the stage's name. Observation jobs have no stage.
+    """
+
+    name: str
+    description: str
+    stage: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,9 @@ class AssetSpec:
     slurm: bool = False
     enabled: Callable[[BeamtimeConfig], bool] = lambda cfg: True
     workflow: str = ""
+    #: The job (a name in its workflow's ``jobs``) whose Dagster runs make it; none: no job of ours (the
+    #: web UI and backfills still make it).
+    job: str = ""
     #: What it is, for the web UI, when no module in xfel_assets/assets/ describes it (its metadata: the make
     #: function's numbers and strings).
     description: str = ""
@@ -154,6 +173,7 @@ class Workflow:
     description: str
     sources: list[Source] = field(default_factory=list)
     assets: list[AssetSpec] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
 
 
 _registry: dict[str, Workflow] = {}
@@ -170,6 +190,7 @@ def register(wf: Workflow) -> Workflow:
         raise ValueError(f"workflow {wf.name}: {sorted(clash)} already declared by another workflow")
     wf.sources = [_with_workflow(s, wf.name) for s in wf.sources]
     wf.assets = [_with_workflow(a, wf.name) for a in wf.assets]
+    _check_jobs(wf)
     _registry[wf.name] = wf
     _index.clear()
     return wf
@@ -179,6 +200,36 @@ def unregister(name: str) -> None:
     """Take a workflow out of the model again (a test's extra workflow)."""
     _registry.pop(name, None)
     _index.clear()
+
+
+def _check_jobs(wf: Workflow) -> None:
+    """Every job named by a node is declared, and each job's nodes share one partitioning (a Dagster job
+    cannot mix them)."""
+    declared = {j.name for j in wf.jobs}
+    for n in (*wf.sources, *wf.assets):
+        if n.job and n.job not in declared:
+            raise ValueError(f"workflow {wf.name}: {n.name} names job {n.job!r}, not among its jobs {sorted(declared)}")
+    for j in wf.jobs:
+        parts = {n.partitioning.name for n in (*wf.sources, *wf.assets) if n.job == j.name}
+        if len(parts) != 1:
+            raise ValueError(f"workflow {wf.name}: job {j.name} has {len(parts)} partitionings {sorted(parts)}; "
+                             "one job, one partitioning")
+    _stage_order(wf)  # raises on a cycle
+
+
+def _stage_order(wf: Workflow) -> list[str]:
+    """The workflow's stages, each after every stage that makes an input of its assets (ties: declaration order)."""
+    stage_of = {a.name: j.stage for j in wf.jobs if j.stage for a in wf.assets if a.job == j.name}
+    names = list(dict.fromkeys(j.stage for j in wf.jobs if j.stage))
+    after = {st: {stage_of[i.name] for a in wf.assets if stage_of.get(a.name) == st for i in a.inputs
+                  if stage_of.get(i.name, st) != st} for st in names}
+    order: list[str] = []
+    while len(order) < len(names):
+        ready = [st for st in names if st not in order and after[st] <= set(order)]
+        if not ready:
+            raise ValueError(f"workflow {wf.name}: its stages depend on each other in a cycle: {names}")
+        order.append(ready[0])
+    return order
 
 
 def _with_workflow(node, name: str):
@@ -265,6 +316,31 @@ def _sorted_assets() -> list[AssetSpec]:
     for a in specs:
         visit(a)
     return order
+
+
+def jobs(workflow: str | None = None) -> list[tuple[Job, list[str]]]:
+    """Each job (of one workflow, or of all) with the names of the assets or sources it materializes or observes."""
+    return [(j, [n.name for n in (*w.sources, *w.assets) if n.job == j.name])
+            for w in workflows() if workflow in (None, w.name) for j in w.jobs]
+
+
+def stages(workflow: str) -> list[str]:
+    """A workflow's stages in dependency order."""
+    return _stage_order(_workflow(workflow))
+
+
+def stage_jobs(workflow: str, stage: str) -> list[tuple[Job, list[str]]]:
+    """The jobs of one stage of a workflow, with their assets."""
+    if stage not in stages(workflow):
+        raise ValueError(f"no stage {stage!r} in workflow {workflow}: {stages(workflow)}")
+    return [(j, names) for j, names in jobs(workflow) if j.stage == stage]
+
+
+def _workflow(name: str) -> Workflow:
+    found = {w.name: w for w in workflows()}
+    if name not in found:
+        raise KeyError(f"no workflow {name!r} in the model: {sorted(found)}")
+    return found[name]
 
 
 def sources() -> list[Source]:

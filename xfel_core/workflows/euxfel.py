@@ -8,7 +8,7 @@ from ..euxfel import dssc_smalldata, pipeline
 from ..config import BeamtimeConfig, run_module_key
 from ..euxfel.gain import read_gain_map
 from ..hashing import digest, files_fingerprint
-from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Partitioning, Scope, Source, Workflow, register
+from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Job, Partitioning, Scope, Source, Workflow, register
 from ..lineage.versions import NO_DARK, NO_GAIN
 from ..readers import euxfel
 from ..rois import rois_version, section_rois
@@ -93,45 +93,55 @@ KINDS = ("hdf5",)
 
 WORKFLOW = register(Workflow("euxfel", "European XFEL detector runs (DSSC): modules reduced per scan point, the binned cube", sources=[
     Source("raw_run_files", RUN, raw_run_version, "The raw files of each run (European XFEL run folder); version: "
-           "file names, sizes, modification times.", enabled=has_dssc),
+           "file names, sizes, modification times.", enabled=has_dssc, job="observe_raw_runs_job"),
     Source("dark_run_files", MODULE, dark_source_version, "Each module's files in the configured dark run; version: "
-           "the run number and the files.", enabled=has_dssc),
+           "the run number and the files.", enabled=has_dssc, job="observe_calibration_job"),
     Source("gain_map", MODULE, gain_version, "Each module's gain / flat-field map from the configured file; version: "
-           "a hash of its values.", enabled=has_dssc),
+           "a hash of its values.", enabled=has_dssc, job="observe_calibration_job"),
     Source("smalldata_rois", BEAMTIME, smalldata_rois_version, "The ROIs of the DSSC small data (smalldata section "
            "or its ROI file); version: a hash of the ROIs.", enabled=lambda cfg: cfg.smalldata is not None),
 ], assets=[
     AssetSpec("raw_run", RUN, pipeline.make_raw_run, _run_path("raw_run"),
               inputs=(Input("raw_run_files", as_="raw"),), config=("detector",), kinds=KINDS, enabled=has_dssc,
+              job="run_inputs_job",
               checks=(Check("modules_cover_run", "Every module has data in at least checks.min_module_coverage of the "
                             "control data's trains, and no sequence file is missing."),)),
     AssetSpec("scan_variable", RUN, pipeline.make_scan_variable, _run_path("scan_variable"),
-              inputs=(Input("raw_run"),), config=("scan_variable",), kinds=KINDS, enabled=has_dssc),
+              inputs=(Input("raw_run"),), config=("scan_variable",), kinds=KINDS, enabled=has_dssc, job="run_inputs_job"),
     AssetSpec("framemask", RUN, pipeline.make_framemask, _run_path("framemask"),
               inputs=(Input("raw_run"),), config=("framemask", "maxframes", "frame_pattern"), kinds=KINDS,
-              enabled=has_dssc,
+              enabled=has_dssc, job="run_inputs_job",
               checks=(Check("kept_fraction", "The framemask keeps at least checks.min_kept_fraction of the run's "
                             "frames.", blocking=True),)),
     AssetSpec("dark", MODULE, pipeline.make_dark, lambda cfg, m: pipeline.dark_path(cfg, int(m)),
               inputs=(Input("dark_run_files", as_="dark_source"),), config=("detector", "dark_run"), kinds=KINDS,
-              pool="module", enabled=has_dark,
+              pool="module", enabled=has_dark, job="dark_job",
               checks=(Check("noise_within_bounds", "The module's median dark noise lies within checks.dark_noise_adu "
                             "and no pixel's noise is NaN.", blocking=True),)),
     AssetSpec("preprocessed_module", RUN_MODULE, pipeline.make_preprocessed_module, _module_path("preprocessed_module"),
               inputs=(*RUN_INPUTS, DARK, Input("gain_map", as_="gain")),
               config=("detector", "frame_pattern", "gain_map"), kinds=("hdf5", "numba"), pool="module", slurm=True,
-              enabled=has_dssc,
+              enabled=has_dssc, job="module_job",
               checks=(Check("counts_add_up", "The frames summed equal the frames kept; kept plus rejected equal all "
                             "frames of the module.", blocking=True),)),
     AssetSpec("binned_cube", RUN, pipeline.make_binned_cube, _run_path("binned_cube"),
               inputs=(Input("preprocessed_module", fan_in=_modules_of_run), Input("scan_variable")),
-              config=("detector", "frame_pattern"), kinds=("hdf5", "xarray"), enabled=has_dssc,
+              config=("detector", "frame_pattern"), kinds=("hdf5", "xarray"), enabled=has_dssc, job="cube_job",
               checks=(Check("means_finite", "No NaN or infinite mean in a bin with frames."),
                       Check("all_modules_present", "Every configured module is in the cube with frames."))),
     AssetSpec("dssc_smalldata", RUN_MODULE, dssc_smalldata.make_dssc_smalldata, _module_path("dssc_smalldata"),
               inputs=(*RUN_INPUTS, Input("smalldata_rois", as_="rois"), DARK),
               config={"detector": True, "frame_pattern": True, "framemask": True,
                       "smalldata": {"geometry", "beam_centres"}},
-              kinds=("hdf5", "xarray"), pool="module",
+              kinds=("hdf5", "xarray"), pool="module", job="dssc_smalldata_job",
               enabled=lambda cfg: cfg.has_dssc and cfg.smalldata is not None),
+], jobs=[
+    # A raw run's processing: its inputs and the missing darks, then its modules, then its cube.
+    Job("run_inputs_job", "Validate a run, bin its scan variable and build its framemask.", stage="inputs"),
+    Job("dark_job", "The per-cell dark of one module from the configured dark run.", stage="inputs"),
+    Job("module_job", "Reduce one module of one run.", stage="modules"),
+    Job("dssc_smalldata_job", "Per-frame small data of one module of one run.", stage="modules"),
+    Job("cube_job", "Join a run's modules into the binned cube.", stage="cube"),
+    Job("observe_raw_runs_job", "Observe every run's raw files (new data versions make their outputs stale)."),
+    Job("observe_calibration_job", "Observe the dark run's files and the gain maps of every module."),
 ]))

@@ -7,7 +7,7 @@ from ..config import run_key
 from ..events import pipeline
 from ..events.readers import event_runs, run_files
 from ..hashing import digest, files_fingerprint
-from ..lineage.model import BEAMTIME, AssetSpec, Input, Partitioning, Scope, Source, Workflow, register
+from ..lineage.model import BEAMTIME, AssetSpec, Input, Job, Partitioning, Scope, Source, Workflow, register
 from ..lineage.versions import NO_DARK
 from ..rois import rois_version, section_rois
 
@@ -69,9 +69,11 @@ WORKFLOW = register(Workflow("events", "Per-event files (PAL-XFEL, generic HDF5)
                       Input("event_rois", as_="rois"), Input("event_mask", as_="mask", when=has_mask)),
               config={"events": {"layout", "pal", "generic", "dark_run", "geometry", "anomalies", "normalisation",
                                  "binning", "timing_tool_scale", "scan_units"}},
-              kinds=("hdf5", "xarray"), slurm=True, enabled=has_events),
+              kinds=("hdf5", "xarray"), slurm=True, enabled=has_events, job="event_run_job"),
     AssetSpec("event_cube", EVENT_RUN, pipeline.make_event_cube, _output(pipeline.CUBE_FILE),
               inputs=(Input("event_smalldata"),),
               config={"events": {"dark_run", "normalisation", "binning", "scan_units"}},
-              kinds=("hdf5", "xarray"), enabled=has_events),
+              kinds=("hdf5", "xarray"), enabled=has_events, job="event_run_job"),
+], jobs=[
+    Job("event_run_job", "Per-event small data and the binned cube of one run of event files.", stage="events"),
 ]))

@@ -6,7 +6,7 @@ from ..config import BeamtimeConfig
 from ..exceptions import RunDataError
 from ..hashing import digest, files_fingerprint
 from ..insitu import layout, pipeline
-from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Partitioning, Scope, Source, Workflow, register
+from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Job, Partitioning, Scope, Source, Workflow, register
 from ..rois import rois_version, section_rois
 
 
@@ -59,17 +59,23 @@ WORKFLOW = register(Workflow("insitu", "In-situ TIFF series: corrected frames, R
               inputs=(Input("insitu_files", as_="files"),),
               config={"insitu": {"timezone", "flatfield", "median_filter", "flatfield_good_range",
                                  "background_regions"}},
-              kinds=("hdf5", "tiff"), slurm=True, enabled=has_insitu),
+              kinds=("hdf5", "tiff"), slurm=True, enabled=has_insitu, job="insitu_measurement_job"),
     AssetSpec("roi_series", MEASUREMENT, pipeline.make_roi_series,
               lambda cfg, key: layout.measurement_output(cfg, key, pipeline.ROI_SERIES_FILE),
               inputs=(Input("insitu_frames"), Input("insitu_rois", as_="rois")),
-              config={"insitu": {"timezone"}}, kinds=("parquet", "csv"), enabled=has_insitu),
+              config={"insitu": {"timezone"}}, kinds=("parquet", "csv"), enabled=has_insitu,
+              job="insitu_measurement_job"),
     AssetSpec("attenuation_corrected_series", SAMPLE, pipeline.make_attenuation_corrected_series,
               lambda cfg, sample: layout.output_dir(cfg, sample) / pipeline.SERIES_FILE,
               inputs=(Input("roi_series", fan_in=_measurements_of_sample),),
               config={"insitu": {"timezone", "attenuation"}}, kinds=("parquet", "csv"), enabled=has_insitu,
+              job="insitu_sample_job",
               checks=(Check("continuous_across_changes", "After correction, the reference intensity jumps by at most "
                             "5 % at every attenuator change."),
                       Check("all_measurements_included", "Every measurement folder of the sample has a roi_series in "
                             "the series."))),
+], jobs=[
+    Job("insitu_measurement_job", "Correct one in-situ measurement's frames and compute its ROI series.",
+        stage="measurements"),
+    Job("insitu_sample_job", "Stitch one sample's measurements and correct the attenuator changes.", stage="samples"),
 ]))
