@@ -103,3 +103,16 @@ def execute_requests(instance, config_path: Path, result) -> list:
                            instance=instance, resources=resources_for(config_path), tags=req.tags,
                            raise_on_error=False)
             for req in result.run_requests]
+
+
+#: Files whose tests drive a daemon, a cluster or a browser, longest first (measured, serial run):
+#: the test run (``-n`` workers, see the Makefile) starts them first so that no worker ends with one of
+#: them alone. A file's tests that must share one process (a module-scoped cluster or web server) are
+#: kept on one worker by ``xdist_group``.
+LONGEST_FIRST = ("test_slurm.py", "test_postgres.py", "test_backfill.py", "test_e2e_ui.py", "test_workflow_model.py",
+                 "test_completeness.py", "test_reliability.py", "test_daemon.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
