@@ -27,12 +27,11 @@ constraints: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/xfel-assets demo $(DEMO)/beamtime
 
-## Run the whole test suite: the main suite, then the browser tests of the web UI (marker e2e), then
-## the SLURM tests (marker slurm; they start a local single-node cluster and stop it).
+## Run the whole test suite in two worker processes, each taking whole test files, the longest first
+## (tests/conftest.py): the browser tests of the web UI (marker e2e) and the SLURM tests (marker slurm:
+## they start a local single-node cluster and stop it) among them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e and not slurm"
-	$(BIN)/python -m pytest -q -m e2e
-	$(BIN)/python -m pytest -q -m slurm
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ## The demo beamtime with its heavy assets as jobs on a local single-node SLURM cluster (as root:
 ## deploy/slurm/start-local-cluster.sh installs and starts it; it is stopped at the end in every case).

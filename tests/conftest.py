@@ -106,9 +106,9 @@ def execute_requests(instance, config_path: Path, result) -> list:
 
 
 #: Files whose tests drive a daemon, a cluster or a browser, longest first (measured, serial run):
-#: the test run (``-n`` workers, see the Makefile) starts them first so that no worker ends with one of
-#: them alone. A file's tests that must share one process (a module-scoped cluster or web server) are
-#: kept on one worker by ``xdist_group``.
+#: `make test` hands whole files to its two workers (pytest-xdist ``--dist loadfile``: a file's
+#: module-scoped cluster or web server is started once) in this order, so that no worker is left
+#: with one of them alone at the end.
 LONGEST_FIRST = ("test_slurm.py", "test_postgres.py", "test_backfill.py", "test_e2e_ui.py", "test_workflow_model.py",
                  "test_completeness.py", "test_reliability.py", "test_daemon.py")
 

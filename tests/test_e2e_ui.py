@@ -29,7 +29,7 @@ from xfel_assets.cli import ensure_dagster_home
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_demo_beamtime
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("web-server")]
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

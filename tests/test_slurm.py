@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm-cluster")]
+pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "deploy" / "slurm"

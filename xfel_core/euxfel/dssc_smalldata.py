@@ -22,7 +22,7 @@ from ..config import BeamtimeConfig, run_module_key
 from ..azimuthal import radial_integrator
 from ..exceptions import ConfigError, RunDataError
 from ..lineage import versions
-from ..rois import check_inside, section_rois
+from ..rois import check_inside, roi_sums, section_rois
 from ..outputs import atomic_path, done_info, provenance, read_attrs
 from .pipeline import dark_path, module_frames_of
 from .preprocess import read_dark
@@ -103,8 +103,7 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
             imgs -= dark_mean[all_rows[start:stop]]
         imgs = imgs.reshape((stop - start,) + shape)
         total[start:stop] = imgs.sum(axis=(1, 2), dtype=np.float64)
-        for j, r in enumerate(rois):
-            roi[start:stop, j] = imgs[:, r.slices[0], r.slices[1]].sum(axis=(1, 2), dtype=np.float64)
+        roi_sums(imgs, rois, out=roi[start:stop])
         if radial is not None:
             profile[start:stop] = radial.profiles(imgs)
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..config import Roi
 from ..azimuthal import RadialIntegrator
+from ..rois import roi_sums
 from .readers import EventRun
 
 
@@ -49,8 +50,7 @@ def reduce_events(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois
         imgs = prepare(imgs, dark, mask, total)
         out["total"][idx] = total
         out["peak"][idx] = imgs.max(axis=(1, 2))
-        for j, r in enumerate(rois):
-            out["roi"][idx, j] = imgs[:, r.slices[0], r.slices[1]].sum(axis=(1, 2), dtype=np.float64)
+        out["roi"][idx] = roi_sums(imgs, rois)
         out["profile"][idx] = radial.profiles(imgs)
     return out
 
