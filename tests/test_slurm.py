@@ -35,11 +35,11 @@ def cluster():
     # Outside pytest's private tmp folders: MariaDB runs as the mysql user.
     folder = Path(tempfile.mkdtemp(prefix="xfel-slurm-"))
     folder.chmod(0o755)
+    old = os.environ.get("SLURM_CONF")
     try:
         out = subprocess.run([str(SCRIPTS / "start-local-cluster.sh"), str(folder), "2223"],
                              capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stdout + out.stderr
-        old = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
         yield folder
     finally:
