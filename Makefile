@@ -31,7 +31,7 @@ demo: $(STAMP)
 ## (tests/conftest.py): the browser tests of the web UI (marker e2e) and the SLURM tests (marker slurm:
 ## they start a local single-node cluster and stop it) among them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 ## The demo beamtime with its heavy assets as jobs on a local single-node SLURM cluster (as root:
 ## deploy/slurm/start-local-cluster.sh installs and starts it; it is stopped at the end in every case).

@@ -105,30 +105,15 @@ def execute_requests(instance, config_path: Path, result) -> list:
             for req in result.run_requests]
 
 
-#: Files whose tests drive a daemon, a cluster or a browser, longest first (measured, serial run):
-#: `make test`'s two workers (pytest-xdist, ``--no-loadscope-reorder``) take the tests in this order,
-#: so that no worker is left with one of them alone at the end.
-LONGEST_FIRST = ("test_slurm.py", "test_postgres.py", "test_backfill.py", "test_reliability.py",
+#: Files whose tests drive a daemon, a cluster or a browser, longest first (measured, serial run).
+#: `make test` hands whole files to its two workers in this order (pytest-xdist ``--dist loadfile
+#: --no-loadscope-reorder``: a file's module-scoped cluster or web server starts once, and xdist does
+#: not put the files with the most tests first), so that no worker is left with one of them alone at the end.
+LONGEST_FIRST = ("test_reliability.py", "test_slurm.py", "test_postgres.py", "test_backfill.py",
                  "test_workflow_model.py", "test_e2e_ui.py", "test_completeness.py", "test_dagster.py",
                  "test_daemon.py", "test_insitu_dagster.py")
-#: Files whose tests share one module-scoped cluster or web server: all on one worker (one SLURM
-#: cluster per machine: munge's socket is the system's). xdist's own ``xdist_group`` mark is not
-#: honoured with pytest 9.2 (xdist 3.7 and 3.8 alike: both tests of a group ran on both workers).
-ONE_WORKER = ("test_slurm.py", "test_e2e_ui.py")
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """Each test on its own, except the files of ONE_WORKER, each taken whole by one worker."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class Scheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return path if path.endswith(ONE_WORKER) else nodeid
-
-    return Scheduling(config, log)
