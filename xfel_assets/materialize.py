@@ -170,7 +170,9 @@ class _Stages:
         failed = [o for o in done if not o.success]
         if self.stage_seconds is not None:
             self.stage_seconds[name] = time.perf_counter() - t0
-        self.log(f"{name}: {len(done) - len(failed)}/{len(done)} Dagster runs succeeded in {time.perf_counter() - t0:.1f} s")
+        assets = ", ".join(dict.fromkeys(a for job, _ in work for a in JOB_SELECTIONS[job]))
+        self.log(f"{name} ({assets}): {len(done) - len(failed)}/{len(done)} Dagster runs succeeded in "
+                 f"{time.perf_counter() - t0:.1f} s")
         for o in failed:
             self.log(f"  FAILED {o.job} {o.partition}: {o.error}")
         self.outcomes.extend(done)
