@@ -15,17 +15,22 @@ import dagster as dg
 import dagster._cli.api  # noqa: F401  (the run worker's entry point, used by the run launcher)
 # The libraries xfel_core imports only where it uses them (the definitions load without them):
 import matplotlib.figure  # noqa: F401  (previews)
-import pyFAI.integrator.azimuthal  # noqa: F401  (event-file profiles)
 import scipy.ndimage  # noqa: F401  (hot pixels, bad pixels)
 import scipy.stats  # noqa: F401  (the linear-model shot rule)
 
 from xfel_core import binning_kernel
 from xfel_core.euxfel import pipeline  # noqa: F401
 
+from .beamtime import config_at_load
 from .definitions import defs
 from .liveness import exit_with_process
 
 defs.get_repository_def()
+_cfg = config_at_load()
+if _cfg is None or _cfg.events is not None:
+    # Event-file profiles only: pyFAI (with scipy.signal) is a quarter of this preload's CPU
+    # (3-5 s), paid by every forkserver of a beamtime without event files otherwise.
+    import pyFAI.integrator.azimuthal  # noqa: F401
 binning_kernel.warm_up()
 
 

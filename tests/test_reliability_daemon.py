@@ -1,0 +1,105 @@
+"""Nothing wedges the platform around its daemon: two backfills share one, a second one refuses, a dead one is noticed.
+
+Split from test_reliability.py (its helpers) so that the two files run on both workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import dagster as dg
+import pytest
+
+from conftest import make_beamtime, small_run
+from test_reliability import XFEL_ASSETS, env_for
+from xfel_assets.cli import ensure_dagster_home
+from xfel_assets.steps import MODULE_POOL
+
+
+@pytest.mark.daemon
+def test_two_backfills_at_once_share_one_daemon_and_do_the_work_once(tmp_path):
+    config = make_beamtime(tmp_path / "bt", [small_run(2), small_run(3)])
+    home = ensure_dagster_home(tmp_path / "home", max_runs=2)
+    env = env_for(config, home)
+    procs = [subprocess.Popen([XFEL_ASSETS, "backfill"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        from xfel_assets.daemon import running_daemon
+        left = running_daemon(home)
+        if left is not None and any(p.poll() is None for p in procs):
+            os.killpg(left[0], signal.SIGKILL)
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("starting a Dagster daemon" in o for o in outs) == 1, outs
+    assert sum("already covers these partitions and is running: following it" in o for o in outs) == 1, outs
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert len(instance.get_backfills()) == 1
+        runs = instance.get_runs()
+        partitions = [(r.job_name, r.tags.get("dagster/partition"), tuple(sorted(r.asset_selection or ())))
+                      for r in runs]
+        assert len(partitions) == len(set(partitions)), "a partition was run twice"
+        for asset in ("binned_cube", "scan_variable"):
+            for run in ("r0002", "r0003"):
+                mats = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[run]), limit=10).records
+                assert len(mats) == 1, (asset, run, len(mats))
+    from xfel_assets.daemon import running_daemon
+    assert running_daemon(home) is None  # the last backfill stopped the daemon
+
+
+@pytest.mark.daemon
+def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path):
+    from xfel_assets.backfill import daemon_command
+    from xfel_assets.daemon import running_daemon
+
+    config = make_beamtime(tmp_path / "bt", [small_run(2)])
+    home = ensure_dagster_home(tmp_path / "home", max_runs=2)
+    env = env_for(config, home)
+    log = open(tmp_path / "backfill.log", "w")
+    proc = subprocess.Popen([XFEL_ASSETS, "backfill"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            while running_daemon(home) is None or not instance.get_backfills():
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "backfill.log").read_text()
+                time.sleep(0.2)
+        pid, owner = running_daemon(home)
+        assert owner == "backfill"
+        second = subprocess.run(daemon_command(home / "workspace.yaml"), env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode != 0 and f"a Dagster daemon already runs on {home} (pid {pid}, started by backfill)" in second.stderr
+        os.killpg(pid, signal.SIGKILL)  # the daemon dies (OOM killer, an admin's kill)
+        assert proc.wait(timeout=120) == 1
+        text = (tmp_path / "backfill.log").read_text()
+        assert f"the Dagster daemon (pid {pid}) that executes this backfill has ended" in text
+        assert "it goes on when a daemon runs again" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+        left = running_daemon(home)
+        if left is not None:  # the test failed before it killed the daemon: do not leave it running
+            os.killpg(left[0], signal.SIGKILL)
+
+
+def test_a_stalled_backfill_says_who_holds_the_slots(tmp_path):
+    import io
+
+    from xfel_assets.backfill import Progress, follow, pool_waits
+
+    home = ensure_dagster_home(tmp_path / "home", max_runs=2)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.set_concurrency_slots(MODULE_POOL, 1)
+        assert instance.event_log_storage.claim_concurrency_slot(MODULE_POOL, "holder-run", "dark").is_claimed
+        assert pool_waits(instance) is None  # nobody waits
+        assert not instance.event_log_storage.claim_concurrency_slot(MODULE_POOL, "waiting-run", "module").is_claimed
+        why = pool_waits(instance)
+        assert why.startswith("waiting for pool xfel_module_steps: 1 of 1 slots held by dark of run holder-r")
+    polls = iter([Progress("REQUESTED")] * 4 + [Progress("COMPLETED")])
+    out = io.StringIO()
+    follow(lambda: next(polls), "bf", poll_s=0, out=out, waiting=lambda: why, stalled_s=0)
+    assert out.getvalue().count(why) == 1  # said once, not at every poll
