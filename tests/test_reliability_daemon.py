@@ -103,3 +103,31 @@ def test_a_stalled_backfill_says_who_holds_the_slots(tmp_path):
     out = io.StringIO()
     follow(lambda: next(polls), "bf", poll_s=0, out=out, waiting=lambda: why, stalled_s=0)
     assert out.getvalue().count(why) == 1  # said once, not at every poll
+
+
+def test_the_code_location_is_reloaded_when_its_files_change_and_ticks_share_one_instance(tmp_path):
+    """Dagster's daemon replaced its code server every minute and opened an instance per sensor tick
+    (xfel_assets/dagster_patches.py): ours reloads when a file it loads changed, and shares one instance."""
+    from xfel_assets.dagster_patches import patch_sensor_instance, workspace_fingerprint
+
+    config = make_beamtime(tmp_path / "bt", [])
+    first = workspace_fingerprint(str(config))
+    assert workspace_fingerprint(str(config)) == first  # nothing changed: no reload
+    st = config.stat()
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = workspace_fingerprint(str(config))
+    assert second != first
+    extra = tmp_path / "bt" / "extra.py"
+    extra.write_text("# a workflow file\n")
+    config.write_text(config.read_text() + "workflows: [extra.py]\n")
+    third = workspace_fingerprint(str(config))
+    os.utime(extra, ns=(extra.stat().st_atime_ns, extra.stat().st_mtime_ns + 10**9))
+    assert workspace_fingerprint(str(config)) not in (second, third)  # its workflow file was edited
+
+    patch_sensor_instance()
+    home = ensure_dagster_home(tmp_path / "home", max_runs=1)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        ticks = [dg.SensorEvaluationContext(instance_ref=instance.get_ref(), last_tick_completion_time=None,
+                                            last_run_key=None, cursor=None, repository_name=None) for _ in range(2)]
+        assert ticks[0].instance is ticks[1].instance
+        assert ticks[0].instance.get_runs() == []  # a working instance of that home

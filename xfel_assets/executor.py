@@ -11,48 +11,22 @@ for nothing worth running in parallel.
 from __future__ import annotations
 
 import os
-import time
 
 import dagster as dg
 from dagster._core.definitions.executor_definition import (
     MULTI_PROC_CONFIG, _core_multiprocess_executor_creation, multiple_process_executor_requirements,
 )
-from dagster._core.execution.plan.active import ActiveExecution
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.executor.base import Executor
 from dagster._core.executor.in_process import InProcessExecutor
 
+from .dagster_patches import patch_run_execution
 from .resources import config_at_load
 from .steps import HEAVY_POOLS
 
 PRELOAD_MODULES = ["xfel_assets.preload"]
 
 
-def _seconds_to_next_claim(self: InstanceConcurrencyContext) -> float:
-    """Seconds until a step waiting for a pool slot tries again (Dagster 1.13 returns min(0, ...), always <= 0)."""
-    if not self._pending_claims or not self._pending_timeouts:
-        return 0.0
-    return max(0.0, min(self._pending_timeouts.values()) - time.time())
-
-
-_get_steps_to_execute = ActiveExecution.get_steps_to_execute
-
-
-def _get_steps_or_wait(self: ActiveExecution, limit: int | None = None):
-    """Dagster's, but sleeping until the next slot claim when every step left waits for a pool slot.
-
-    Without it a run whose steps wait for slots held elsewhere spins at full CPU: the in-process
-    executor sleeps for the (non-positive) interval above, the multiprocess one not at all.
-    """
-    steps = _get_steps_to_execute(self, limit)
-    ctx = self._instance_concurrency_context
-    if not steps and not self._in_flight and ctx is not None and ctx.has_pending_claims():
-        time.sleep(min(max(ctx.interval_to_next_pending_claim_check(), 0.05), 5.0))
-    return steps
-
-
-InstanceConcurrencyContext.interval_to_next_pending_claim_check = _seconds_to_next_claim
-ActiveExecution.get_steps_to_execute = _get_steps_or_wait
+patch_run_execution()
 
 
 class HeavyStepsExecutor(Executor):

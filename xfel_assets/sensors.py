@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.workflows.euxfel import raw_run_version
 
 from . import run_chains
+from .dagster_patches import patch_sensor_instance
 from .jobs import RUN_STAGES, job_assets, run_stage_work
 from .model_defs import observation, observations, source_versions
 from .partitions import RUNS_PARTITION_SET
@@ -47,28 +47,7 @@ MAX_RUNS_PER_TICK = 20
 REDO_CHECK_S = 15.0
 
 
-_instances: dict[str, dg.DagsterInstance] = {}
-_instances_lock = threading.Lock()
-_tick_instance = dg.SensorEvaluationContext.instance
-
-
-def _process_instance(self: dg.SensorEvaluationContext) -> dg.DagsterInstance:
-    """The tick's instance: this process's instance of the tick's Dagster home, opened once.
-
-    Dagster opens a new instance for every tick (its resources and its log need one): with
-    SQLite, the storages and Alembic's migration scripts are loaded each time, two thirds of an
-    idle tick's CPU (measured; with a tick a second, 14 % of a core in the code server).
-    """
-    if self._instance is None and self._instance_ref is not None:
-        key = repr(self._instance_ref)
-        with _instances_lock:
-            if key not in _instances:
-                _instances[key] = dg.DagsterInstance.from_ref(self._instance_ref)
-            self._instance = _instances[key]
-    return _tick_instance.fget(self)
-
-
-dg.SensorEvaluationContext.instance = property(_process_instance, doc=_tick_instance.__doc__)
+patch_sensor_instance()
 
 
 def described_sensor(**kwargs):
