@@ -222,7 +222,7 @@ class GraphQL:
 def in_process_target(workspace_file: Path):
     """The workspace's Python modules loaded in this process, or None if it names anything else.
 
-    A workspace file makes Dagster start a code server process (5 s and 8 s of CPU here) that
+    A workspace file makes Dagster start a code server process (5 s to start, 8 s of CPU here) that
     only answers the launch and status queries; an asset backfill is not tied to the code
     location it was launched from (the daemon evaluates it against its own workspace).
     """
