@@ -31,7 +31,7 @@ from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_config
 from xfel_core.events import pipeline as ep
 from xfel_core.azimuthal import PYFAI_METHOD, integrator, radial_integrator
-from xfel_core.events.readers import read_run
+from xfel_core.readers.events import read_run
 from xfel_core.events.smalldata import reduce_events
 
 SIZES = {"1 Mpixel (1024 x 1024)": (1024, 1024), "DSSC module (128 x 512)": (128, 512)}

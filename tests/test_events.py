@@ -12,7 +12,7 @@ from xfel_core.demo import events as demo
 from xfel_core.demo.beamtime import write_config
 from xfel_core.events import pipeline as ep
 from xfel_core.azimuthal import pyfai_profile
-from xfel_core.events.readers import read_run
+from xfel_core.readers.events import read_run
 from xfel_core.exceptions import RunDataError
 
 RUN = "r0002"

@@ -10,7 +10,7 @@ from test_dagster import _requested
 from test_events import beamtime
 from test_insitu_dagster import resources
 from xfel_core.events import pipeline as ep
-from xfel_core.events.readers import generic_run_file
+from xfel_core.readers.event_h5 import run_file as generic_run_file
 
 
 @pytest.mark.parametrize("layout", ["pal", "generic"])

@@ -20,7 +20,7 @@ from xfel_core.exceptions import ConfigError, RunDataError
 from xfel_core.insitu import layout
 from xfel_core.insitu import pipeline as ip
 from xfel_core.rois import dump_rois, fwhm, load_rois
-from xfel_core.insitu.tiff_reader import TiffDataError, format_pilatus_header
+from xfel_core.readers.tiff import TiffDataError, format_pilatus_header
 
 SHAPE = (96, 160)
 FRAMES = 30

@@ -268,7 +268,7 @@ def cmd_materialize(args) -> int:
     runs = parse_runs(args.runs, data_runs(cfg)) if want_runs and cfg.has_dssc else []
     ev_runs = []
     if want_runs and cfg.events is not None:
-        from xfel_core.events.readers import event_runs
+        from xfel_core.readers.events import event_runs
 
         ev_runs = parse_runs(args.runs, event_runs(cfg.events))
     measurements = _insitu_selection(cfg, args.samples) if want_samples else []
@@ -362,7 +362,7 @@ def _write_failure_log(home: Path, failed) -> Path:
 
 def _scope(args, cfg):
     """The partitions --runs and --samples choose (with only one of them, only those; neither: everything)."""
-    from xfel_core.events.readers import event_runs
+    from xfel_core.readers.events import event_runs
     from xfel_core.lineage.model import Scope
 
     want_runs, want_samples = bool(args.runs or not args.samples), bool(args.samples or not args.runs)

@@ -17,7 +17,7 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from xfel_core import hashing
 from xfel_core.config import EventsConfig
-from xfel_core.events.readers import event_runs, run_files
+from xfel_core.readers.events import event_runs, run_files
 
 from .model_defs import observations
 from .partitions import EVENT_RUNS_PARTITION_SET

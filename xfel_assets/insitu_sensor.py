@@ -21,7 +21,7 @@ from xfel_core import hashing
 from xfel_core.config import InsituConfig
 from xfel_core.exceptions import XfelError
 from xfel_core.insitu import layout
-from xfel_core.insitu.tiff_reader import read_headers
+from xfel_core.readers.tiff import read_headers
 
 from .model_defs import observations
 from .partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET

@@ -127,7 +127,7 @@ def recorded_roi_versions(cfg: BeamtimeConfig, roi_file: Path) -> dict[str, dict
                                for k in layout.all_measurement_keys(cfg.insitu)}
     if _reads_file(cfg, "events", roi_file):
         from .events.pipeline import SMALLDATA_FILE, output_path
-        from .events.readers import event_runs
+        from .readers.events import event_runs
 
         found["event_smalldata"] = {r: recorded(output_path(cfg, r, SMALLDATA_FILE)) for r in event_runs(cfg.events)}
     if _reads_file(cfg, "smalldata", roi_file) and cfg.processed_root.is_dir():

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import tifffile
 
-from ..insitu.tiff_reader import format_pilatus_header
+from ..readers.tiff import format_pilatus_header
 from .config import write_config
 
 TIMEZONE = "Asia/Tokyo"

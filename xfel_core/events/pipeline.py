@@ -26,7 +26,7 @@ from ..outputs import atomic_path, done_info, provenance
 from ..scan import bin_scan_values
 from . import anomalies
 from ..azimuthal import radial_integrator, read_mask
-from .readers import read_run
+from ..readers.events import read_run
 from .smalldata import accumulate_groups, mean_image, reduce_events
 
 SMALLDATA_FILE = "event_smalldata.h5"

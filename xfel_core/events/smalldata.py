@@ -14,7 +14,7 @@ from ..config import Roi
 from ..azimuthal import RadialIntegrator
 from ..binning_kernel import Accumulators
 from ..rois import roi_sums
-from .readers import EventRun
+from ..readers.events import EventRun
 
 
 def prepare(images: np.ndarray, dark: np.ndarray | None, mask: np.ndarray, total: np.ndarray | None = None) -> np.ndarray:

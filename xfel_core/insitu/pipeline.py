@@ -26,7 +26,7 @@ from .attenuation import changes_table, correct_series
 from .correct import correct_frames, make_flatfield
 from .plots import roi_image_png, series_png
 from ..rois import check_inside, configured_rois, intensity_columns, roi_columns
-from .tiff_reader import read_frames_into, read_headers
+from ..readers.tiff import read_frames_into, read_headers
 
 FRAMES_FILE = "insitu_frames.h5"
 ROI_SERIES_FILE = "roi_series.parquet"

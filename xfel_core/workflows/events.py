@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import BeamtimeConfig
 from ..config import run_key
 from ..events import pipeline
-from ..events.readers import event_runs, run_files
+from ..readers.events import event_runs, run_files
 from ..hashing import digest, files_fingerprint
 from ..lineage.model import BEAMTIME, AssetSpec, Input, Job, Partitioning, Scope, Source, Workflow, register
 from ..lineage.versions import NO_DARK
