@@ -28,7 +28,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from xfel_assets.cli import ensure_dagster_home
+from xfel_assets.cli.home import ensure_dagster_home
 from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
 
 CLI = str(Path(sys.executable).parent / "xfel-assets")

@@ -33,8 +33,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from xfel_assets.backfill import daemon_command, stop_process_group
-from xfel_assets.cli import ensure_dagster_home
+from xfel_assets.cli.home import ensure_dagster_home
+from xfel_assets.runtime.daemon_control import daemon_command, stop_process_group
 from xfel_core.demo.beamtime import write_demo_beamtime
 
 ASSETS = ("raw_run", "scan_variable", "framemask", "preprocessed_module", "binned_cube")
@@ -57,7 +57,7 @@ def make_beamtime(root: Path, settle_s: float, new_runs: str, sensor_interval_s:
 
 def make_darks(env: dict) -> None:
     """The darks of every module, made before the run arrives (as during a beamtime)."""
-    code = ("import dagster as dg; from xfel_assets.materialize import materialize_runs;"
+    code = ("import dagster as dg; from xfel_assets.cli.materialize import materialize_runs;"
             "from xfel_core.config import beamtime_path_from_env, load_beamtime;"
             "cfg = load_beamtime(beamtime_path_from_env());"
             "o = materialize_runs([], dg.DagsterInstance.get(), 2, dark_modules=cfg.module_keys, log=lambda s: None);"

@@ -333,7 +333,7 @@ def end_to_end(workdir: Path, size_gb: float) -> dict:
 def worker_e2e(root: Path) -> dict:
     import dagster as dg
 
-    from xfel_assets.materialize import materialize_runs
+    from xfel_assets.cli.materialize import materialize_runs
     from xfel_core.config import load_beamtime
 
     cfg = load_beamtime(os.environ["XFEL_BEAMTIME"])

@@ -81,8 +81,8 @@ def new_run_sensor_tick(instance, config_path: Path, cursor):
     import dagster as dg
 
     from xfel_assets.definitions import defs
-    from xfel_assets.resources import resources_for
-    from xfel_assets.sensors import new_run_sensor
+    from xfel_assets.defs.resources import resources_for
+    from xfel_assets.defs.sensors import new_run_sensor
 
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
                                   resources=resources_for(config_path))
@@ -94,8 +94,8 @@ def execute_requests(instance, config_path: Path, result) -> list:
     """Run a sensor result's run requests as the daemon would (partitions added first); their Dagster results."""
     import dagster as dg
 
-    from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.resources import resources_for
+    from xfel_assets.defs.assets import ALL_ASSETS
+    from xfel_assets.defs.resources import resources_for
 
     for req in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))

@@ -89,8 +89,8 @@ def test_failing_blocking_check_fails_the_step_and_stops_downstream(tmp_path, se
     data = yaml.safe_load(path.read_text())
     data["checks"] = {"min_kept_fraction": 0.99}
     path.write_text(yaml.safe_dump(data))
-    from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.resources import resources_for
+    from xfel_assets.defs.assets import ALL_ASSETS
+    from xfel_assets.defs.resources import resources_for
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("runs", ["r0002"])

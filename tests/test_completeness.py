@@ -178,7 +178,7 @@ def _tick(instance, config_path, cursor):
 
 
 def test_a_run_whose_raw_files_change_after_processing_is_redone_once_complete(tmp_path, monkeypatch):
-    from xfel_assets import sensors
+    from xfel_assets.defs import sensors
 
     monkeypatch.setattr(sensors, "REDO_CHECK_S", 0.0)  # look at every tick (the daemon: every 15 s)
 
@@ -216,8 +216,8 @@ def test_the_daemon_takes_runs_copied_file_by_file_once_complete_and_redoes_a_ch
     import subprocess
     import time
 
-    from xfel_assets.backfill import daemon_command, stop_process_group
-    from xfel_assets.cli import ensure_dagster_home
+    from xfel_assets.runtime.daemon_control import daemon_command, stop_process_group
+    from xfel_assets.cli.home import ensure_dagster_home
 
     src = tmp_path / "source"
     for n in (2, 3):

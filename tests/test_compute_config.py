@@ -69,7 +69,7 @@ def test_wrong_slurm_config_names_the_key(beamtime, text, message):
 
 
 def test_heavy_assets_use_the_slurm_pool_in_slurm_mode(beamtime, monkeypatch):
-    from xfel_assets.steps import MODULE_POOL, SLURM_POOL, heavy_pool
+    from xfel_assets.defs.steps import MODULE_POOL, SLURM_POOL, heavy_pool
 
     assert heavy_pool(MODULE_POOL) == MODULE_POOL  # the session beamtime is local
     data = yaml.safe_load(beamtime.read_text())
@@ -81,7 +81,7 @@ def test_heavy_assets_use_the_slurm_pool_in_slurm_mode(beamtime, monkeypatch):
 
 def test_the_job_program_reports_the_result_or_the_named_error_through_pipes(beamtime):
     """slurm_payload.py run by Dagster Pipes as a subprocess (on the cluster, dagster-slurm runs it)."""
-    from xfel_assets import slurm_payload
+    from xfel_assets.runtime import slurm_payload
 
     def through_pipes(args: list) -> list:
         @dg.asset(required_resource_keys={"pipes"})
@@ -107,7 +107,7 @@ def test_slurm_job_slots_hold_the_cap_on_this_machine(tmp_path, monkeypatch):
     import threading
     import time
 
-    from xfel_assets.slurm import _job_slot
+    from xfel_assets.runtime.slurm import _job_slot
     from xfel_core.config import SlurmConfig
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
@@ -140,7 +140,7 @@ def test_the_environment_script_quotes_every_value(tmp_path):
     import os
     import subprocess
 
-    from xfel_assets.slurm import environment_script
+    from xfel_assets.runtime.slurm import environment_script
 
     env = tmp_path / "it's $(touch PWNED) env"
     (env / "bin").mkdir(parents=True)

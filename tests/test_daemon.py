@@ -12,8 +12,8 @@ import pytest
 import xarray as xr
 
 from conftest import dark_run, make_beamtime, small_run
-from xfel_assets.backfill import daemon_command, stop_process_group
-from xfel_assets.cli import ensure_dagster_home
+from xfel_assets.cli.home import ensure_dagster_home
+from xfel_assets.runtime.daemon_control import daemon_command, stop_process_group
 from xfel_core.config import load_beamtime
 from xfel_core.demo.insitu import insitu_config, write_insitu_sample
 

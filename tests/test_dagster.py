@@ -44,7 +44,7 @@ def test_definitions_load_from_workspace_yaml(session_beamtime):
 @pytest.fixture(scope="module")
 def materialized_instance(tmp_path_factory):
     """Materialize the session beamtime through Dagster (multiprocess executor, persistent SQLite instance)."""
-    from xfel_assets.materialize import materialize_runs
+    from xfel_assets.cli.materialize import materialize_runs
 
     home = tmp_path_factory.mktemp("dagster_home")
     with pytest.MonkeyPatch.context() as mp:
@@ -86,7 +86,7 @@ def test_materialize_all_assets_through_dagster(materialized_instance, session_b
 
 def test_failed_partition_names_the_file_and_writes_nothing(materialized_instance, session_beamtime):
     """A truncated module file fails its step with the file named; no output file appears."""
-    from xfel_assets.materialize import materialize_runs
+    from xfel_assets.cli.materialize import materialize_runs
 
     instance, _ = materialized_instance
     cfg = load_beamtime(session_beamtime)
@@ -268,8 +268,8 @@ def test_numbers_from_dagster_equal_direct_pipeline(materialized_instance, sessi
 
 def test_io_errors_are_retried_and_bad_data_is_not(tmp_path, monkeypatch):
     """A transient OSError is retried with backoff (retry policy); an XfelError fails at once, naming the file."""
-    from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.resources import resources_for
+    from xfel_assets.defs.assets import ALL_ASSETS
+    from xfel_assets.defs.resources import resources_for
     from xfel_core.euxfel import pipeline
     from xfel_core.exceptions import RunDataError
 

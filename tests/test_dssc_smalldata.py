@@ -68,8 +68,8 @@ def test_dssc_smalldata_materializes_through_dagster(made):
     import dagster as dg
 
     from test_insitu_dagster import resources
-    from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.partitions import run_module_key
+    from xfel_assets.defs.assets import ALL_ASSETS
+    from xfel_assets.defs.partitions import run_module_key
 
     cfg, _, infos, _ = made
     with dg.instance_for_test() as instance:
@@ -82,9 +82,9 @@ def test_dssc_smalldata_materializes_through_dagster(made):
 
 
 def test_new_runs_request_the_small_data_only_when_configured(made, session_beamtime):
-    from xfel_assets.sensors import run_asset_partitions
+    from xfel_assets.defs.sensors import run_asset_partitions
 
     def assets(cfg):
-        return {k.asset_key.to_user_string() for k in run_asset_partitions("r0005", ["00", "01"], [], cfg)}
+        return {a.to_user_string() for a, _ in run_asset_partitions("r0005", ["00", "01"], [], cfg)}
 
     assert "dssc_smalldata" in assets(made[0]) and "dssc_smalldata" not in assets(load_beamtime(session_beamtime))

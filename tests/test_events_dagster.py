@@ -15,7 +15,7 @@ from xfel_core.readers.event_h5 import run_file as generic_run_file
 
 @pytest.mark.parametrize("layout", ["pal", "generic"])
 def test_event_assets_materialize_through_dagster(tmp_path, layout):
-    from xfel_assets.assets import ALL_ASSETS
+    from xfel_assets.defs.assets import ALL_ASSETS
 
     cfg, _ = beamtime(tmp_path, layout)
     with dg.instance_for_test() as instance:
@@ -37,7 +37,7 @@ def test_event_assets_materialize_through_dagster(tmp_path, layout):
 
 def test_event_run_sensor_takes_complete_runs_once(tmp_path):
     from xfel_assets.definitions import defs
-    from xfel_assets.event_sensor import new_event_run_sensor
+    from xfel_assets.defs.event_sensor import new_event_run_sensor
 
     cfg, _ = beamtime(tmp_path, "generic", runs=(2, 3))
     cfg.source_file.write_text(cfg.source_file.read_text() + "completeness: {settle_seconds: 0}\n")
@@ -51,7 +51,7 @@ def test_event_run_sensor_takes_complete_runs_once(tmp_path):
         return result, ctx.cursor if not isinstance(result, dg.SensorResult) else result.cursor
 
     with dg.instance_for_test() as instance:
-        from xfel_assets.event_sensor import event_run_readiness
+        from xfel_assets.defs.event_sensor import event_run_readiness
 
         assert "settling for 30 s" in event_run_readiness(cfg.events, "r0002", 30.0)  # just written
         result, cursor = tick(None)

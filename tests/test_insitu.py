@@ -279,7 +279,7 @@ def test_roi_file_round_trip_and_used_by_roi_series(one_sample, tmp_path):
 
 
 def test_roi_commands(tmp_path, capsys):
-    from xfel_assets.cli import main
+    from xfel_assets.cli.main import main
 
     path = tmp_path / "rois.yaml"
     assert main(["roi", "save", str(path), "--roi", "peak:com:10:30:40:80", "--roi", "bragg:intensity:10:30:40:80"]) == 0

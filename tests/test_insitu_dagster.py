@@ -25,13 +25,13 @@ FRAMES = 16
 
 
 def resources(config_path: Path) -> dict:
-    from xfel_assets.resources import resources_for
+    from xfel_assets.defs.resources import resources_for
 
     return resources_for(config_path)
 
 
 def assets(*names: str):
-    from xfel_assets.assets import ALL_ASSETS
+    from xfel_assets.defs.assets import ALL_ASSETS
 
     return [a for a in ALL_ASSETS if a.key.to_user_string() in names]
 
@@ -106,7 +106,7 @@ def test_overwrite_is_asked_in_the_run_config_and_bad_tiffs_fail_naming_the_file
 
 def _tick(instance, config_path: Path, cursor):
     from xfel_assets.definitions import defs
-    from xfel_assets.insitu_sensor import new_measurement_sensor
+    from xfel_assets.defs.insitu_sensor import new_measurement_sensor
 
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=resources(config_path))
     result = new_measurement_sensor(ctx)
@@ -165,8 +165,8 @@ def test_a_new_flatfield_shows_that_samples_frames_as_stale(tmp_path):
     from dagster._core.definitions.data_version import StaleStatus
     from dagster._utils.test.data_versions import get_stale_status_resolver
 
-    from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.backfill import record_source_versions
+    from xfel_assets.defs.assets import ALL_ASSETS
+    from xfel_assets.cli.backfill import record_source_versions
 
     raw = tmp_path / "raw" / "insitu"
     write_insitu_sample(raw, "S1", ("m1",), 4, SHAPE, seed=10)

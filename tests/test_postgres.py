@@ -14,8 +14,8 @@ import pytest
 
 from conftest import SHAPE
 from test_backfill import MODULES2, check_full_backfill_with_a_corrupt_run, write_beamtime
-from xfel_assets.backfill import daemon_command, stop_process_group
-from xfel_assets.cli import POSTGRES_ENV, ensure_dagster_home
+from xfel_assets.cli.home import POSTGRES_ENV, ensure_dagster_home
+from xfel_assets.runtime.daemon_control import daemon_command, stop_process_group
 from xfel_core.config import load_beamtime, run_key
 from xfel_core.demo.beamtime import RunSpec, write_run
 

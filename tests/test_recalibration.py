@@ -179,10 +179,10 @@ def test_dagster_shows_exactly_the_partitions_a_new_dark_makes_stale(tmp_path):
     from dagster._core.definitions.data_version import StaleStatus
     from dagster._utils.test.data_versions import get_stale_status_resolver
 
-    from xfel_assets.assets import ALL_ASSETS
-    from xfel_assets.backfill import record_source_versions
-    from xfel_assets.partitions import run_module_key
-    from xfel_assets.resources import resources_for
+    from xfel_assets.defs.assets import ALL_ASSETS
+    from xfel_assets.cli.backfill import record_source_versions
+    from xfel_assets.defs.partitions import run_module_key
+    from xfel_assets.defs.resources import resources_for
 
     path = make_beamtime(tmp_path, [small_run(2)], dark=dark_run(1))
     write_run(tmp_path / "raw", dark_run(5))

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import make_beamtime, small_run
-from xfel_assets.cli import HOME_READY, ensure_dagster_home
-from xfel_assets.liveness import PID_TAG, fail_dead_runs, worker_alive, worker_tags
-from xfel_assets.steps import MODULE_POOL
+from xfel_assets.cli.home import HOME_READY, ensure_dagster_home
+from xfel_assets.defs.steps import MODULE_POOL
+from xfel_assets.runtime.liveness import PID_TAG, fail_dead_runs, worker_alive, worker_tags
 from xfel_core.config import load_beamtime
 
 XFEL_ASSETS = str(Path(sys.executable).parent / "xfel-assets")
@@ -72,7 +72,7 @@ def cpu_seconds(pids: set[int]) -> float:
 
 
 def test_the_launcher_and_the_commands_fail_runs_whose_worker_is_gone(tmp_path):
-    from xfel_assets.launcher import ForkserverRunLauncher
+    from xfel_assets.runtime.launcher import ForkserverRunLauncher
     from dagster._core.launcher.base import WorkerStatus
     from dagster._core.utils import make_new_run_id
 
@@ -111,7 +111,7 @@ def test_commands_starting_together_on_a_new_home_leave_it_usable(tmp_path):
     """Two commands at once on an empty home, repeated: both succeed and the home opens afterwards."""
     config = make_beamtime(tmp_path / "bt", [small_run(2)])
     code = ("import sys; from pathlib import Path; import dagster as dg; "
-            "from xfel_assets.cli import ensure_dagster_home; "
+            "from xfel_assets.cli.home import ensure_dagster_home; "
             "h = ensure_dagster_home(Path(sys.argv[1]), 2); "
             "i = dg.DagsterInstance.from_config(str(h)); i.add_dynamic_partitions('runs', [sys.argv[2]]); "
             "print(len(i.get_runs()))")
@@ -176,7 +176,7 @@ def test_a_raw_file_truncated_during_a_mapped_read_fails_the_step_naming_it(tmp_
 
 
 def test_only_io_errors_are_retried(tmp_path):
-    from xfel_assets.steps import run_science
+    from xfel_assets.defs.steps import run_science
 
     calls = {"value": 0, "os": 0}
 
@@ -207,7 +207,7 @@ def test_only_io_errors_are_retried(tmp_path):
 
 
 def test_an_all_nan_scan_fails_first_and_keeps_the_previous_cube(tmp_path):
-    from xfel_assets.backfill import failed_since_materialized
+    from xfel_assets.cli.backfill import failed_since_materialized
     from xfel_core.lineage.model import Scope
     from xfel_core.lineage.staleness import every_partition
 

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import make_beamtime, small_run
 from test_reliability import XFEL_ASSETS, env_for
-from xfel_assets.cli import ensure_dagster_home
-from xfel_assets.steps import MODULE_POOL
+from xfel_assets.cli.home import ensure_dagster_home
+from xfel_assets.defs.steps import MODULE_POOL
 
 
 @pytest.mark.daemon
@@ -29,7 +29,7 @@ def test_two_backfills_at_once_share_one_daemon_and_do_the_work_once(tmp_path):
     try:
         outs = [p.communicate(timeout=600)[0] for p in procs]
     finally:
-        from xfel_assets.daemon import running_daemon
+        from xfel_assets.runtime.daemon import running_daemon
         left = running_daemon(home)
         if left is not None and any(p.poll() is None for p in procs):
             os.killpg(left[0], signal.SIGKILL)
@@ -47,14 +47,14 @@ def test_two_backfills_at_once_share_one_daemon_and_do_the_work_once(tmp_path):
                 mats = instance.fetch_materializations(
                     dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[run]), limit=10).records
                 assert len(mats) == 1, (asset, run, len(mats))
-    from xfel_assets.daemon import running_daemon
+    from xfel_assets.runtime.daemon import running_daemon
     assert running_daemon(home) is None  # the last backfill stopped the daemon
 
 
 @pytest.mark.daemon
 def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path):
-    from xfel_assets.backfill import daemon_command
-    from xfel_assets.daemon import running_daemon
+    from xfel_assets.runtime.daemon_control import daemon_command
+    from xfel_assets.runtime.daemon import running_daemon
 
     config = make_beamtime(tmp_path / "bt", [small_run(2)])
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
@@ -89,7 +89,7 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
 def test_a_stalled_backfill_says_who_holds_the_slots(tmp_path):
     import io
 
-    from xfel_assets.backfill import Progress, follow, pool_waits
+    from xfel_assets.cli.backfill import Progress, follow, pool_waits
 
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -107,8 +107,8 @@ def test_a_stalled_backfill_says_who_holds_the_slots(tmp_path):
 
 def test_the_code_location_is_reloaded_when_its_files_change_and_ticks_share_one_instance(tmp_path):
     """Dagster's daemon replaced its code server every minute and opened an instance per sensor tick
-    (xfel_assets/dagster_patches.py): ours reloads when a file it loads changed, and shares one instance."""
-    from xfel_assets.dagster_patches import patch_sensor_instance, workspace_fingerprint
+    (xfel_assets/runtime/dagster_patches.py): ours reloads when a file it loads changed, and shares one instance."""
+    from xfel_assets.runtime.dagster_patches import patch_sensor_instance, workspace_fingerprint
 
     config = make_beamtime(tmp_path / "bt", [])
     first = workspace_fingerprint(str(config))

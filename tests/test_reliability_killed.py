@@ -15,9 +15,9 @@ import pytest
 
 from conftest import MODULES
 from test_reliability import XFEL_ASSETS, alive, cpu_seconds, descendants, env_for
-from xfel_assets.cli import ensure_dagster_home
-from xfel_assets.liveness import worker_alive
-from xfel_assets.steps import MODULE_POOL
+from xfel_assets.cli.home import ensure_dagster_home
+from xfel_assets.defs.steps import MODULE_POOL
+from xfel_assets.runtime.liveness import worker_alive
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
 

@@ -65,7 +65,7 @@ def screenshot(window, tmp_path: Path, name: str) -> Path:
 
 
 def test_adding_and_moving_a_roi_plots_the_values_computed_from_the_images(qtbot, insitu_beamtime, tmp_path):
-    from xfel_assets.roi_window import RoiWindow
+    from xfel_assets.gui.roi_window import RoiWindow
 
     cfg = insitu_beamtime
     window = RoiWindow(cfg, load_target(cfg, "GaN01"), cfg.insitu.roi_file)
@@ -96,7 +96,7 @@ def test_adding_and_moving_a_roi_plots_the_values_computed_from_the_images(qtbot
 
 
 def test_save_then_load_gives_the_same_rois(qtbot, insitu_beamtime, tmp_path):
-    from xfel_assets.roi_window import RoiWindow
+    from xfel_assets.gui.roi_window import RoiWindow
 
     cfg = insitu_beamtime
     window = RoiWindow(cfg, load_target(cfg, "GaN01/GaN01_m01"), tmp_path / "picked.yaml")
@@ -118,9 +118,9 @@ def test_save_then_load_gives_the_same_rois(qtbot, insitu_beamtime, tmp_path):
 def test_new_rois_name_the_stale_partitions_and_request_their_backfill(qtbot, insitu_beamtime, monkeypatch, tmp_path):
     import dagster as dg
 
-    from xfel_assets.cli import ensure_dagster_home
-    from xfel_assets.partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
-    from xfel_assets.roi_window import RoiWindow
+    from xfel_assets.cli.home import ensure_dagster_home
+    from xfel_assets.defs.partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
+    from xfel_assets.gui.roi_window import RoiWindow
 
     cfg = insitu_beamtime
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
@@ -153,7 +153,7 @@ def test_new_rois_name_the_stale_partitions_and_request_their_backfill(qtbot, in
 
 def test_a_run_target_shows_its_binned_cube(qtbot, tmp_path):
     from conftest import dark_run, make_beamtime, reduce_dssc_run, small_run
-    from xfel_assets.roi_window import RoiWindow
+    from xfel_assets.gui.roi_window import RoiWindow
 
     cfg = load_beamtime(make_beamtime(tmp_path / "bt", [small_run(3)], dark=dark_run()))
     run = "r0003"
@@ -170,7 +170,7 @@ def test_a_run_target_shows_its_binned_cube(qtbot, tmp_path):
 
 
 def test_roi_gui_command_names_an_unknown_target(insitu_beamtime, capsys, monkeypatch, tmp_path):
-    from xfel_assets.cli import main
+    from xfel_assets.cli.main import main
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))  # both restored after the test:
     monkeypatch.setenv("XFEL_BEAMTIME", str(insitu_beamtime.source_file))  # the command sets them

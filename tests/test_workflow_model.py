@@ -84,7 +84,7 @@ def edit(path: Path, change) -> object:
 
 
 def stale_command(path: Path, *args: str) -> str:
-    from xfel_assets.cli import main
+    from xfel_assets.cli.main import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -275,7 +275,7 @@ def test_an_extra_workflow_and_a_stale_only_backfill_across_every_workflow(tmp_p
 
 def test_every_built_in_asset_is_in_one_job_of_one_partitioning():
     """The asset jobs (the new-run chain's stages, the sensors' runs) cover the model's built-in assets once each."""
-    from xfel_assets.jobs import JOB_SELECTIONS
+    from xfel_assets.defs.jobs import JOB_SELECTIONS
 
     in_jobs = [a for job, sel in JOB_SELECTIONS.items() for a in sel if not job.startswith("observe_")]
     built_in = [a.name for w in model.workflows() if w.name in ("euxfel", "insitu", "events") for a in w.assets]
@@ -286,7 +286,7 @@ def test_every_built_in_asset_is_in_one_job_of_one_partitioning():
 
 def test_the_jobs_and_the_stages_of_a_run_come_from_the_model():
     """The asset jobs, their selections and the stages (in dependency order) are read off the declarations."""
-    from xfel_assets.jobs import ALL_JOBS, JOB_SELECTIONS, RUN_STAGES, run_stage_work
+    from xfel_assets.defs.jobs import ALL_JOBS, JOB_SELECTIONS, RUN_STAGES, run_stage_work
     from xfel_core.lineage.model import AssetSpec, Input, Job, Workflow
     from xfel_core.workflows.euxfel import MODULE, RUN
 

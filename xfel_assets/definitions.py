@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from .assets import ALL_ASSETS
-from .event_sensor import new_event_run_sensor
-from .executor import make_executor
-from .insitu_sensor import new_measurement_sensor
-from .jobs import ALL_JOBS
-from .resources import default_resources
-from .sensors import new_run_sensor, source_change_sensor
+from xfel_assets.defs.assets import ALL_ASSETS
+from xfel_assets.defs.event_sensor import new_event_run_sensor
+from xfel_assets.defs.insitu_sensor import new_measurement_sensor
+from xfel_assets.defs.jobs import ALL_JOBS
+from xfel_assets.defs.resources import default_resources
+from xfel_assets.defs.sensors import new_run_sensor, source_change_sensor
+from xfel_assets.runtime.executor import make_executor
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,

@@ -11,29 +11,23 @@ API: partitions done / failed / in progress / to go, until the backfill ends.
 from __future__ import annotations
 
 import fcntl
-import json
-import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 
 from xfel_core.config import BeamtimeConfig
 from xfel_core.lineage import model
 from xfel_core.lineage.staleness import StaleOutput
 
-from . import daemon as daemon_mod
-from .model_defs import BACKFILL_TAG, source_versions
-from .model_defs import observation
-from .steps import MODULE_POOL, SLURM_POOL
+from xfel_assets.defs.model_defs import BACKFILL_TAG, observation, source_versions
+from xfel_assets.defs.steps import MODULE_POOL, SLURM_POOL
+from xfel_assets.runtime.daemon_control import DaemonDied, flocked
+from xfel_assets.runtime.dagster_names import BACKFILL_ID_TAG, PARTITION_NAME_TAG, BulkActionStatus, BulkActionsFilter
+from xfel_assets.runtime.graphql import GraphQL
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -174,73 +168,6 @@ def launch_params(keys: dict[str, list[str]], title: str) -> dict:
     }
 
 
-class GraphQL:
-    """Dagster's GraphQL API, in this process (a workspace of our code location) or at a web server's URL."""
-
-    def __init__(self, instance: dg.DagsterInstance, workspace_file: Path, url: str | None = None):
-        self.instance, self.workspace_file, self.url = instance, workspace_file, url
-        self._process_context = None
-
-    def __enter__(self) -> GraphQL:
-        if self.url is None:
-            from dagster._core.workspace.context import WorkspaceProcessContext
-            from dagster._core.workspace.load_target import WorkspaceFileTarget
-            from dagster_graphql.schema import create_schema
-
-            self._schema = create_schema()
-            self._process_context = WorkspaceProcessContext(
-                self.instance, in_process_target(self.workspace_file) or WorkspaceFileTarget(
-                    paths=[str(self.workspace_file)]))
-            self._process_context.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._process_context is not None:
-            self._process_context.__exit__(*exc)
-
-    def __call__(self, query: str, variables: dict) -> dict:
-        if self.url is None:
-            from dagster._core.definitions.partitions.context import partition_loading_context
-
-            # Ranges of dynamic (run) partitions need the instance to resolve their keys.
-            with partition_loading_context(dynamic_partitions_store=self.instance):
-                result = self._schema.execute(query, context_value=self._process_context.create_request_context(),
-                                              variable_values=variables)
-            errors, data = result.errors, result.data
-        else:
-            req = urllib.request.Request(self.url.rstrip("/") + "/graphql",
-                                         data=json.dumps({"query": query, "variables": variables}).encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                body = json.loads(resp.read())
-            errors, data = body.get("errors"), body.get("data")
-        if errors:
-            raise RuntimeError(f"Dagster GraphQL error: {errors}")
-        return data
-
-
-def in_process_target(workspace_file: Path):
-    """The workspace's Python modules loaded in this process, or None if it names anything else.
-
-    A workspace file makes Dagster start a code server process (5 s to start, 8 s of CPU here) that
-    only answers the launch and status queries; an asset backfill is not tied to the code
-    location it was launched from (the daemon evaluates it against its own workspace).
-    """
-    import yaml
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-
-    entries = (yaml.safe_load(workspace_file.read_text()) or {}).get("load_from") or []
-    if not entries or any(set(e) != {"python_module"} or not isinstance(e["python_module"], dict)
-                          or set(e["python_module"]) - {"module_name", "location_name"} for e in entries):
-        return None
-    return InProcessWorkspaceLoadTarget([InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name=e["python_module"]["module_name"]),
-        location_name=e["python_module"].get("location_name") or e["python_module"]["module_name"])
-        for e in entries])
-
-
 def launch(gql: GraphQL, keys: dict[str, list[str]], title: str) -> str:
     """Launch the asset backfill; returns its id."""
     out = gql(LAUNCH, {"params": launch_params(keys, title)})["launchPartitionBackfill"]
@@ -327,15 +254,13 @@ def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 3.0, 
 
 def pool_waits(instance: dg.DagsterInstance) -> str | None:
     """Who holds the heavy pools' slots that the backfill's steps wait for, or None."""
-    from .liveness import pool_waits as waits
+    from xfel_assets.runtime.liveness import pool_waits as waits
 
     return waits(instance, (MODULE_POOL, SLURM_POOL))
 
 
 def active_backfill_over(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> tuple[str, bool] | None:
     """(id, covers all of them) of an unfinished asset backfill that targets some of these partitions, else None."""
-    from dagster._core.execution.backfill import BulkActionStatus, BulkActionsFilter
-
     wanted = {(a, k) for a, ks in keys.items() for k in ks}
     for bf in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
         data = bf.asset_backfill_data
@@ -388,167 +313,6 @@ def set_pools(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
     return n
 
 
-def daemon_running(instance: dg.DagsterInstance, interval_s: float = 30) -> bool:
-    """Whether a Dagster daemon with a backfill loop is alive on this instance.
-
-    Daemons send a heartbeat every 30 s and leave the last one behind when they stop, so a recent
-    heartbeat is confirmed by waiting for the next one. (A daemon started seconds ago that has not
-    sent its first heartbeat is not seen: two daemons on one instance launch every run twice.)
-    """
-    def last() -> float | None:
-        hb = instance.get_daemon_heartbeats().get("BACKFILL")
-        return None if hb is None else hb.timestamp
-
-    seen = last()
-    if seen is None or time.time() - seen > interval_s + 15:
-        return False
-    deadline = time.monotonic() + interval_s + 10
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        now = last()
-        if now is not None and now > seen:
-            return True
-    return False
-
-
-def daemon_command(workspace_file: Path) -> list[str]:
-    """The Dagster daemon with our shorter loop interval (xfel_assets/daemon.py)."""
-    return [sys.executable, "-m", "xfel_assets.daemon", "run", "-w", str(workspace_file)]
-
-
-class DaemonDied(RuntimeError):
-    """The daemon that executes the backfill has ended while the backfill is not finished."""
-
-
-@dataclass
-class DaemonWatch:
-    """The daemon a backfill relies on: ours (by its lock on the home) or a foreign one (by its heartbeats)."""
-
-    instance: dg.DagsterInstance
-    home: Path
-    log_path: Path | None
-    xfel_pid: int | None  # None: a foreign daemon (dagster dev), watched by its heartbeats
-
-    def check(self) -> None:
-        """Raise DaemonDied if the daemon is gone."""
-        if self.xfel_pid is not None:
-            if daemon_mod.running_daemon(self.home) is None:
-                where = f"; its log: {self.log_path}" if self.log_path else ""
-                raise DaemonDied(f"the Dagster daemon (pid {self.xfel_pid}) that executes this backfill has "
-                                 f"ended{where}")
-            return
-        hb = self.instance.get_daemon_heartbeats().get("BACKFILL")
-        if hb is None or time.time() - hb.timestamp > FOREIGN_DAEMON_SILENT_S:
-            raise DaemonDied(f"the Dagster daemon that executes this backfill has sent no heartbeat for "
-                             f"{FOREIGN_DAEMON_SILENT_S} s: it has stopped")
-
-
-#: A foreign daemon (heartbeats every 30 s) silent for this long is taken as stopped.
-FOREIGN_DAEMON_SILENT_S = 180
-
-
-@contextmanager
-def _flocked(path: Path, mode: int):
-    with open(path, "a+") as f:
-        fcntl.flock(f, mode)
-        try:
-            yield f
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def launch_lock(home: Path):
     """Held while a backfill looks for an unfinished one over the same partitions and launches its own."""
-    return _flocked(home / ".xfel-backfill-launch.lock", fcntl.LOCK_EX)
-
-
-@contextmanager
-def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_path: Path, say=print):
-    """The home's daemon for the duration: the one running, else one started here (one per home).
-
-    Each backfill holds a shared lock on the home's daemon users' file while it runs; the last one
-    to end stops a daemon that a backfill started. Starting is serialised, so two backfills
-    starting together share one daemon.
-    """
-    home = log_path.parent
-    users = open(home / ".xfel-daemon-users.lock", "a+")
-    fcntl.flock(users, fcntl.LOCK_SH)
-    try:
-        with _flocked(home / ".xfel-daemon-start.lock", fcntl.LOCK_EX):
-            ours = daemon_mod.running_daemon(home)
-            if ours is None and daemon_running(instance):
-                say("using the running Dagster daemon")
-                watch = DaemonWatch(instance, home, None, None)
-            else:
-                if ours is None:
-                    say(f"starting a Dagster daemon for this backfill (log: {log_path})")
-                    ours = (_start_daemon(workspace_file, log_path, home), "backfill")
-                else:
-                    say(f"using the running Dagster daemon (pid {ours[0]})")
-                watch = DaemonWatch(instance, home, log_path, ours[0])
-        yield watch
-    finally:
-        fcntl.flock(users, fcntl.LOCK_UN)
-        with _flocked(home / ".xfel-daemon-start.lock", fcntl.LOCK_EX):
-            try:
-                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken only if no other backfill uses it
-            except BlockingIOError:
-                pass
-            else:
-                running = daemon_mod.running_daemon(home)
-                if running is not None and running[1] == "backfill":
-                    _stop_daemon(running[0], home)
-                    # A stopped daemon leaves its last heartbeats behind: the next backfill would wait
-                    # 40 s to find that nobody sends another one.
-                    instance.wipe_daemon_heartbeats()
-            users.close()
-
-
-def _start_daemon(workspace_file: Path, log_path: Path, home: Path, timeout_s: float = 120) -> int:
-    """Start our daemon in its own session; returns its pid once it holds the home's daemon lock."""
-    env = dict(os.environ, DAGSTER_HOME=str(home), **{daemon_mod.OWNER_ENV: "backfill"})
-    with open(log_path, "a") as log:
-        proc = subprocess.Popen(daemon_command(workspace_file), stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        running = daemon_mod.running_daemon(home)
-        if running is not None and running[0] == proc.pid:
-            return proc.pid
-        if proc.poll() is not None:
-            raise DaemonDied(f"the Dagster daemon ended at its start (exit status {proc.returncode}); its log: "
-                             f"{log_path}:\n{log_path.read_text()[-2000:]}")
-        time.sleep(0.1)
-    stop_process_group(proc)
-    raise DaemonDied(f"the Dagster daemon did not start within {timeout_s:.0f} s; its log: {log_path}")
-
-
-def _stop_daemon(pid: int, home: Path, timeout_s: float = 60) -> None:
-    """SIGTERM the daemon's process group (it has its own session); SIGKILL if its lock is still held after timeout_s."""
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and daemon_mod.running_daemon(home) is not None:
-            time.sleep(0.2)
-        if daemon_mod.running_daemon(home) is None:
-            try:
-                os.waitpid(pid, 0)  # our child if we started it: reap it
-            except ChildProcessError:
-                pass
-            return
-
-
-def stop_process_group(proc: subprocess.Popen, timeout_s: float = 60) -> None:
-    """SIGTERM a process started in its own session and everything it started; SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
+    return flocked(home / ".xfel-backfill-launch.lock", fcntl.LOCK_EX)

@@ -11,119 +11,7 @@ from xfel_core.config import ENV_VAR, RUN_KEY_RE, beamtime_path_from_env, load_b
 from xfel_core.exceptions import ConfigError, XfelError
 from xfel_core.euxfel.run_summary import data_runs
 
-DAGSTER_YAML = """\
-# Dagster instance of xfel-assets (see README, "Dagster instance").
-telemetry:
-  enabled: false
-{storage}run_launcher:
-  # Each run forked from a server with Dagster and our code imported (xfel_assets/launcher.py).
-  module: xfel_assets.launcher
-  class: ForkserverRunLauncher
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-concurrency:
-  runs:
-    max_concurrent_runs: {max_runs}
-  pools:
-    # Module steps (dark, preprocessed_module) at once across all runs: execution.max_module_steps.
-    default_limit: {max_module_steps}
-retention:
-  # The new-run sensor ticks every few seconds: keep its skipped ticks one day.
-  sensor:
-    purge_after_days:
-      skipped: 1
-      failure: 30
-      success: -1
-backfills:
-  # Submit a backfill's runs from several threads (each submission plans a run).
-  use_threads: true
-  num_submit_workers: 4
-run_monitoring:
-  # A run whose worker process is gone (killed) is marked failed (the launcher's health check, see
-  # xfel_assets/liveness.py) and its pool slots freed soon after.
-  enabled: true
-  poll_interval_seconds: 15
-  free_slots_after_run_end_seconds: 10
-"""
-
-POSTGRES_STORAGE = """\
-storage:
-  postgres:
-    postgres_url:
-      env: XFEL_DAGSTER_POSTGRES_URL
-"""
-
-WORKSPACE_YAML = """\
-load_from:
-  - python_module:
-      module_name: xfel_assets.definitions
-      location_name: xfel_assets
-"""
-
-#: With this variable set when the Dagster home is created, the instance stores runs, events and
-#: schedules in that PostgreSQL database instead of SQLite files in the home folder.
-POSTGRES_ENV = "XFEL_DAGSTER_POSTGRES_URL"
-
-
-#: Written once a new Dagster home's storages exist: a home without it is created (again) under the lock.
-HOME_READY = ".xfel-home-ready"
-
-
-def ensure_dagster_home(home: Path, max_runs: int, max_module_steps: int | None = None) -> Path:
-    """Create the Dagster home with our dagster.yaml (SQLite, or PostgreSQL if $XFEL_DAGSTER_POSTGRES_URL is set) and workspace.yaml.
-
-    Commands, a daemon and its code server starting together on a new home would each create and
-    stamp the storages' schemas, and alembic fails on the race ("more than one head", "UNIQUE
-    constraint failed: alembic_version"), leaving a home no command can open. So the home is made
-    under an exclusive file lock, its storages created once, and marked ready last.
-    """
-    import fcntl
-
-    home.mkdir(parents=True, exist_ok=True)
-    if (home / HOME_READY).exists():
-        return home
-    with open(home / ".xfel-home.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (home / HOME_READY).exists():  # made by the command that held the lock before us
-            return home
-        cfg = home / "dagster.yaml"
-        if not cfg.exists():
-            storage = POSTGRES_STORAGE if os.environ.get(POSTGRES_ENV) else ""
-            tmp = cfg.with_name(".dagster.yaml.tmp")
-            tmp.write_text(DAGSTER_YAML.format(storage=storage, max_runs=max_runs,
-                                               max_module_steps=max_module_steps or max_runs))
-            tmp.rename(cfg)
-        ws = home / "workspace.yaml"
-        if not ws.exists():
-            ws.write_text(WORKSPACE_YAML)
-        check_dagster_home(home)
-        (home / HOME_READY).write_text("storages created and at the current schema\n")
-    return home
-
-
-def check_dagster_home(home: Path) -> None:
-    """Open the home's storages (creating a new one's), migrating an old schema; a clear error if they are damaged."""
-    import dagster as dg
-
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            instance.get_runs(limit=1)
-            instance.get_dynamic_partitions("runs")
-    except Exception as first:  # noqa: BLE001  (alembic, sqlalchemy and Dagster errors alike)
-        try:  # an older or half-stamped schema: what `dagster instance migrate` does
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                instance.upgrade()
-                instance.get_runs(limit=1)
-        except Exception as e:  # noqa: BLE001
-            why = lambda err: f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"  # noqa: E731
-            again = "" if why(e) == why(first) else f" ({why(e)})"
-            raise XfelError(
-                f"the Dagster home {home} cannot be opened ({why(first)}); migrating it failed too{again}. It holds Dagster's records only (no data: outputs are "
-                f"files beside the raw data): move it aside and run the command again, which creates a new one "
-                f"(then `xfel-assets backfill --stale-only` finds what the records no longer know)") from None
+from xfel_assets.cli.home import ensure_dagster_home
 
 
 def parse_runs(spec: str | None, available: list[str]) -> list[str]:
@@ -180,7 +68,7 @@ def cmd_roi_gui(args) -> int:
     roi_file = Path(args.roi_file).resolve() if args.roi_file else default_roi_file(cfg, stack.section)
     require_display()
     try:
-        from .roi_window import run_window  # Qt only for this command
+        from xfel_assets.gui.roi_window import run_window  # Qt only for this command
     except ImportError as e:
         raise XfelError(f"the ROI window needs Qt and pyqtgraph ({e}): pip install -e '.[gui]'") from None
 
@@ -282,9 +170,9 @@ def cmd_materialize(args) -> int:
     from xfel_core.insitu.layout import split_measurement_key
     from xfel_core.report import event_run_rows, format_table, mark_failed, run_rows, sample_rows
 
-    from .backfill import add_partitions, record_source_versions, set_pools
-    from .liveness import fail_dead_runs
-    from .materialize import materialize_event_runs, materialize_insitu, materialize_runs
+    from xfel_assets.cli.backfill import add_partitions, record_source_versions, set_pools
+    from xfel_assets.runtime.liveness import fail_dead_runs
+    from xfel_assets.cli.materialize import materialize_event_runs, materialize_insitu, materialize_runs
 
     instance = dg.DagsterInstance.get()
     fail_dead_runs(instance, say=print)  # a killed command's runs would hold the pools' slots forever
@@ -392,7 +280,7 @@ def _stale(cfg, scope, workflow, instance=None):
     every = every_partition(cfg, scope, workflow)
     stale = find_stale(cfg, scope, workflow)
     if instance is not None:
-        from .backfill import failed_since_materialized
+        from xfel_assets.cli.backfill import failed_since_materialized
 
         seen = {(st.asset, str(st.key)) for st in stale}
         stale += [st for st in failed_since_materialized(instance, every) if (st.asset, str(st.key)) not in seen]
@@ -443,8 +331,10 @@ def cmd_backfill(args) -> int:
 
     from xfel_core.lineage.staleness import every_partition
 
-    from . import backfill as bf
-    from .liveness import fail_dead_runs
+    import xfel_assets.cli.backfill as bf
+    from xfel_assets.runtime.daemon_control import DaemonDied, daemon_if_needed
+    from xfel_assets.runtime.graphql import GraphQL
+    from xfel_assets.runtime.liveness import fail_dead_runs
 
     instance = dg.DagsterInstance.get()
     fail_dead_runs(instance, say=print)  # a killed command's runs would hold the queue and the pools forever
@@ -477,8 +367,8 @@ def cmd_backfill(args) -> int:
     workspace = home / "workspace.yaml"
     title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''}: {_covered(scope)}"
     try:
-        with bf.daemon_if_needed(instance, workspace, home / "daemon.log") as daemon:
-            with bf.GraphQL(instance, workspace, args.url) as gql:
+        with daemon_if_needed(instance, workspace, home / "daemon.log") as daemon:
+            with GraphQL(instance, workspace, args.url) as gql:
                 with bf.launch_lock(home):  # two backfills at once: the second sees the first's
                     overlap = bf.active_backfill_over(instance, keys)
                     if overlap is not None and not overlap[1]:
@@ -499,7 +389,7 @@ def cmd_backfill(args) -> int:
             if not args.url:
                 final = bf.follow(lambda: bf.progress_from_instance(instance, backfill_id), backfill_id,
                                   timeout_s=args.timeout, alive=daemon.check, waiting=lambda: bf.pool_waits(instance))
-    except bf.DaemonDied as e:
+    except DaemonDied as e:
         print(f"xfel-assets: {e}", file=sys.stderr)
         return 1
     for asset, (done, failed, targeted) in final.per_asset.items():
@@ -529,8 +419,8 @@ def cmd_ui(args) -> int:
     import subprocess
     import time
 
-    from .backfill import daemon_command
-    from .daemon import running_daemon
+    from xfel_assets.runtime.daemon_control import daemon_command
+    from xfel_assets.runtime.daemon import running_daemon
 
     _, home = _setup(args)
     workspace = home / "workspace.yaml"

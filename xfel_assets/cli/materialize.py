@@ -21,14 +21,14 @@ from xfel_core.config import BeamtimeConfig
 from xfel_core.insitu.layout import split_measurement_key
 from xfel_core.lineage import model
 
-from .definitions import defs
-from .liveness import fail_dead_runs, pool_waits, worker_tags
-from .beamtime import config_at_load
-from .jobs import JOB_SELECTIONS, RUN_STAGES, run_stage_work
-from .partitions import (
+from xfel_assets.definitions import defs
+from xfel_assets.defs.beamtime import config_at_load
+from xfel_assets.defs.jobs import JOB_SELECTIONS, RUN_STAGES, run_stage_work
+from xfel_assets.runtime.liveness import fail_dead_runs, pool_waits, worker_tags
+from xfel_assets.defs.partitions import (
     EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions,
 )
-from .steps import HEAVY_POOLS
+from xfel_assets.defs.steps import HEAVY_POOLS
 
 
 def job_def(name: str) -> dg.JobDefinition:
@@ -93,9 +93,9 @@ class _Stages:
     def __init__(self, max_concurrent: int, log, stage_seconds: dict[str, float] | None,
                  pools: tuple[str, ...] = ()):
         # Worker processes come from a forkserver that has Dagster and our packages imported; they
-        # end when this process ends (xfel_assets/preload.py).
+        # end when this process ends (xfel_assets/runtime/preload.py).
         self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["xfel_assets.preload"])
+        self.ctx.set_forkserver_preload(["xfel_assets.runtime.preload"])
         self.max_concurrent = max_concurrent
         self.pool = self._new_pool()
         self.log, self.stage_seconds, self.pools = log, stage_seconds, pools

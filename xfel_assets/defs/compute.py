@@ -14,7 +14,7 @@ import dagster as dg
 from xfel_core.config import BeamtimeConfig
 from xfel_core.lineage import model
 
-from .steps import run_science
+from xfel_assets.defs.steps import run_science
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -25,6 +25,6 @@ class ComputeResource(dg.ConfigurableResource):
         """``fn(cfg, *args)`` here, or as a SLURM job; the result dict either way (plus ``slurm`` on the cluster)."""
         asset = context.asset_key.path[-1]
         if cfg.compute == "slurm" and model.asset(asset).slurm:
-            from .slurm import run_on_slurm  # dagster-slurm is only needed in SLURM mode
+            from xfel_assets.runtime.slurm import run_on_slurm  # dagster-slurm is only needed in SLURM mode
             return run_on_slurm(context, cfg, asset, fn, args)
         return run_science(fn, cfg, *args)

@@ -12,17 +12,16 @@ import time
 
 import dagster as dg
 import h5py
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from xfel_core import hashing
 from xfel_core.config import EventsConfig
 from xfel_core.readers.events import event_runs, run_files
 
-from .model_defs import observations
-from .partitions import EVENT_RUNS_PARTITION_SET
-from .resources import BeamtimeResource
-from .sensors import described_sensor, new_complete_keys
+from xfel_assets.defs.model_defs import observations
+from xfel_assets.defs.partitions import EVENT_RUNS_PARTITION_SET
+from xfel_assets.defs.resources import BeamtimeResource
+from xfel_assets.defs.sensors import described_sensor, new_complete_keys
+from xfel_assets.runtime.dagster_names import backfill_request
 
 MAX_RUNS_PER_TICK = 20
 
@@ -60,9 +59,7 @@ def new_event_run_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
     ready, new_cursor = found
     asset_graph = context.repository_def.asset_graph
     requests = [
-        dg.RunRequest.for_asset_graph_subset(AssetGraphSubset.from_asset_partition_set(
-            {AssetKeyPartitionKey(dg.AssetKey(a), r) for a in ("event_smalldata", "event_cube")}, asset_graph),
-            tags={"xfel/event_run": r})
+        backfill_request([(a, r) for a in ("event_smalldata", "event_cube")], asset_graph, tags={"xfel/event_run": r})
         for r in ready
     ]
     context.log.info(f"new complete event runs: {ready}")

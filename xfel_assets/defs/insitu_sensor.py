@@ -14,8 +14,6 @@ import time
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from xfel_core import hashing
 from xfel_core.config import InsituConfig
@@ -23,10 +21,11 @@ from xfel_core.exceptions import XfelError
 from xfel_core.insitu import layout
 from xfel_core.readers.tiff import read_headers
 
-from .model_defs import observations
-from .partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
-from .resources import BeamtimeResource
-from .sensors import described_sensor, new_complete_keys
+from xfel_assets.defs.model_defs import observations
+from xfel_assets.defs.partitions import MEASUREMENTS_PARTITION_SET, SAMPLES_PARTITION_SET
+from xfel_assets.defs.resources import BeamtimeResource
+from xfel_assets.defs.sensors import described_sensor, new_complete_keys
+from xfel_assets.runtime.dagster_names import backfill_request
 
 #: Measurements checked per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_MEASUREMENTS_PER_TICK = 20
@@ -47,9 +46,9 @@ def measurement_readiness(ins: InsituConfig, key: str, now: float) -> str | None
     return None
 
 
-def measurement_asset_partitions(keys: list[str], sample: str) -> set[AssetKeyPartitionKey]:
-    parts = {AssetKeyPartitionKey(dg.AssetKey(a), k) for a in ("insitu_frames", "roi_series") for k in keys}
-    return parts | {AssetKeyPartitionKey(dg.AssetKey("attenuation_corrected_series"), sample)}
+def measurement_asset_partitions(keys: list[str], sample: str) -> set[tuple[str, str]]:
+    """(asset, partition key) of what new measurements of a sample make: their frames and ROI series, the sample's series."""
+    return {(a, k) for a in ("insitu_frames", "roi_series") for k in keys} | {("attenuation_corrected_series", sample)}
 
 
 @described_sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -75,10 +74,7 @@ def new_measurement_sensor(context: dg.SensorEvaluationContext, beamtime: Beamti
         by_sample.setdefault(layout.split_measurement_key(key)[0], []).append(key)
     asset_graph = context.repository_def.asset_graph
     requests = [
-        # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
-        dg.RunRequest.for_asset_graph_subset(
-            AssetGraphSubset.from_asset_partition_set(measurement_asset_partitions(keys, sample), asset_graph),
-            tags={"xfel/sample": sample})
+        backfill_request(measurement_asset_partitions(keys, sample), asset_graph, tags={"xfel/sample": sample})
         for sample, keys in by_sample.items()
     ]
     new_samples = sorted(set(by_sample) - set(context.instance.get_dynamic_partitions(SAMPLES_PARTITION_SET)))

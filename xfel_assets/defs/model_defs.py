@@ -13,14 +13,14 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from xfel_core.config import BeamtimeConfig
 from xfel_core.lineage import model, versions
 from xfel_core.lineage.model import BEAMTIME, Partitioning, Source
 
-from .beamtime import BeamtimeResource, config_at_load
-from .steps import MODULE_POOL, SLURM_POOL, retry_policy, run_science
+from xfel_assets.defs.beamtime import BeamtimeResource, config_at_load
+from xfel_assets.defs.steps import MODULE_POOL, SLURM_POOL, retry_policy, run_science
+from xfel_assets.runtime.dagster_names import DATA_VERSION_TAG
 
 #: The tag of the runs of an `xfel-assets backfill` (value "cli").
 BACKFILL_TAG = "xfel/backfill"
@@ -103,7 +103,7 @@ BOOKKEEPING = {"path", "size_bytes", "seconds", "lineage_version", "code_version
 
 def generic_asset(name: str) -> dg.AssetsDefinition:
     """The Dagster asset of a model asset without a module of its own: its make function's numbers and strings as metadata."""
-    from .metadata import materialized, scalars
+    from xfel_assets.defs.metadata import materialized, scalars
 
     spec = model.asset(name)
 

@@ -8,7 +8,7 @@ from xfel_core.config import BeamtimeConfig, parse_run_key
 from xfel_core.exceptions import ConfigError
 from xfel_core.workflows import euxfel, events, insitu
 
-from .model_defs import partitions_def
+from xfel_assets.defs.model_defs import partitions_def
 
 #: Runs (dynamic, added by the new-run sensor), modules (static, from the config), both.
 run_partitions = partitions_def(euxfel.RUN)

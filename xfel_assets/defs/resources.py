@@ -8,8 +8,8 @@ import dagster as dg
 
 from xfel_core.config import beamtime_path_from_env
 
-from .beamtime import BeamtimeResource, config_at_load  # noqa: F401  (imported from here by the definitions)
-from .compute import ComputeResource
+from xfel_assets.defs.beamtime import BeamtimeResource, config_at_load  # noqa: F401  (imported from here by the definitions)
+from xfel_assets.defs.compute import ComputeResource
 
 
 def resources_for(config_path: str | os.PathLike) -> dict[str, dg.ConfigurableResource]:

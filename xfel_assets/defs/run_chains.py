@@ -2,7 +2,7 @@
 
 A Dagster run holds one partition key, and a raw run's assets have three partitionings (run, run
 x module, module), so its processing is several Dagster runs: the stages of
-:data:`~xfel_assets.jobs.RUN_STAGES`. An asset backfill would order them too, but it advances one
+:data:`~xfel_assets.defs.jobs.RUN_STAGES`. An asset backfill would order them too, but it advances one
 stage per backfill-daemon round (30 s in Dagster's own daemon). Here the sensor requests each
 stage's runs itself as soon as the stage before has succeeded, so a run's result follows its last
 file by the settle time plus the sensor's interval per stage. The runs go through the run queue
@@ -22,7 +22,7 @@ import dagster as dg
 
 from xfel_core.config import BeamtimeConfig
 
-from .jobs import RUN_STAGES, job_assets, run_stage_work
+from xfel_assets.defs.jobs import RUN_STAGES, job_assets, run_stage_work
 
 CHAIN_TAG = "xfel/chain"
 STAGE_TAG = "xfel/stage"

@@ -8,9 +8,9 @@ facility's marker or command, contiguous sequences and modules covering the cont
 trains; with no settle time, the folder's file names, sizes and modification times the same as at
 the previous tick). A run whose raw files change after it was processed (a late file, a rewrite) is
 processed again once it is complete again. Its assets are materialized in dependency order, in
-the stages of :data:`~xfel_assets.jobs.RUN_STAGES` (raw_run, scan_variable, framemask and the
+the stages of :data:`~xfel_assets.defs.jobs.RUN_STAGES` (raw_run, scan_variable, framemask and the
 missing darks; preprocessed_module of every module; binned_cube): each stage's Dagster runs are
-requested by the tick after the stage before has succeeded (:mod:`xfel_assets.run_chains`), or
+requested by the tick after the stage before has succeeded (:mod:`xfel_assets.defs.run_chains`), or
 with ``execution.new_runs: backfill`` as one asset backfill. What each run waits for is the
 tick's skip reason (Overview > Sensors in the web UI).
 """
@@ -24,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from xfel_core.completeness import run_completeness
 from xfel_core.config import BeamtimeConfig
@@ -34,12 +32,13 @@ from xfel_core.outputs import read_attrs
 from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.workflows.euxfel import raw_run_version
 
-from . import run_chains
-from .dagster_patches import patch_sensor_instance
-from .jobs import RUN_STAGES, job_assets, run_stage_work
-from .model_defs import observation, observations, source_versions
-from .partitions import RUNS_PARTITION_SET
-from .resources import BeamtimeResource, config_at_load
+from xfel_assets.defs import run_chains
+from xfel_assets.defs.jobs import RUN_STAGES, job_assets, run_stage_work
+from xfel_assets.defs.model_defs import observation, observations, source_versions
+from xfel_assets.defs.partitions import RUNS_PARTITION_SET
+from xfel_assets.defs.resources import BeamtimeResource, config_at_load
+from xfel_assets.runtime.dagster_names import backfill_request
+from xfel_assets.runtime.dagster_patches import patch_sensor_instance
 
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
 MAX_RUNS_PER_TICK = 20
@@ -148,9 +147,9 @@ def new_complete_keys(context: dg.SensorEvaluationContext, partitions_set: str, 
 
 
 def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
-                         cfg: BeamtimeConfig) -> set[AssetKeyPartitionKey]:
-    """Every asset partition of all the stages of a new run (the missing darks; dssc_smalldata if configured)."""
-    return {AssetKeyPartitionKey(asset, key)
+                         cfg: BeamtimeConfig) -> set[tuple[dg.AssetKey, str]]:
+    """(asset, partition key) of every asset partition of all the stages of a new run (the missing darks; dssc_smalldata if configured)."""
+    return {(asset, key)
             for stage in RUN_STAGES
             for job, key in run_stage_work(stage, [run], modules, missing_darks, cfg)
             for asset in job_assets(job)}
@@ -231,11 +230,8 @@ def start_runs(context: dg.SensorEvaluationContext, cfg: BeamtimeConfig, runs: l
     requests = []
     for i, run in enumerate(runs):
         if cfg.execution.new_runs == "backfill":
-            subset = AssetGraphSubset.from_asset_partition_set(
-                run_asset_partitions(run, cfg.module_keys, darks if i == 0 else [], cfg),
-                context.repository_def.asset_graph)
-            # A run request holding an asset graph subset is launched by the daemon as an asset backfill.
-            requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags={run_chains.RUN_TAG: run}))
+            requests.append(backfill_request(run_asset_partitions(run, cfg.module_keys, darks if i == 0 else [], cfg),
+                                             context.repository_def.asset_graph, tags={run_chains.RUN_TAG: run}))
         else:
             chains[run] = run_chains.new_chain(run)
             requests += run_chains.stage_requests(chains[run], run, 0, cfg, darks if i == 0 else [])

@@ -9,7 +9,7 @@ import dagster as dg
 
 from xfel_core.exceptions import XfelError
 
-from .beamtime import config_at_load
+from xfel_assets.defs.beamtime import config_at_load
 
 #: Concurrency pool of the steps that read whole detector modules (dark, preprocessed_module):
 #: its limit (execution.max_module_steps) bounds them across all runs of a backfill.

@@ -288,14 +288,15 @@ class RoiWindow(QtWidgets.QMainWindow):
         """Save, then launch a Dagster asset backfill of exactly the stale partitions; returns its id."""
         import dagster as dg
 
-        from . import backfill as bf
+        import xfel_assets.cli.backfill as bf
+        from xfel_assets.runtime.graphql import GraphQL
 
         stale = self.stale()
         if not stale:
             raise RuntimeError("nothing is stale")
         self.save()
         home = Path(os.environ["DAGSTER_HOME"])
-        with dg.DagsterInstance.get() as instance, bf.GraphQL(instance, home / "workspace.yaml") as gql:
+        with dg.DagsterInstance.get() as instance, GraphQL(instance, home / "workspace.yaml") as gql:
             backfill_id = bf.launch(gql, stale, f"ROIs changed in {self.roi_file.name}")
         self.status.setText(f"launched asset backfill {backfill_id} of "
                             + ", ".join(f"{a} x {len(k)}" for a, k in stale.items())

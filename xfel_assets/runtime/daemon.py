@@ -4,7 +4,7 @@ Dagster's daemons (backfills above all) wait 30 s between rounds. An asset backf
 modules advances one level of the asset graph per round (run inputs and darks, then modules,
 then cubes), so a 30 s wait costs a whole-beamtime reprocessing minutes of idling. This entry
 point sets the interval from $XFEL_DAEMON_INTERVAL_S (default 5 s), reloads its code location only
-when its files changed (:func:`xfel_assets.dagster_patches.patch_daemon`) and then runs Dagster's own
+when its files changed (:func:`xfel_assets.runtime.dagster_patches.patch_daemon`) and then runs Dagster's own
 daemon command line; `xfel-assets backfill` starts it when no daemon is running.
 
 Two daemons on one home would launch every run twice: the daemon holds an exclusive lock on
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dagster._daemon.cli import main as dagster_daemon_main
 
-from .dagster_patches import patch_daemon
+from xfel_assets.runtime.dagster_patches import patch_daemon
 
 INTERVAL_ENV = "XFEL_DAEMON_INTERVAL_S"
 #: Set to "backfill" by `xfel-assets backfill` for a daemon it starts: the last backfill using it stops it.
@@ -74,7 +74,7 @@ def main() -> None:
     _lock = hold_lock(Path(home)) if home else None  # noqa: F841  (held until the process ends)
     patch_daemon(interval_s=int(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S), sensor_loop_s=SENSOR_LOOP_S,
                  workspace_reload_s=WORKSPACE_RELOAD_S)
-    from .launcher import warm_up
+    from xfel_assets.runtime.launcher import warm_up
 
     threading.Thread(target=warm_up, name="forkserver-warm-up", daemon=True).start()
     sys.argv[0] = "dagster-daemon"

@@ -9,8 +9,8 @@ applied by the module that needs them, once per process (calling a patch again d
   reloaded only when its files changed, the schedule storage's schema checks remembered.
 
 Other places that call Dagster's private API without changing it: the run launcher
-(:mod:`xfel_assets.launcher`, Dagster's run worker), the backfill command (:mod:`xfel_assets.backfill`,
-the GraphQL schema and an in-process code location), the stage chains (:mod:`xfel_assets.run_chains`).
+(:mod:`xfel_assets.runtime.launcher`, Dagster's run worker), the backfill command (:mod:`xfel_assets.cli.backfill`,
+the GraphQL schema and an in-process code location), the stage chains (:mod:`xfel_assets.defs.run_chains`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def patch_sensor_instance() -> None:
 
 def workspace_fingerprint(beamtime: str | None) -> str:
     """A hash of what the code location loads: our packages' source, the beamtime file and its workflow files."""
-    from .launcher import source_fingerprint
+    from xfel_assets.runtime.launcher import source_fingerprint
 
     h = hashlib.sha1(source_fingerprint().encode())
     if beamtime:

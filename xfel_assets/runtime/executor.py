@@ -19,11 +19,11 @@ from dagster._core.definitions.executor_definition import (
 from dagster._core.executor.base import Executor
 from dagster._core.executor.in_process import InProcessExecutor
 
-from .dagster_patches import patch_run_execution
-from .resources import config_at_load
-from .steps import HEAVY_POOLS
+from xfel_assets.defs.resources import config_at_load
+from xfel_assets.defs.steps import HEAVY_POOLS
+from xfel_assets.runtime.dagster_patches import patch_run_execution
 
-PRELOAD_MODULES = ["xfel_assets.preload"]
+PRELOAD_MODULES = ["xfel_assets.runtime.preload"]
 
 
 patch_run_execution()

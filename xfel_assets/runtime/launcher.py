@@ -4,7 +4,7 @@ Dagster's default launcher starts every run as a new `dagster api execute_run` p
 imports Dagster, numpy, h5py, EXtra-data, xarray and our definitions again: 4-5 s per run here,
 for steps that take well under a second on one module of a small run. A backfill of a beamtime is
 thousands of such runs. This launcher keeps a forkserver that has imported all of that once
-(``xfel_assets.preload``) and forks each run from it: the run itself is Dagster's own run worker
+(``xfel_assets.runtime.preload``) and forks each run from it: the run itself is Dagster's own run worker
 (`_execute_run_command_body`, as `dagster api execute_run` calls it), with its events, logs,
 cancellation and failure handling unchanged.
 
@@ -35,10 +35,10 @@ from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, 
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 
-from .liveness import death_message, worker_alive, worker_tags
+from xfel_assets.runtime.liveness import death_message, worker_alive, worker_tags
 
-PRELOAD = ["xfel_assets.preload"]
-PACKAGES = [Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "xfel_core"]
+PRELOAD = ["xfel_assets.runtime.preload"]
+PACKAGES = [Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "xfel_core"]  # xfel_assets, xfel_core
 
 
 def source_fingerprint() -> str:

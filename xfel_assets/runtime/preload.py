@@ -18,9 +18,9 @@ import matplotlib.figure  # noqa: F401  (previews: xfel_core imports matplotlib 
 from xfel_core import binning_kernel
 from xfel_core.euxfel import pipeline  # noqa: F401
 
-from .beamtime import config_at_load
-from .definitions import defs
-from .liveness import exit_with_process
+from xfel_assets.definitions import defs
+from xfel_assets.defs.beamtime import config_at_load
+from xfel_assets.runtime.liveness import exit_with_process
 
 defs.get_repository_def()
 # The libraries that only one workflow's steps import where they use them, for the beamtimes that

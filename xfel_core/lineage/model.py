@@ -156,7 +156,7 @@ class AssetSpec:
     #: The job (a name in its workflow's ``jobs``) whose Dagster runs make it; none: no job of ours (the
     #: web UI and backfills still make it).
     job: str = ""
-    #: What it is, for the web UI, when no module in xfel_assets/assets/ describes it (its metadata: the make
+    #: What it is, for the web UI, when no module in xfel_assets/defs/assets/ describes it (its metadata: the make
     #: function's numbers and strings).
     description: str = ""
 

@@ -8,21 +8,21 @@ numbers and strings as metadata.
 
 from xfel_core.lineage import model
 
-from ..beamtime import config_at_load
-from ..model_defs import generic_asset
-from .attenuation_corrected_series import attenuation_corrected_series
-from .binned_cube import binned_cube
-from .dark import dark
-from .dssc_smalldata import dssc_smalldata
-from .event_cube import event_cube
-from .event_smalldata import event_smalldata
-from .framemask import framemask
-from .insitu_frames import insitu_frames
-from .preprocessed_module import preprocessed_module
-from .raw_run import raw_run
-from .roi_series import roi_series
-from .scan_variable import scan_variable
-from .sources import SOURCES
+from xfel_assets.defs.assets.attenuation_corrected_series import attenuation_corrected_series
+from xfel_assets.defs.assets.binned_cube import binned_cube
+from xfel_assets.defs.assets.dark import dark
+from xfel_assets.defs.assets.dssc_smalldata import dssc_smalldata
+from xfel_assets.defs.assets.event_cube import event_cube
+from xfel_assets.defs.assets.event_smalldata import event_smalldata
+from xfel_assets.defs.assets.framemask import framemask
+from xfel_assets.defs.assets.insitu_frames import insitu_frames
+from xfel_assets.defs.assets.preprocessed_module import preprocessed_module
+from xfel_assets.defs.assets.raw_run import raw_run
+from xfel_assets.defs.assets.roi_series import roi_series
+from xfel_assets.defs.assets.scan_variable import scan_variable
+from xfel_assets.defs.assets.sources import SOURCES
+from xfel_assets.defs.beamtime import config_at_load
+from xfel_assets.defs.model_defs import generic_asset
 
 DESCRIBED = {a.key.to_user_string(): a for a in (
     raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata,

@@ -1,10 +1,10 @@
 import dagster as dg
 from xfel_core.events.plots import profile_png
 
-from ..metadata import counts_table, materialized, png_md, scalars
-from ..model_defs import make, model_asset
-from ..compute import ComputeResource
-from ..resources import BeamtimeResource
+from xfel_assets.defs.compute import ComputeResource
+from xfel_assets.defs.metadata import counts_table, materialized, png_md, scalars
+from xfel_assets.defs.model_defs import make, model_asset
+from xfel_assets.defs.resources import BeamtimeResource
 
 
 @model_asset("event_smalldata")

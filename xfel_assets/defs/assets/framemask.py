@@ -1,9 +1,9 @@
 import dagster as dg
 from xfel_core.previews import kept_fraction_png
 
-from ..metadata import counts_table, materialized, png_md, scalars
-from ..model_defs import make, model_asset
-from ..resources import BeamtimeResource
+from xfel_assets.defs.metadata import counts_table, materialized, png_md, scalars
+from xfel_assets.defs.model_defs import make, model_asset
+from xfel_assets.defs.resources import BeamtimeResource
 
 
 @model_asset("framemask")

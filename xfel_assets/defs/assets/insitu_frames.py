@@ -1,9 +1,9 @@
 import dagster as dg
 
-from ..metadata import materialized, scalars
-from ..model_defs import BACKFILL_TAG, make, model_asset
-from ..compute import ComputeResource
-from ..resources import BeamtimeResource
+from xfel_assets.defs.compute import ComputeResource
+from xfel_assets.defs.metadata import materialized, scalars
+from xfel_assets.defs.model_defs import BACKFILL_TAG, make, model_asset
+from xfel_assets.defs.resources import BeamtimeResource
 
 
 class InsituFramesConfig(dg.Config):

@@ -1,10 +1,10 @@
 import dagster as dg
 
-from ..metadata import counts_table, materialized, scalar, scalars, scan_points_table, size_md
-from ..model_defs import make, model_asset
-from ..partitions import check_modules_match
-from ..compute import ComputeResource
-from ..resources import BeamtimeResource
+from xfel_assets.defs.compute import ComputeResource
+from xfel_assets.defs.metadata import counts_table, materialized, scalar, scalars, scan_points_table, size_md
+from xfel_assets.defs.model_defs import make, model_asset
+from xfel_assets.defs.partitions import check_modules_match
+from xfel_assets.defs.resources import BeamtimeResource
 
 
 @model_asset("preprocessed_module")

@@ -1,8 +1,8 @@
 import dagster as dg
 
-from ..metadata import counts_table, materialized, scalars, size_md
-from ..model_defs import make, model_asset
-from ..resources import BeamtimeResource
+from xfel_assets.defs.metadata import counts_table, materialized, scalars, size_md
+from xfel_assets.defs.model_defs import make, model_asset
+from xfel_assets.defs.resources import BeamtimeResource
 
 
 @model_asset("raw_run")

@@ -2,9 +2,9 @@ import dagster as dg
 import numpy as np
 from xfel_core.previews import scan_points_png
 
-from ..metadata import materialized, png_md, scalars, scan_points_table
-from ..model_defs import make, model_asset
-from ..resources import BeamtimeResource
+from xfel_assets.defs.metadata import materialized, png_md, scalars, scan_points_table
+from xfel_assets.defs.model_defs import make, model_asset
+from xfel_assets.defs.resources import BeamtimeResource
 
 
 @model_asset("scan_variable")

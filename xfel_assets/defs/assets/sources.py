@@ -6,6 +6,6 @@ rewritten raw run, a new dark run or a new ROI file shows every dependent partit
 the web UI.
 """
 
-from ..model_defs import observed_sources
+from xfel_assets.defs.model_defs import observed_sources
 
 SOURCES = observed_sources()
