@@ -125,6 +125,20 @@ def shot(pg, server, name: str) -> None:
     pg.screenshot(path=str(server[3] / f"{name}.png"))
 
 
+def choose_from_menu(pg, server, button, item, tries: int = 6) -> None:
+    """Open the menu and click the item; open it again if it did not show (the page re-rendered under it)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries):
+        try:
+            button.click(timeout=10_000)
+            item.click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            pg.keyboard.press("Escape")
+    raise AssertionError(f"the menu item {item} did not show after {tries} clicks on {button}")
+
+
 def wait_for(condition, what: str, timeout_s: float = TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -136,8 +150,10 @@ def test_asset_graph_shows_every_asset(server, page):
     from xfel_assets.definitions import defs
 
     open_page(page, server, "/asset-groups")
-    page.locator("button:has([aria-label=settings])").last.click()
-    page.get_by_role("menuitem", name=re.compile("Expand all groups")).click()
+    # The graph's own settings button (a menu's target), not the app's user settings in the navigation.
+    page.locator("button:has([aria-label=zoom_out])").first.wait_for()
+    choose_from_menu(page, server, page.locator(".bp5-popover-target button:has([aria-label=settings])").first,
+                     page.get_by_role("menuitem", name=re.compile("Expand all groups")))
     page.keyboard.press("Escape")
     for _ in range(5):  # zoom out until the whole graph is in view
         page.locator("button:has([aria-label=zoom_out])").click()
