@@ -7,6 +7,8 @@ DEMO := $(CURDIR)/demo
 export XFEL_BEAMTIME ?= $(DEMO)/beamtime/beamtime.yaml
 export DAGSTER_HOME ?= $(DEMO)/dagster_home
 
+TEST_TMP ?= $(shell test -d /dev/shm -a -w /dev/shm && echo /dev/shm || echo /tmp)
+
 .PHONY: install constraints demo demo-slurm test ui notebooks bench clean-demo
 
 # uv installs the pinned set (constraints.txt: every package, the transitive ones too) in seconds, pip in minutes.
@@ -32,9 +34,13 @@ demo: $(STAMP)
 ## Run the whole test suite in two worker processes, each taking whole test files, the longest first
 ## (tests/conftest.py): the browser tests of the web UI (marker e2e) and the SLURM tests (marker slurm:
 ## they start a local single-node cluster and stop it) among them.
+## Their temporary files (every Dagster home, beamtime and cluster the tests make) go to a folder on tmpfs where the
+## machine has one, removed at the end: each SQLite commit of a Dagster event took 23 ms here on disk (fsync), 1.6 ms
+## on tmpfs (measured), and the suite took 18.8 min with them on disk.
 test: $(STAMP)
 	$(BIN)/python -m compileall -q xfel_core xfel_assets tests
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	@tmp=$$(mktemp -d $(TEST_TMP)/xfel-tests.XXXXXX) && chmod 755 $$tmp && trap 'rm -rf $$tmp' EXIT && \
+	echo "test temporary files: $$tmp" && TMPDIR=$$tmp $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 ## The demo beamtime with its heavy assets as jobs on a local single-node SLURM cluster (as root:
 ## deploy/slurm/start-local-cluster.sh installs and starts it; it is stopped at the end in every case).

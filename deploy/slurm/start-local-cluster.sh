@@ -17,7 +17,11 @@ SSH_PORT=${2:-2222}
 DB_PORT=${XFEL_SLURM_DB_PORT:-3307}
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
-mkdir -p "$DIR"/{state,spool,pids,log,ssh,mysql}
+mkdir -p "$DIR"/{state,spool,pids,log,ssh,mysql,tmp}
+# The services run as their own users (mysql, slurm): a $TMPDIR of ours (0700, or root's) is not
+# theirs to write, and mariadb-install-db fails silently on it. They get a shared one in DIR.
+chmod 1777 "$DIR/tmp"
+export TMPDIR="$DIR/tmp"
 chmod 0755 "$DIR"
 : >"$DIR/pids/started"
 
