@@ -1,16 +1,15 @@
 """Materialize every asset of some runs (and in-situ measurements) through Dagster, without the daemon (used by `make demo`).
 
-Each Dagster run executes in a worker process forked from this command (Dagster and our packages
-imported once, :func:`xfel_assets.runtime.warm.warm`), up to ``max_concurrent`` Dagster runs at
-once, stage by stage in dependency order: the run inputs (raw_run, scan_variable, framemask) and
-any missing darks, then every module of every run, then the binned cubes. The daemon-driven ways (the sensor, backfills from the UI) run the same
+Each Dagster run goes through the multiprocess executor (forkserver with preloaded modules), up
+to ``max_concurrent`` Dagster runs at once, stage by stage in dependency order: the run inputs
+(raw_run, scan_variable, framemask) and any missing darks, then every module of every run,
+then the binned cubes. The daemon-driven ways (the sensor, backfills from the UI) run the same
 assets.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -25,8 +24,7 @@ from xfel_core.lineage import model
 from xfel_assets.definitions import defs
 from xfel_assets.defs.beamtime import config_at_load
 from xfel_assets.defs.jobs import JOB_SELECTIONS, RUN_STAGES, run_stage_work
-from xfel_assets.runtime.liveness import exit_with_process, fail_dead_runs, pool_waits, worker_tags
-from xfel_assets.runtime.warm import warm
+from xfel_assets.runtime.liveness import fail_dead_runs, pool_waits, worker_tags
 from xfel_assets.defs.partitions import (
     EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions,
 )
@@ -94,18 +92,17 @@ class _Stages:
 
     def __init__(self, max_concurrent: int, log, stage_seconds: dict[str, float] | None,
                  pools: tuple[str, ...] = ()):
-        # Worker processes are forked from this one once it has imported and warmed what a run needs (a
-        # forkserver of its own cost each command 10 s of CPU, measured); each ends when this process ends.
-        warm()
-        self.ctx = multiprocessing.get_context("fork")
+        # Worker processes come from a forkserver that has Dagster and our packages imported; they
+        # end when this process ends (xfel_assets/runtime/preload.py).
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["xfel_assets.runtime.preload"])
         self.max_concurrent = max_concurrent
         self.pool = self._new_pool()
         self.log, self.stage_seconds, self.pools = log, stage_seconds, pools
         self.outcomes: list[StepOutcome] = []
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.max_concurrent, mp_context=self.ctx,
-                                   initializer=exit_with_process, initargs=(os.getpid(),))
+        return ProcessPoolExecutor(max_workers=self.max_concurrent, mp_context=self.ctx)
 
     def __enter__(self):
         return self
