@@ -136,6 +136,7 @@ def choose_from_menu(pg, server, button, item, tries: int = 6) -> None:
             return
         except PlaywrightTimeout:
             pg.keyboard.press("Escape")
+    shot(pg, server, "menu-not-shown")
     raise AssertionError(f"the menu item {item} did not show after {tries} clicks on {button}")
 
 
