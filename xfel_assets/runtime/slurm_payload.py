@@ -17,8 +17,25 @@ import pickle
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from dagster_pipes import open_dagster_pipes
+from dagster_pipes import PipesDefaultMessageWriter, PipesMessageWriterChannel, open_dagster_pipes
+
+
+class _MessagesOnly(PipesDefaultMessageWriter):
+    """Pipes messages without a copy of the job's stdout and stderr in them.
+
+    dagster-slurm already streams the job's output files into the step's log; the copy through
+    Pipes (``include_stdio_in_messages``) tees each stream and, on closing, waits out its 1 s
+    polls one stream after the other: 5 s of every job's 11 s, measured on the demo's modules.
+    """
+
+    @contextmanager
+    def open(self, params: dict) -> Iterator[PipesMessageWriterChannel]:
+        params = {k: v for k, v in params.items() if k != self.INCLUDE_STDIO_IN_MESSAGES_KEY}
+        with super().open(params) as channel:
+            yield channel
 
 
 def _stop_on_signal(signum, frame):
@@ -30,7 +47,7 @@ def _stop_on_signal(signum, frame):
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGINT, _stop_on_signal)
-    with open_dagster_pipes() as pipes:
+    with open_dagster_pipes(message_writer=_MessagesOnly()) as pipes:
         extras = pipes.extras
         from xfel_core.config import load_beamtime
         from xfel_core.exceptions import XfelError
