@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop the daemons that start-local-cluster.sh DIR started (listed in DIR/pids/started), newest first, by their pids.
+# Stop the daemons that start-local-cluster.sh DIR started (listed in DIR/pids/started), by their pids.
 #
 #   deploy/slurm/stop-local-cluster.sh DIR
 #
@@ -15,16 +15,31 @@ export SLURM_CONF="$DIR/slurm.conf"
 
 grep -q '^slurmctld ' "$LIST" && scancel --full --quiet --user="$(id -un)" 2>/dev/null
 
-tac "$LIST" | while read -r name pidfile; do
-    pid=$(cat "$pidfile" 2>/dev/null) || continue
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || continue
-    # sshd: end its sessions first (their connections close, so clients' ssh ControlMasters exit too).
-    [ "$name" = sshd ] && pkill -TERM -P "$pid" 2>/dev/null
-    kill -TERM "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "$name (pid $pid) did not stop on SIGTERM within 10 s; sending SIGKILL" >&2
-        kill -KILL "$pid"
-    fi
+# In three waves, each stopped together: what talks to the accounting daemon, then the accounting
+# daemon, then its database and munge.
+wave() { case $1 in sshd|slurmd|slurmctld) echo 1 ;; slurmdbd) echo 2 ;; *) echo 3 ;; esac; }
+# Running: a daemon that has exited stays a zombie until init reaps it (about 2 s in some containers).
+running() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${st:0:1}" != Z ]; }
+for w in 1 2 3; do
+    pids=()
+    names=()
+    while read -r name pidfile; do
+        [ "$(wave "$name")" = "$w" ] || continue
+        pid=$(cat "$pidfile" 2>/dev/null) || continue
+        [ -n "$pid" ] && running "$pid" || continue
+        # sshd: end its sessions first (their connections close, so clients' ssh ControlMasters exit too).
+        [ "$name" = sshd ] && pkill -TERM -P "$pid" 2>/dev/null
+        kill -TERM "$pid"
+        pids+=("$pid")
+        names+=("$name")
+    done < <(tac "$LIST")
+    for i in "${!pids[@]}"; do
+        pid=${pids[$i]}
+        for _ in $(seq 100); do running "$pid" || break; sleep 0.1; done
+        if running "$pid"; then
+            echo "${names[$i]} (pid $pid) did not stop on SIGTERM within 10 s; sending SIGKILL" >&2
+            kill -KILL "$pid"
+        fi
+    done
 done
 : >"$LIST"
