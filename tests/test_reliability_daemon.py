@@ -131,3 +131,13 @@ def test_the_code_location_is_reloaded_when_its_files_change_and_ticks_share_one
                                             last_run_key=None, cursor=None, repository_name=None) for _ in range(2)]
         assert ticks[0].instance is ticks[1].instance
         assert ticks[0].instance.get_runs() == []  # a working instance of that home
+
+
+def test_the_backfill_loop_waits_at_least_as_long_as_its_round_took():
+    """Dagster sleeps max(0, interval - round) after each backfill round: ours never less than the round."""
+    from xfel_assets.runtime.dagster_patches import _RoundInterval
+
+    interval = _RoundInterval(2.0)
+    assert max(0, interval - 0.5) == 1.5  # a quick round: the next starts 2 s after this one did
+    assert max(0, interval - 3.0) == 3.0  # a 3 s round (a large backfill): 3 s of rest, not none
+    assert float(interval) == 2.0 and interval > 1  # a float wherever Dagster reads it as one

@@ -209,7 +209,7 @@ def progress_from_instance(instance: dg.DagsterInstance, backfill_id: str) -> Pr
     return p
 
 
-def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 3.0, timeout_s: float | None = None,
+def follow(poll: Callable[[], Progress], backfill_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
            out=sys.stderr, alive: Callable[[], None] | None = None,
            waiting: Callable[[], str | None] | None = None, stalled_s: float = 30.0) -> Progress:
     """Poll the backfill until it ends, drawing a progress bar (one line per change if not a terminal).

@@ -72,7 +72,7 @@ def hold_lock(home: Path):
 def main() -> None:
     home = os.environ.get("DAGSTER_HOME")
     _lock = hold_lock(Path(home)) if home else None  # noqa: F841  (held until the process ends)
-    patch_daemon(interval_s=int(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S), sensor_loop_s=SENSOR_LOOP_S,
+    patch_daemon(interval_s=float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S), sensor_loop_s=SENSOR_LOOP_S,
                  workspace_reload_s=WORKSPACE_RELOAD_S)
     from xfel_assets.runtime.launcher import warm_up
 

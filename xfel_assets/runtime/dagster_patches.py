@@ -119,6 +119,15 @@ def workspace_fingerprint(beamtime: str | None) -> str:
     return h.hexdigest()
 
 
+class _RoundInterval(float):
+    """The backfill loop's interval, which waits ``max(0, interval - round_duration)`` after each round:
+    here at least the round's own duration, so that evaluating a large backfill (seconds per round for
+    thousands of partitions) takes at most half a core from the runs it launches."""
+
+    def __sub__(self, round_duration: float) -> float:
+        return max(float(self) - round_duration, round_duration)
+
+
 def _remember_true(method, keyed: bool = True):
     """``method(self, *args)`` cached per storage once it returned True (a table or an index, once there, stays).
 
@@ -136,11 +145,12 @@ def _remember_true(method, keyed: bool = True):
     return cached
 
 
-def patch_daemon(interval_s: int, sensor_loop_s: float, workspace_reload_s: float) -> None:
+def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: float) -> None:
     """The daemon's loop interval, its sensor loop, its code location reloads and its schema checks.
 
     - ``DEFAULT_DAEMON_INTERVAL_SECONDS`` (30 s, read at every loop) becomes ``interval_s``: an
-      asset backfill advances one level of the asset graph per round.
+      asset backfill advances one level of the asset graph per round. The wait after a round is
+      never shorter than the round took (:class:`_RoundInterval`).
     - The sensor loop looks at the sensors every ``sensor_loop_s`` (Dagster: 5 s), so that a run
       is taken within its sensor's interval.
     - Dagster replaces the code server every 60 s (``RELOAD_WORKSPACE_INTERVAL``) to pick up edited
@@ -157,7 +167,7 @@ def patch_daemon(interval_s: int, sensor_loop_s: float, workspace_reload_s: floa
     import dagster._daemon.sensor as sensor_daemon
     from dagster._core.storage.schedules.sql_schedule_storage import SqlScheduleStorage
 
-    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = interval_s
+    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = _RoundInterval(interval_s)
     sensor_daemon.MIN_INTERVAL_LOOP_TIME = sensor_loop_s
     controller.RELOAD_WORKSPACE_INTERVAL = workspace_reload_s
     dagster_freshness = controller.DagsterDaemonController.check_workspace_freshness
