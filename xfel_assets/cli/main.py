@@ -122,18 +122,14 @@ def cmd_roi(args) -> int:
     return 0
 
 
-def _setup(args, before_home=None):
-    """The beamtime config and the Dagster home (created if needed), exported for Dagster and its daemon.
-
-    ``before_home(cfg)`` is called once both are exported and before the home's storages are opened."""
+def _setup(args):
+    """The beamtime config and the Dagster home (created if needed), exported for Dagster and its daemon."""
     cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
     os.environ[ENV_VAR] = str(cfg_path)
     cfg = load_beamtime(cfg_path)
     home = Path(os.environ.get("DAGSTER_HOME") or cfg_path.parent.parent / "dagster_home").resolve()
-    os.environ["DAGSTER_HOME"] = str(home)
-    if before_home is not None:
-        before_home(cfg)
-    ensure_dagster_home(home, cfg.resolved_max_concurrent(), cfg.execution.resolved_max_module_steps())
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, cfg.resolved_max_concurrent(),
+                                                         cfg.execution.resolved_max_module_steps()))
     return cfg, home
 
 
@@ -153,14 +149,8 @@ def _insitu_selection(cfg, spec: str | None) -> list[str]:
     return [layout.measurement_key(s, m) for s in samples for m in layout.measurements(cfg.insitu, s)]
 
 
-def _fork_workers(cfg) -> None:
-    from xfel_assets.cli.materialize import fork_workers  # imports the definitions: $XFEL_BEAMTIME is set now
-
-    fork_workers(cfg.resolved_max_concurrent())
-
-
 def cmd_materialize(args) -> int:
-    cfg, home = _setup(args, before_home=_fork_workers)
+    cfg, home = _setup(args)
     # --runs alone: only runs (DSSC and event files); --samples alone: only in-situ samples; neither: everything.
     want_runs, want_samples = bool(args.runs or not args.samples), bool(args.samples or not args.runs)
     runs = parse_runs(args.runs, data_runs(cfg)) if want_runs and cfg.has_dssc else []

@@ -1,27 +1,19 @@
 """Materialize every asset of some runs (and in-situ measurements) through Dagster, without the daemon (used by `make demo`).
 
-Each Dagster run executes in a worker process, up to ``max_concurrent`` Dagster runs at once, stage
-by stage in dependency order: the run inputs (raw_run, scan_variable, framemask) and any missing
-darks, then every module of every run, then the binned cubes. The daemon-driven ways (the sensor,
-backfills from the UI) run the same assets.
-
-The command forks its workers from itself (:func:`fork_workers`) once it has imported and warmed
-what a run needs, and before it opens any Dagster storage: SQLite's rule is that a connection must
-not cross a fork (a child that closes an inherited descriptor of the database loses all its own locks
-on it). Without those workers (another caller, or after a worker died) they come from a forkserver that
-has imported the same (:mod:`xfel_assets.runtime.preload`), 7-10 s of CPU more per command.
+Each Dagster run goes through the multiprocess executor (forkserver with preloaded modules), up
+to ``max_concurrent`` Dagster runs at once, stage by stage in dependency order: the run inputs
+(raw_run, scan_variable, framemask) and any missing darks, then every module of every run,
+then the binned cubes. The daemon-driven ways (the sensor, backfills from the UI) run the same
+assets.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 
@@ -32,8 +24,7 @@ from xfel_core.lineage import model
 from xfel_assets.definitions import defs
 from xfel_assets.defs.beamtime import config_at_load
 from xfel_assets.defs.jobs import JOB_SELECTIONS, RUN_STAGES, run_stage_work
-from xfel_assets.runtime.liveness import exit_with_process, fail_dead_runs, pool_waits, worker_tags
-from xfel_assets.runtime.warm import warm
+from xfel_assets.runtime.liveness import fail_dead_runs, pool_waits, worker_tags
 from xfel_assets.defs.partitions import (
     EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions,
 )
@@ -96,69 +87,28 @@ CRASH_MESSAGE = ("its worker process died twice (killed by a signal: out of memo
                  "it was memory-mapped); its Dagster runs are marked failed")
 
 
-#: The workers that :func:`fork_workers` forked, and how many: used by every stage of this command.
-_forked: tuple[ProcessPoolExecutor, int] | None = None
-
-
-def _nothing() -> None:
-    pass
-
-
-def _sqlite_files_open() -> list[str]:
-    """The SQLite files (Dagster's storages) this process has open, from /proc (none where there is no /proc)."""
-    fds = Path("/proc/self/fd")
-    found = []
-    for fd in fds.iterdir() if fds.is_dir() else []:
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.endswith((".db", ".db-wal", ".db-shm", ".sqlite")):
-            found.append(target)
-    return found
-
-
-def fork_workers(max_concurrent: int) -> None:
-    """Fork this command's ``max_concurrent`` worker processes now, warmed (:func:`~xfel_assets.runtime.warm.warm`).
-
-    Call it before this process opens a Dagster storage (see the module's docstring), with
-    $XFEL_BEAMTIME and $DAGSTER_HOME set: the workers read both. Each worker ends when this process ends.
-    """
-    global _forked
-    warm()
-    if threading.active_count() > 1 or _sqlite_files_open():
-        return  # not safe to fork here: the stages use the forkserver's workers
-    pool = ProcessPoolExecutor(max_workers=max_concurrent, mp_context=multiprocessing.get_context("fork"),
-                               initializer=exit_with_process, initargs=(os.getpid(),))
-    pool.submit(_nothing).result()  # a fork-context pool forks all its workers at the first task
-    _forked = (pool, max_concurrent)
-
-
 class _Stages:
     """Stages of Dagster runs in a pool of worker processes; each stage waits for the one before."""
 
     def __init__(self, max_concurrent: int, log, stage_seconds: dict[str, float] | None,
                  pools: tuple[str, ...] = ()):
+        # Worker processes come from a forkserver that has Dagster and our packages imported; they
+        # end when this process ends (xfel_assets/runtime/preload.py).
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["xfel_assets.runtime.preload"])
         self.max_concurrent = max_concurrent
         self.pool = self._new_pool()
         self.log, self.stage_seconds, self.pools = log, stage_seconds, pools
         self.outcomes: list[StepOutcome] = []
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        """The forked workers if there are (as many), else workers of a forkserver with what a run needs imported;
-        either ends when this process ends."""
-        if _forked is not None and _forked[1] == self.max_concurrent:
-            return _forked[0]
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["xfel_assets.runtime.preload"])
-        return ProcessPoolExecutor(max_workers=self.max_concurrent, mp_context=ctx)
+        return ProcessPoolExecutor(max_workers=self.max_concurrent, mp_context=self.ctx)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if _forked is None or self.pool is not _forked[0]:
-            self.pool.shutdown()
+        self.pool.shutdown()
 
     def _report_waits(self) -> None:
         """Say which runs hold the slots that this command's steps wait for (dead ones are failed first)."""
@@ -169,10 +119,7 @@ class _Stages:
 
     def _restart_after_crash(self) -> set[tuple[str, str]]:
         """A new worker pool after one died; (job, partition) of the runs its death left failed."""
-        global _forked
         self.pool.shutdown(wait=True)  # the executor has already ended the other workers
-        if _forked is not None and self.pool is _forked[0]:
-            _forked = None  # this process has its storages open now: new workers come from the forkserver
         self.pool = self._new_pool()
         with dg.DagsterInstance.get() as instance:
             ids = set(fail_dead_runs(instance))
