@@ -6,12 +6,14 @@ Split from test_reliability.py (its helpers and fixture) so that the two files r
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 import dagster as dg
 import pytest
+import sqlalchemy.exc
 
 from conftest import MODULES
 from test_reliability import XFEL_ASSETS, alive, cpu_seconds, descendants, env_for
@@ -22,24 +24,45 @@ from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
 
 
+SPEC = RunSpec(run_number=2, ntrains=40, frames_per_train=16, modules=MODULES, module_shape=(128, 512))
+
+
+@pytest.fixture(scope="module")
+def raw_once(tmp_path_factory):
+    """The run's raw files, written once for this file's tests (4.5 s of CPU each time)."""
+    raw = tmp_path_factory.mktemp("killed") / "raw"
+    write_run(raw, SPEC)
+    return raw
+
+
 @pytest.fixture
-def beamtime(tmp_path):
+def beamtime(tmp_path, raw_once):
     """One run whose module steps read ~80 MB each (long enough to be caught mid-step), no dark."""
-    spec = RunSpec(run_number=2, ntrains=40, frames_per_train=16, modules=MODULES, module_shape=(128, 512))
-    write_run(tmp_path / "bt" / "raw", spec)
+    shutil.copytree(raw_once, tmp_path / "bt" / "raw")
     config = write_config(tmp_path / "bt", beamtime_config(tmp_path / "bt", MODULES, (128, 512), dark_run=None,
-                                                           frame_pattern=spec.frame_pattern))
+                                                           frame_pattern=SPEC.frame_pattern))
     home = ensure_dagster_home(tmp_path / "home", max_runs=2, max_module_steps=2)
     return config, home
 
 
 def catch_mid_module_step(proc: subprocess.Popen, instance: dg.DagsterInstance) -> bool:
-    """Freeze the command's process group while a module step holds a pool slot; False if it ended first."""
+    """Freeze the command's process group while a module step holds a pool slot; False if it ended first.
+
+    A process frozen in the middle of a write to the Dagster database holds its lock: the read after the
+    freeze then finds the database locked, and the group is let go and caught again later."""
+    def claimed() -> bool:
+        return bool(instance.event_log_storage.get_concurrency_info(MODULE_POOL).claimed_slots)
+
     while proc.poll() is None:
-        if instance.event_log_storage.get_concurrency_info(MODULE_POOL).claimed_slots:
+        if claimed():
             os.killpg(proc.pid, signal.SIGSTOP)
-            if instance.event_log_storage.get_concurrency_info(MODULE_POOL).claimed_slots:
-                return True
+            try:
+                if claimed():
+                    return True
+            except sqlalchemy.exc.OperationalError as e:
+                if "database is locked" not in str(e) and "locking protocol" not in str(e):
+                    os.killpg(proc.pid, signal.SIGCONT)  # never leave the group frozen
+                    raise
             os.killpg(proc.pid, signal.SIGCONT)
         time.sleep(0.005)
     return False
@@ -122,3 +145,4 @@ def test_steps_waiting_for_slots_sleep_and_say_who_holds_them(beamtime, tmp_path
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+
