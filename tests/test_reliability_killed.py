@@ -145,4 +145,3 @@ def test_steps_waiting_for_slots_sleep_and_say_who_holds_them(beamtime, tmp_path
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-

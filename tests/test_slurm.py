@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from xfel_core.config import SLURM_ASSETS
+from xfel_core.config import SLURM_ASSETS, load_beamtime
 
 pytestmark = pytest.mark.slurm
 
@@ -81,7 +81,6 @@ def local_copy(config: Path, name: str) -> Path:
 def reduce_locally(config: Path, runs: list[str]) -> None:
     """Every DSSC output of ``runs``, by the xfel_core functions that the local mode's steps call."""
     from conftest import reduce_dssc_run
-    from xfel_core.config import load_beamtime
 
     cfg = load_beamtime(config)
     for run in runs:
