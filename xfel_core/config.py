@@ -600,6 +600,9 @@ class BeamtimeConfig(_Strict):
     #: Python files declaring more workflows through xfel_core.lineage.model (relative to this file):
     #: their assets are processed, versioned and backfilled like the built-in ones.
     workflows: list[Path] = Field(default_factory=list)
+    #: A Python file of ``@variable`` functions (xfel_core.variables), relative to this file: per-run
+    #: quantities of the beamtime's own, each an asset with its own staleness, in the run tables.
+    variables: Path | None = None
     #: The YAML file this came from (set by :func:`load_beamtime`).
     source_file: Path | None = None
 
@@ -754,6 +757,8 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
         data["events"]["geometry"] = dict(geometry, mask_file=str((path.parent / geometry["mask_file"]).resolve()))
     if isinstance(data.get("workflows"), list):
         data["workflows"] = [str((path.parent / w).resolve()) if isinstance(w, str) else w for w in data["workflows"]]
+    if isinstance(data.get("variables"), str):
+        data["variables"] = str((path.parent / data["variables"]).resolve())
     data["source_file"] = str(path)
     try:
         return BeamtimeConfig.model_validate(data)

@@ -70,6 +70,13 @@ def atomic_h5(path: Path) -> Iterator[h5py.File]:
             yield f
 
 
+def write_png(path: Path, png: bytes) -> Path:
+    """Write PNG bytes to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+    return path
+
+
 def provenance(config_yaml: str, inputs: list[str], code_version: str | None = None, **extra) -> dict:
     """Attributes every output carries: what made it, from what, when."""
     attrs = {

@@ -107,6 +107,13 @@ def selection(every: dict[str, list[str | None]], stale: list[StaleOutput] | Non
     return {a: keys[a] for a in asset_order() if keys.get(a)}
 
 
+def with_overviews(cfg: BeamtimeConfig, keys: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The selection and the overviews (run tables) that read any of its assets: they are made after them."""
+    extra = {a.name: [str(None)] for a in model.assets()
+             if a.overview and a.enabled(cfg) and a.name not in keys and any(i.name in keys for i in a.inputs)}
+    return {**keys, **extra} if keys else keys
+
+
 def asset_order() -> list[str]:
     """Every asset of the workflow model, each after its inputs."""
     return [a.name for a in model.assets()]
@@ -160,7 +167,9 @@ def launch_params(keys: dict[str, list[str]], title: str) -> dict:
     """LaunchBackfillParams selecting exactly these partitions (one single-key range each)."""
     return {
         "partitionsByAssets": [
-            {"assetKey": {"path": [asset]}, "partitions": {"ranges": [{"start": k, "end": k} for k in ks]}}
+            {"assetKey": {"path": [asset]},
+             # An unpartitioned asset (a run table) has the one key "None" in a selection: no partitions.
+             "partitions": None if ks == [str(None)] else {"ranges": [{"start": k, "end": k} for k in ks]}}
             for asset, ks in keys.items()
         ],
         "title": title,

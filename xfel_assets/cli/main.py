@@ -172,7 +172,8 @@ def cmd_materialize(args) -> int:
 
     from xfel_assets.cli.backfill import add_partitions, record_source_versions, set_pools
     from xfel_assets.runtime.liveness import fail_dead_runs
-    from xfel_assets.cli.materialize import materialize_event_runs, materialize_insitu, materialize_runs
+    from xfel_assets.cli.materialize import materialize_after, materialize_event_runs, materialize_insitu, \
+        materialize_runs
 
     instance = dg.DagsterInstance.get()
     fail_dead_runs(instance, say=print)  # a killed command's runs would hold the pools' slots forever
@@ -198,6 +199,9 @@ def cmd_materialize(args) -> int:
         print(f"beamtime {cfg.name}: {len(ev_runs)} runs of event files ({cfg.events.layout} layout); "
               f"Dagster home {home}")
         outcomes += materialize_event_runs(ev_runs, instance, max_concurrent)
+    _say_variables_error()
+    outcomes += materialize_after(cfg, {"run": runs, "event_run": ev_runs, "measurement": measurements}, instance,
+                                  max_concurrent)
     failed = [o for o in outcomes if not o.success]
     bad = _failed_rows(failed, runs, ev_runs, samples)
     if runs:
@@ -221,12 +225,28 @@ def cmd_materialize(args) -> int:
     return 1 if failed else 0
 
 
+def _say_variables_error() -> None:
+    """The beamtime's variables file's error, if it did not load (its variables are left out; the rest runs)."""
+    from xfel_core.workflows.variables import load_error
+
+    if load_error():
+        print(f"xfel-assets: the variables file does not load, its variables are left out: {load_error()}",
+              file=sys.stderr)
+
+
 def _failed_rows(failed, runs: list[str], ev_runs: list[str], samples: list[str]) -> dict[str, set[str]]:
     """The rows of each table that a failed Dagster run leaves without a current output."""
     from xfel_core.insitu.layout import split_measurement_key
 
+    from xfel_core.lineage import model
+
+    from xfel_assets.cli.materialize import AFTER
+
+    after = {j.name for w in AFTER for j, _ in model.jobs(w)}
     bad: dict[str, set[str]] = {"runs": set(), "event runs": set(), "samples": set()}
     for o in failed:
+        if o.job in after:  # a variable or a run table: the run's own outputs are current
+            continue
         if o.job == "event_run_job":
             bad["event runs"].add(o.partition)
         elif o.job.startswith("insitu_"):
@@ -346,7 +366,7 @@ def cmd_backfill(args) -> int:
     if not any(every.values()):
         print(f"nothing to process: no runs, event runs or in-situ samples in {_covered(scope)}", file=sys.stderr)
         return 1
-    keys = bf.selection(every, stale)
+    keys = bf.with_overviews(cfg, bf.selection(every, stale))
     bf.add_partitions(instance, {a: [str(k) for k in ks] for a, ks in every.items()})
     bf.record_source_versions(instance, cfg)
     slots = bf.set_pools(instance, cfg)
@@ -400,6 +420,30 @@ def cmd_backfill(args) -> int:
     print(f"backfill {backfill_id}: {final.status.lower()}, {final.done} of {final.targeted} partitions done, "
           f"{final.failed} failed")
     return 0 if final.failed == 0 and final.status in ("COMPLETED", "COMPLETED_SUCCESS") else 1
+
+
+def cmd_runs(args) -> int:
+    from xfel_assets.cli.runs import cmd_runs as runs
+
+    cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
+    return runs(args, load_beamtime(cfg_path))
+
+
+def cmd_note(args) -> int:
+    from xfel_assets.cli.runs import cmd_note as note
+
+    cfg, _ = _setup(args)
+    rc = note(args, cfg)
+    if args.text is not None:  # the notes' new version, for the refresh sensor (the run tables follow)
+        import dagster as dg
+
+        from xfel_core.notes import notes_version
+
+        from xfel_assets.defs.model_defs import observation
+
+        with dg.DagsterInstance.get() as instance:
+            instance.report_runless_asset_event(observation("run_notes", None, notes_version(cfg)))
+    return rc
 
 
 def cmd_dagster_home(args) -> int:
@@ -537,6 +581,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="a running Dagster web server (http://127.0.0.1:3000); default: in this process")
     p.add_argument("--timeout", type=float, default=None, help="give up following after this many seconds")
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("runs", help="the run tables: one row per run with the platform's summary, the user "
+                       "variables and the notes, as the outputs are now")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+    p.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
+    p.add_argument("--columns", help="only these columns, after the run: names or their starts, comma-separated "
+                   "(\"trains,kept,XGM\")")
+    p.add_argument("--workflow", choices=("euxfel", "events", "insitu"), help="only this workflow's table")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("note", help="add a note to a run (or an in-situ sample or measurement), shown in the run "
+                       "tables; without a text, list the run's notes")
+    p.add_argument("key", help="r0042, or GaN01, or GaN01/GaN01_growth01")
+    p.add_argument("text", nargs="?", help="the note (quote it)")
+    p.add_argument("--tag", action="append", help="a tag (repeat for more): alignment, bad, ...")
+    p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
+    p.set_defaults(func=cmd_note)
 
     p = sub.add_parser("dagster-home", help="create the Dagster home (dagster.yaml, workspace.yaml) and print its path")
     p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")

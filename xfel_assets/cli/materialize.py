@@ -62,7 +62,9 @@ def _root_message(err) -> str:
 def _execute(job: str, partition: str) -> StepOutcome:
     """One Dagster run of the job for ``partition``, in a worker process (execute_job is not safe to call from threads)."""
     t0 = time.perf_counter()
-    tags = dict(job_def(job).partitions_def.get_tags_for_partition_key(partition))  # a run x module key: one per dimension
+    parts = job_def(job).partitions_def
+    # A run x module key: a tag per dimension; an unpartitioned job (a run table): none.
+    tags = dict(parts.get_tags_for_partition_key(partition)) if parts is not None else {}
     recon = dg.build_reconstructable_job(__name__, job_def.__name__, reconstructable_args=(job,))
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(recon, instance=instance, tags={**tags, **worker_tags()}, run_config=QUIET)
@@ -246,6 +248,25 @@ def materialize_event_runs(runs: list[str], instance: dg.DagsterInstance, max_co
     [(stage, jobs)] = _stage_jobs("events")
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
         stages.run(stage, [(job.name, r) for job, _ in jobs for r in runs])
+    return stages.outcomes
+
+
+#: The workflows made after the others, from their outputs: the user variables, then the run tables.
+AFTER = ("variables", "run_table")
+
+
+def materialize_after(cfg: BeamtimeConfig, keys: dict[str, list[str]], instance: dg.DagsterInstance,
+                      max_concurrent: int, log=print) -> list[StepOutcome]:
+    """The user variables of these runs (``keys`` by partitioning name: run, event_run, measurement), then
+    the run tables. A variable that fails fails its own Dagster run; the tables are made all the same."""
+    present = {w.name for w in model.workflows()}
+    keys = {**keys, model.BEAMTIME.name: [None]}
+    with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
+        for wf in (w for w in AFTER if w in present):
+            for stage, jobs in _stage_jobs(wf):
+                specs = {job.name: [model.asset(a) for a in names] for job, names in jobs}
+                stages.run(stage, [(job, k) for job, ss in specs.items() if all(s.enabled(cfg) for s in ss)
+                                   for k in keys.get(ss[0].partitioning.name, [])])
     return stages.outcomes
 
 

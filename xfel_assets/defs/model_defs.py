@@ -80,10 +80,27 @@ def model_asset(name: str, **kwargs) -> Callable:
         kinds=set(spec.kinds),
         pool=pool_of(spec),
         retry_policy=retry_policy(),
+        automation_condition=refresh_condition(spec),
         check_specs=[dg.AssetCheckSpec(c.name, asset=name, blocking=c.blocking, description=c.description)
                      for c in spec.checks],
         **kwargs,
     )
+
+
+def refresh_condition(spec: model.AssetSpec) -> dg.AutomationCondition | None:
+    """When Dagster's automation makes the asset again (the variables and run tables, ``refresh`` in the model).
+
+    A variable: a partition whose inputs were all made and one of them changed (Dagster's eager).
+    A run table: after any of its inputs' partitions changed, once none is being made; runs still
+    missing outputs do not hold it back (eager would wait for every run's every input).
+    """
+    if not spec.refresh:
+        return None
+    if spec.partitioning is not BEAMTIME:
+        return dg.AutomationCondition.eager()
+    return ((dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+            & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress()
+            ).with_label("after its inputs change")
 
 
 def make(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, *extra, compute=None) -> dict:
@@ -112,9 +129,25 @@ def generic_asset(name: str) -> dg.AssetsDefinition:
     def _asset(context, beamtime: BeamtimeResource):
         info = make(context, beamtime.load())
         simple = [k for k, v in info.items() if isinstance(v, (int, float, str, bool)) and k not in BOOKKEEPING]
-        return materialized(name, info, scalars(info, *simple))
+        return materialized(name, info, {**scalars(info, *simple), **rich_metadata(info)})
 
     return _asset
+
+
+def rich_metadata(info: dict) -> dict:
+    """A figure (PNG bytes under ``png``) inline, a table (a DataFrame under ``latest``), an HTML page's path."""
+    import pandas as pd
+
+    from xfel_assets.defs.metadata import png_md, table_from_frame
+
+    md = {}
+    if isinstance(info.get("png"), bytes):
+        md["figure"] = png_md(info["png"], str(info.get("title", "figure")))
+    if isinstance(info.get("latest"), pd.DataFrame):
+        md["latest rows"] = table_from_frame(info["latest"])
+    if info.get("html"):
+        md["html"] = dg.MetadataValue.path(str(info["html"]))
+    return md
 
 
 def source_keys(instance: dg.DagsterInstance, cfg: BeamtimeConfig, p: Partitioning) -> list[str | None]:

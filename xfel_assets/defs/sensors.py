@@ -28,6 +28,7 @@ import dagster as dg
 from xfel_core.completeness import run_completeness
 from xfel_core.config import BeamtimeConfig
 from xfel_core.exceptions import XfelError
+from xfel_core.lineage import model
 from xfel_core.outputs import read_attrs
 from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.workflows.euxfel import raw_run_version
@@ -258,3 +259,23 @@ def source_change_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
     context.log.info(f"{len(events)} source partitions have new data versions")
     return dg.SensorResult(asset_events=events,
                            cursor=json.dumps({a: {str(k): v for k, v in parts.items()} for a, parts in now.items()}))
+
+
+#: Seconds between two evaluations of the refresh sensor (each reads the instance's records of every input).
+REFRESH_INTERVAL_S = 30
+
+
+def refresh_sensors() -> list[dg.AutomationConditionSensorDefinition]:
+    """The sensor that makes the variables and run tables again when their inputs change (``refresh`` in the model).
+
+    Dagster's automation evaluates each asset's condition (:func:`xfel_assets.defs.model_defs.refresh_condition`)
+    at every tick: a new run's variables follow its cube, the run tables follow every run.
+    """
+    names = [a.name for a in model.assets() if a.refresh]
+    if not names:
+        return []
+    return [dg.AutomationConditionSensorDefinition(
+        "refresh_sensor", target=dg.AssetSelection.assets(*names), default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=REFRESH_INTERVAL_S,
+        description="Makes the user variables of a run when its outputs are made or change, and the run tables "
+                    "after any run's outputs, variables or notes change.")]

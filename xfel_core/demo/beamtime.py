@@ -273,12 +273,13 @@ def beamtime_config(
 def write_demo_beamtime(
     root: Path, runs: int = 3, trains: int = 40, frames: int = 10, modules: int = 4,
     module_shape: tuple[int, int] = (128, 512), seed: int = 0, insitu: bool = True,
-    slurm_cluster: Path | None = None, events: bool = False,
+    slurm_cluster: Path | None = None, events: bool = False, variables: bool = True,
 ) -> Path:
     """Write a dark run r0001 and ``runs`` pump-probe runs r0002..., with real-data quirks, and
     (with ``insitu``) an in-situ TIFF sample under raw/insitu, and (with ``events``) runs of
     PAL-XFEL event files under raw/events. With ``slurm_cluster`` (the folder of
-    deploy/slurm/start-local-cluster.sh) the heavy assets run as jobs on that cluster.
+    deploy/slurm/start-local-cluster.sh) the heavy assets run as jobs on that cluster. With
+    ``variables``, the example variables file (``xfel_core/demo/variables.py``) beside beamtime.yaml.
 
     Returns the path of the beamtime.yaml written beside the raw folder.
     """
@@ -311,6 +312,12 @@ def write_demo_beamtime(
 
         write_event_runs(raw / "events", "pal", runs=2, seed=seed)
         config["events"] = events_config("raw/events", "pal")
+    if variables:
+        import shutil
+
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(__file__).with_name("variables.py"), root / "variables.py")
+        config["variables"] = "variables.py"
     if slurm_cluster is not None:
         from .slurm import local_cluster_slurm_config
 

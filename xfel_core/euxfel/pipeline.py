@@ -19,7 +19,7 @@ from ..cube import build_cube, write_cube
 from ..exceptions import RunDataError
 from .gain import apply_gain, read_gain_map
 from ..lineage import versions
-from ..outputs import done_info, provenance, read_attrs
+from ..outputs import done_info, provenance, read_attrs, write_png
 from .preprocess import (
     assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
 )
@@ -112,7 +112,11 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     kept = float(fm.mask.mean()) if fm.mask.size else 0.0
     checks = {"kept_fraction": quality.kept_fraction(kept, cfg.checks.min_kept_fraction)}
     path = cfg.output_path(run, "framemask")
-    framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers,
+    # The run's mean pulse energy (uJ) over its trains and the pulse slots its X-ray frames see, for the run table.
+    pulses = int(framemask.xray_frames(cfg.frame_pattern, nframes).sum())
+    energy_attrs = {} if energy is None or not pulses else \
+        {"mean_pulse_energy_uj": float(np.nanmean(energy[:, :pulses]))}
+    framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers, **energy_attrs,
                                                    **quality.check_attrs(checks)))
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
     return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
@@ -225,6 +229,7 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     png = previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames", roi)
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
+    write_png(path.with_suffix(".png"), png)  # the run table's thumbnail
     counts = ds["count"].sum("module").values  # (scan points, frame types)
     return done_info(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
                      frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,

@@ -22,7 +22,7 @@ from ..cube import cube_from_sums, write_cube
 from ..exceptions import MissingInputError, RunDataError
 from ..lineage import versions
 from ..rois import check_inside, section_rois
-from ..outputs import atomic_path, done_info, provenance
+from ..outputs import atomic_path, done_info, provenance, write_png
 from ..scan import bin_scan_values
 from . import anomalies
 from ..azimuthal import radial_integrator, read_mask
@@ -184,6 +184,7 @@ def make_event_cube(cfg: BeamtimeConfig, run: str) -> dict:
                             previews.first_intensity_roi(section_rois(ev)))
     path = output_path(cfg, run, CUBE_FILE)
     write_cube(path, ds)
+    write_png(path.with_suffix(".png"), png)  # the run table's thumbnail
     return done_info(path, t0, scan_points=len(centres), centres=centres, units=ev.scan_units,
                      frame_types=FRAME_TYPES, events_kept=int(counts.sum()), counts=counts.reshape(len(centres), 2),
                      has_difference="difference" in ds, png=png, **vers)

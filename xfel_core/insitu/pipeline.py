@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import h5py
@@ -20,7 +19,7 @@ from .. import quality
 from ..config import BeamtimeConfig, Roi
 from ..exceptions import MissingInputError, RunDataError, XfelError
 from ..lineage import versions
-from ..outputs import atomic_h5, atomic_path, done_info, provenance, read_attrs, write_table
+from ..outputs import atomic_h5, done_info, provenance, read_attrs, write_png, write_table
 from . import layout
 from .attenuation import changes_table, correct_series
 from .correct import correct_frames, make_flatfield
@@ -150,17 +149,11 @@ def make_roi_series(cfg: BeamtimeConfig, key: str) -> dict:
     attrs = provenance(cfg.yaml_text(), [str(frames_path)], sample=sample, measurement=measurement, key=key,
                        rois=json.dumps([r.model_dump(mode="json") for r in rois]), **vers)
     _, csv = write_table(df, path, attrs)
-    png_path = _write_png(path.with_suffix(".png"), png)
+    png_path = write_png(path.with_suffix(".png"), png)
     return done_info(path, t0, frames=n, rois=[(r.name, r.role, list(r.y), list(r.x)) for r in rois],
                      columns=list(df.columns), csv_path=csv, png_path=png_path, png=png,
                      summary=_summary(df, [c for c in df.columns if c.startswith(tuple(r.name + "_" for r in rois))]),
                      **vers)
-
-
-def _write_png(path: Path, png: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png)
-    return path
 
 
 def _summary(df: pd.DataFrame, cols: list[str]) -> dict[str, tuple[float, float, float]]:
@@ -220,7 +213,7 @@ def make_attenuation_corrected_series(cfg: BeamtimeConfig, sample: str) -> dict:
     _, changes_csv = write_table(table, out.with_name("attenuation_changes.parquet"), attrs)
     png = series_png(df, reference, [c.time for c in changes],
                      f"{sample}: {len(included)} measurements, {len(changes)} attenuator changes")
-    png_path = _write_png(out.with_suffix(".png"), png)
+    png_path = write_png(out.with_suffix(".png"), png)
     return done_info(out, t0, frames=len(df), measurements=included, missing_measurements=missing,
                      changes=table, reference=reference, csv_path=csv, changes_csv=changes_csv, png_path=png_path,
                      png=png, checks=checks, **vers)

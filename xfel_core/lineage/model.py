@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from ..config import BeamtimeConfig
 
 #: The workflow modules, each registering its workflow when imported (see :func:`workflows`).
-WORKFLOW_MODULES = ["xfel_core.workflows.euxfel", "xfel_core.workflows.insitu", "xfel_core.workflows.events"]
+WORKFLOW_MODULES = ["xfel_core.workflows.euxfel", "xfel_core.workflows.insitu", "xfel_core.workflows.events",
+                    "xfel_core.workflows.variables"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,13 @@ class AssetSpec:
     #: What it is, for the web UI, when no module in xfel_assets/defs/assets/ describes it (its metadata: the make
     #: function's numbers and strings).
     description: str = ""
+    #: More functions whose code is part of its code version (a user variable's function).
+    code: tuple[Callable, ...] = ()
+    #: An overview of other outputs (a run table): made again after every change of them, by Dagster's
+    #: automation, ``materialize`` and every backfill, and not listed by ``xfel-assets stale``.
+    overview: bool = False
+    #: Dagster's automation makes a partition again whenever one of its inputs changes (with the daemon running).
+    refresh: bool = False
 
     @property
     def blocking_checks(self) -> tuple[str, ...]:
@@ -180,6 +188,15 @@ _registry: dict[str, Workflow] = {}
 _loaded = False
 _files: dict[Path, tuple[str, set[str]]] = {}  # file: (module name, its workflows)
 _index: dict[str, object] = {}  # the sorted assets and the nodes by name, made again after a registration
+#: Functions that register workflows made from a beamtime's files (its variables), called by :func:`load_files`
+#: with the config, and with None by :func:`unload_files`.
+_file_loaders: list[Callable[[BeamtimeConfig | None], None]] = []
+
+
+def on_load_files(loader: Callable[[BeamtimeConfig | None], None]) -> None:
+    """Have :func:`load_files` call ``loader(cfg)`` after the workflow files (and :func:`unload_files` ``loader(None)``)."""
+    if loader not in _file_loaders:
+        _file_loaders.append(loader)
 
 
 def register(wf: Workflow) -> Workflow:
@@ -269,6 +286,8 @@ def load_files(cfg: BeamtimeConfig) -> None:
                 unregister(wf)
             raise ConfigError(f"{cfg.source_file}: workflows: {path} does not load: {type(e).__name__}: {e}") from e
         _files[path] = (name, set(_registry) - before)
+    for loader in _file_loaders:
+        loader(cfg)
 
 
 def unload_files() -> None:
@@ -278,6 +297,8 @@ def unload_files() -> None:
             unregister(wf)
         sys.modules.pop(name, None)
     _files.clear()
+    for loader in _file_loaders:
+        loader(None)
 
 
 def workflows() -> list[Workflow]:

@@ -100,7 +100,7 @@ def find_stale(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
     exp = Expected(cfg)
     out = []
     for spec in model.assets():
-        if workflow is not None and spec.workflow != workflow:
+        if (workflow is not None and spec.workflow != workflow) or spec.overview:
             continue
         for key in partitions(cfg, spec, scope):
             why = why_stale(exp, spec, key)
@@ -115,7 +115,7 @@ def every_partition(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
     model.load_files(cfg)
     out = {}
     for spec in model.assets():
-        if workflow is None or spec.workflow == workflow:
+        if (workflow is None or spec.workflow == workflow) and not spec.overview:
             keys = partitions(cfg, spec, scope)
             if keys:
                 out[spec.name] = keys

@@ -35,7 +35,8 @@ __all__ = ["digest", "files_fingerprint", "code_version", "config_version", "lin
 @lru_cache(maxsize=None)
 def code_version(asset: str) -> str:
     """A hash of the package version and the source of the code that computes ``asset`` (found from its make function)."""
-    return digest(__version__, *code.code_text(model.asset(asset).make), n=12)
+    spec = model.asset(asset)
+    return digest(__version__, *code.code_text(spec.make), *(t for fn in spec.code for t in code.code_text(fn)), n=12)
 
 
 def config_version(cfg: BeamtimeConfig, asset: str) -> str:

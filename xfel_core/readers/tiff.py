@@ -124,6 +124,36 @@ def read_frames_into(paths: list[Path], out: np.ndarray) -> None:
             raise TiffDataError(f"{p}: cannot read its image ({type(e).__name__}: {e})") from None
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """An in-situ measurement's frames, in acquisition order: their headers, and their pixels on demand."""
+
+    key: str
+    headers: list[FrameHeader]
+
+    @property
+    def times(self) -> np.ndarray:
+        """Acquisition start of each frame, UNIX epoch seconds."""
+        return np.array([h.time for h in self.headers])
+
+    def frames(self) -> np.ndarray:
+        """Every frame's pixels, (frames, y, x) in the files' dtype."""
+        out = np.empty((len(self.headers), *self.headers[0].shape), dtype=self.headers[0].dtype)
+        read_frames_into([h.path for h in self.headers], out)
+        return out
+
+
+def read_measurement(ins, key: str) -> Measurement:
+    """The measurement ``sample/measurement`` of an insitu config section, its headers read and sorted by time."""
+    from ..insitu import layout
+
+    files = layout.tiff_files(layout.measurement_dir(ins, key))
+    if not files:
+        raise RunDataError(f"no TIFFs in {layout.measurement_dir(ins, key)} (measurement {key})")
+    headers = read_headers(files, ZoneInfo(ins.timezone))
+    return Measurement(key, sorted(headers, key=lambda h: h.time))
+
+
 def format_pilatus_header(when: dt.datetime, exposure_s: float, transmission: float | None,
                           detector: str = "PILATUS 100K, S/N 1-0001", count_cutoff: int = 1048575,
                           period_s: float | None = None) -> str:
