@@ -35,7 +35,8 @@ def test_definitions_load_from_workspace_yaml(session_beamtime):
                     "raw_run_files", "dark_run_files", "gain_map",
                     "insitu_frames", "roi_series", "attenuation_corrected_series", "insitu_files",
                     "event_smalldata", "event_cube", "event_run_files", "dssc_smalldata",
-                    "smalldata_rois", "insitu_rois", "event_dark_files", "event_rois", "event_mask"}
+                    "smalldata_rois", "insitu_rois", "event_dark_files", "event_rois", "event_mask",
+                    "run_table", "event_run_table", "insitu_run_table", "run_notes"}
     pdef = defs.resolve_assets_def("preprocessed_module").partitions_def
     assert isinstance(pdef, dg.MultiPartitionsDefinition)
     assert {d.name for d in pdef.partitions_defs} == {"run", "module"}

@@ -170,7 +170,7 @@ def test_asset_graph_shows_every_asset(server, page):
         return False
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert len(keys) == 22  # 12 assets, 10 observed sources
+    assert len(keys) == 26  # 12 assets, 3 run tables, 11 observed sources (the notes among them)
     assert {k for k in keys if not shown(k)} == set()
 
 

@@ -156,7 +156,7 @@ def test_materialize_command_runs_the_insitu_assets(tmp_path):
     out = subprocess.run([str(Path(sys.executable).parent / "xfel-assets"), "materialize", "--samples", "S1"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "3 of 3 Dagster runs succeeded" in out.stdout
+    assert "4 of 4 Dagster runs succeeded" in out.stdout  # 2 measurements, the sample, the in-situ run table
     assert "attenuation_corrected_series.parquet" in out.stdout
 
 

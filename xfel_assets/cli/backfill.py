@@ -107,11 +107,13 @@ def selection(every: dict[str, list[str | None]], stale: list[StaleOutput] | Non
     return {a: keys[a] for a in asset_order() if keys.get(a)}
 
 
-def with_overviews(cfg: BeamtimeConfig, keys: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The selection and the overviews (run tables) that read any of its assets: they are made after them."""
-    extra = {a.name: [str(None)] for a in model.assets()
-             if a.overview and a.enabled(cfg) and a.name not in keys and any(i.name in keys for i in a.inputs)}
-    return {**keys, **extra} if keys else keys
+def overviews_of(cfg: BeamtimeConfig, keys: dict[str, list[str]]) -> list[str]:
+    """The overviews (run tables) that read any asset of the selection: the command makes them after the backfill.
+
+    Not in the backfill itself: Dagster's asset backfill fails every partition downstream of a failed
+    one, and a run table is wanted most when some run failed.
+    """
+    return [a.name for a in model.assets() if a.overview and a.enabled(cfg) and any(i.name in keys for i in a.inputs)]
 
 
 def asset_order() -> list[str]:
@@ -168,8 +170,7 @@ def launch_params(keys: dict[str, list[str]], title: str) -> dict:
     return {
         "partitionsByAssets": [
             {"assetKey": {"path": [asset]},
-             # An unpartitioned asset (a run table) has the one key "None" in a selection: no partitions.
-             "partitions": None if ks == [str(None)] else {"ranges": [{"start": k, "end": k} for k in ks]}}
+             "partitions": {"ranges": [{"start": k, "end": k} for k in ks]}}
             for asset, ks in keys.items()
         ],
         "title": title,

@@ -366,7 +366,7 @@ def cmd_backfill(args) -> int:
     if not any(every.values()):
         print(f"nothing to process: no runs, event runs or in-situ samples in {_covered(scope)}", file=sys.stderr)
         return 1
-    keys = bf.with_overviews(cfg, bf.selection(every, stale))
+    keys = bf.selection(every, stale)
     bf.add_partitions(instance, {a: [str(k) for k in ks] for a, ks in every.items()})
     bf.record_source_versions(instance, cfg)
     slots = bf.set_pools(instance, cfg)
@@ -419,6 +419,13 @@ def cmd_backfill(args) -> int:
         print(f"  FAILED {step} [{partition}]: {why}")
     print(f"backfill {backfill_id}: {final.status.lower()}, {final.done} of {final.targeted} partitions done, "
           f"{final.failed} failed")
+    tables = bf.overviews_of(cfg, keys)
+    if tables:
+        from xfel_assets.cli.materialize import make_overviews
+
+        made = make_overviews(tables)
+        print("run tables: " + ", ".join(f"{o.job.removesuffix('_job')} {'made' if o.success else 'FAILED: ' + o.error}"
+                                         for o in made))
     return 0 if final.failed == 0 and final.status in ("COMPLETED", "COMPLETED_SUCCESS") else 1
 
 

@@ -270,6 +270,12 @@ def materialize_after(cfg: BeamtimeConfig, keys: dict[str, list[str]], instance:
     return stages.outcomes
 
 
+def make_overviews(names: list[str]) -> list[StepOutcome]:
+    """Make these overviews (run tables) in this process, one Dagster run each of the job that makes it."""
+    jobs = {n: j.name for j, names in model.jobs() for n in names}
+    return [_execute(jobs[n], None) for n in names]
+
+
 def _stage_jobs(workflow: str) -> list[tuple[str, list]]:
     """(stage, its jobs with their assets) of a workflow, in dependency order."""
     return [(st, model.stage_jobs(workflow, st)) for st in model.stages(workflow)]

@@ -32,13 +32,13 @@ def current_tables(cfg: BeamtimeConfig, workflow: str | None = None) -> list[tup
 
 
 def pick_columns(df: pd.DataFrame, spec: str | None, key_column: str) -> pd.DataFrame:
-    """The columns named in 'a,b' (a name or the start of one, any case), after the key column; all without spec."""
+    """The columns named in 'a,b' (a name, else the start of one in any case), after the key column; all without spec."""
     if not spec:
         return df.drop(columns=[c for c in ("preview",) if c in df.columns])
     chosen = [key_column]
     for want in (w.strip() for w in spec.split(",") if w.strip()):
-        exact = [c for c in df.columns if c.lower() == want.lower()]
-        found = exact or [c for c in df.columns if c.lower().startswith(want.lower())]
+        found = ([c for c in df.columns if c == want] or [c for c in df.columns if c.lower() == want.lower()]
+                 or [c for c in df.columns if c.lower().startswith(want.lower())])
         if len(found) != 1:
             what = "matches no column" if not found else f"matches {len(found)} columns ({', '.join(found)})"
             raise ConfigError(f"--columns {want!r} {what}; the columns are: {', '.join(df.columns)}")

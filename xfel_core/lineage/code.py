@@ -101,12 +101,17 @@ def _segment(mod: _Module, node: ast.AST) -> str:
 def _uses(module: str, name: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
     """The names a definition uses, and its ``imported_name.attribute`` pairs."""
     mod = _module(module)
+    node = mod.defs[name]
     names, attributes = set(), set()
-    for n in ast.walk(mod.defs[name]):
+    for n in ast.walk(node):
         if isinstance(n, ast.Name):
             names.add(n.id)
         elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in mod.imports:
             attributes.add((n.value.id, n.attr))
+    # A parameter shadows the module's name (a user variable's input named as the variable it reads).
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        a = node.args
+        names -= {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if p is not None}
     return frozenset(names), frozenset(attributes)
 
 

@@ -14,7 +14,6 @@ every run's outputs, variables and notes (workflow ``run_table``; :mod:`xfel_cor
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 import time
@@ -192,8 +191,9 @@ def _user_variables() -> dict[str, Variable]:
 
 
 def _import(path: Path):
-    """Import the variables file as module ``xfel_variables_<hash of its path>`` (the same name in every process)."""
-    name = f"xfel_variables_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    """Import the variables file as module ``xfel_variables_<its name>``: the same in every process and for a copy
+    of the beamtime (the module's name is part of the code versions)."""
+    name = f"xfel_variables_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # its functions' source is found by their module's name

@@ -1,4 +1,4 @@
-"""The assets: one module each for what the web UI shows of it (description, metadata); observed sources in sources.py.
+"""The assets: one module each for what the web UI shows of it (description, metadata), and the observed sources.
 
 Everything else about an asset (partitions, inputs, code version, checks, pool) comes from its
 declaration in the workflow model (``xfel_core/workflows/``). An asset declared in the model
@@ -20,9 +20,8 @@ from xfel_assets.defs.assets.preprocessed_module import preprocessed_module
 from xfel_assets.defs.assets.raw_run import raw_run
 from xfel_assets.defs.assets.roi_series import roi_series
 from xfel_assets.defs.assets.scan_variable import scan_variable
-from xfel_assets.defs.assets.sources import SOURCES
 from xfel_assets.defs.beamtime import config_at_load
-from xfel_assets.defs.model_defs import generic_asset
+from xfel_assets.defs.model_defs import generic_asset, observed_sources
 
 DESCRIBED = {a.key.to_user_string(): a for a in (
     raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata,
@@ -32,4 +31,6 @@ _CFG = config_at_load()
 if _CFG is not None:
     model.load_files(_CFG)  # the beamtime's own workflows, before the assets are listed
 ASSETS = [DESCRIBED.get(spec.name) or generic_asset(spec.name) for spec in model.assets()]
+# The observed sources after the beamtime's files too: a source they declare (the notes) is observable.
+SOURCES = observed_sources()
 ALL_ASSETS = [*SOURCES, *ASSETS]
