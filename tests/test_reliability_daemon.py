@@ -39,8 +39,11 @@ def test_two_backfills_at_once_share_one_daemon_and_do_the_work_once(tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert len(instance.get_backfills()) == 1
         runs = instance.get_runs()
+        # Each command makes the run table after its backfill (and the daemon's refresh sensor may too): that
+        # overview more than once, the backfill's work once.
+        assert [r.job_name for r in runs].count("run_table_job") >= 2
         partitions = [(r.job_name, r.tags.get("dagster/partition"), tuple(sorted(r.asset_selection or ())))
-                      for r in runs]
+                      for r in runs if r.job_name != "run_table_job"]
         assert len(partitions) == len(set(partitions)), "a partition was run twice"
         for asset in ("binned_cube", "scan_variable"):
             for run in ("r0002", "r0003"):

@@ -116,7 +116,7 @@ def test_two_runs_on_slurm_equal_local_mode_bit_for_bit_within_the_job_cap(clust
     from xfel_core.demo.beamtime import write_demo_beamtime
 
     config = write_demo_beamtime(tmp_path / "bt", runs=2, trains=24, frames=10, modules=2, insitu=False,
-                                 slurm_cluster=cluster)
+                                 slurm_cluster=cluster, variables=False)
     data = yaml.safe_load(config.read_text())
     # Four Dagster runs at once, each wanting a SLURM job: only the pool (max_jobs 2) holds the cap.
     data["execution"]["max_concurrent"] = 4
@@ -173,7 +173,7 @@ def test_killed_and_cancelled_jobs_fail_their_step_with_the_reason_and_the_retry
     from xfel_core.demo.beamtime import write_demo_beamtime
 
     config = write_demo_beamtime(tmp_path / "bt", runs=1, trains=24, frames=10, modules=2, insitu=False,
-                                 slurm_cluster=cluster)
+                                 slurm_cluster=cluster, variables=False)
     data = yaml.safe_load(config.read_text())
     data["execution"].update(retries=1, retry_delay_s=1)
     config.write_text(yaml.safe_dump(data, sort_keys=False))

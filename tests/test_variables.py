@@ -541,7 +541,7 @@ def test_backfills_redo_exactly_the_edited_variable_and_keep_the_notes(tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "backfill of 1 partitions (broken 1)" in out.stdout and "run tables: run_table made" in out.stdout
     after = created(cfg, everything)
-    assert {k for k in after if after[k] != before[k]} == {("broken", "r0002"), ("run_table", "None")}
+    assert {k for k in after if after[k] != before[k]} == {("broken", "r0002"), ("run_table", None)}
     assert value(cfg, "broken", "r0002").value == pytest.approx(3 * value(cfg, "last", "r0002").value)
     assert stale_pairs(cfg) == set()
 
@@ -551,3 +551,42 @@ def test_backfills_redo_exactly_the_edited_variable_and_keep_the_notes(tmp_path)
     assert all(again[k] != after[k] for k in again)  # every output made again
     assert (cfg.processed_root / "notes" / "notes.jsonl").read_bytes() == notes_before
     assert pd.read_parquet(table_path(cfg, "run_table")).loc[0, "notes"] == "sample B, 50 % transmission [alignment]"
+
+
+@pytest.mark.e2e
+def test_the_run_table_page_sorts_filters_and_hides_columns_in_the_browser(beamtime, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from test_e2e_ui import CHROMIUM_ARGS, chromium
+
+    cfg = loaded(beamtime)
+    add_note(cfg, "r0003", "good <b>run</b>")  # shown as text, not markup
+    model.asset("run_table").make(cfg)
+    page_path = table_path(cfg, "run_table").with_suffix(".html")
+    xgm = {r: value(cfg, "xgm", r).value for r in RUNS}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1800, "height": 900})
+        page.goto(page_path.as_uri())
+        assert page.locator("#count").inner_text() == "2 of 2 rows"
+        # Every thumbnail (cube previews, figure variables) decodes.
+        sizes = page.eval_on_selector_all("td img", "imgs => imgs.map(i => i.naturalWidth)")
+        assert len(sizes) == 4 and min(sizes) > 50
+        heads = page.locator("th .name").all_inner_texts()
+        col = heads.index("XGM (uJ)")
+        runs = lambda: page.eval_on_selector_all("#runs tbody tr", "rs => rs.filter(r => r.style.display !== 'none')"  # noqa: E731
+                                                 ".map(r => r.cells[0].textContent)")
+        page.locator("th .name").nth(col).click()
+        assert runs() == sorted(RUNS, key=xgm.get)
+        page.locator("th .name").nth(col).click()
+        assert runs() == sorted(RUNS, key=xgm.get, reverse=True)
+        page.locator("th input").nth(heads.index("notes")).fill("good")
+        assert runs() == ["r0003"] and page.locator("#count").inner_text() == "1 of 2 rows"
+        assert "good <b>run</b>" in page.inner_text("#runs")
+        page.locator("th input").nth(heads.index("notes")).fill("")
+        page.locator(f'#columns input[data-col="{heads.index("checks")}"]').uncheck()
+        hidden = page.eval_on_selector_all(f"#runs tr > :nth-child({heads.index('checks') + 1})",
+                                           "cs => cs.every(c => c.style.display === 'none')")
+        assert hidden and runs() == sorted(RUNS, key=xgm.get, reverse=True)
+        page.screenshot(path=str(tmp_path / "run_table.png"), full_page=True)
+        browser.close()

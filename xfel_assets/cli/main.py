@@ -36,6 +36,7 @@ def cmd_demo_beamtime(args) -> int:
 
     path = write_demo_beamtime(Path(args.dir), runs=args.runs, trains=args.trains, frames=args.frames,
                                modules=args.modules, insitu=not args.no_insitu, events=not args.no_events,
+                               variables=not args.no_variables,
                                slurm_cluster=Path(args.slurm_cluster) if args.slurm_cluster else None)
     print(f"wrote demo beamtime {path}")
     return 0
@@ -522,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--modules", type=int, default=4, help="DSSC modules (1-16)")
         p.add_argument("--no-insitu", action="store_true", help="no in-situ sample")
         p.add_argument("--no-events", action="store_true", help="no runs of event files")
+        p.add_argument("--no-variables", action="store_true", help="no example variables file (variables.py)")
         p.add_argument("--slurm-cluster", metavar="CLUSTER_DIR",
                        help="run the heavy assets as jobs on the local SLURM cluster that "
                        "deploy/slurm/start-local-cluster.sh CLUSTER_DIR started (compute: slurm)")
