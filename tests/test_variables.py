@@ -243,7 +243,17 @@ def test_variables_of_every_type_and_workflow_equal_straightforward_reads(beamti
     ds = xr.open_dataset(declared.output_path(cfg, declared.variables()[0], "r0002"), engine="h5netcdf")
     assert ds.attrs["title"] == "XGM" and ds.attrs["units"] == "uJ" and ds.attrs["lineage_version"]
     assert "created_utc" in ds.attrs and ds.attrs["run"] == "r0002"
+    # ... naming the files it was computed from (the beamtime is a copy: compared below its root): the raw run's
+    # files, an asset's output, another variable's file.
+    def inputs(attrs) -> list[str]:
+        return [p.split("/bt/", 1)[1] for p in json.loads(attrs["input_files"])]
+
+    root = cfg.raw_root.parent
+    assert inputs(ds.attrs) == sorted(str(p.relative_to(root)) for p in (cfg.raw_root / "r0002").glob("*.h5"))
     ds.close()
+    assert inputs(value(cfg, "curve", "r0002").attrs) == [str(cfg.output_path("r0002", "binned_cube").relative_to(root))]
+    reference = next(v for v in declared.variables() if v.name == "reference")
+    assert inputs(value(cfg, "twice", "r0003").attrs) == [str(declared.output_path(cfg, reference, "r0003").relative_to(root))]
 
 
 def test_each_variable_is_an_asset_with_lineage_to_what_it_reads(beamtime):

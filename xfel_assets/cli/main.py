@@ -169,6 +169,7 @@ def cmd_materialize(args) -> int:
     import dagster as dg
 
     from xfel_core.insitu.layout import split_measurement_key
+    from xfel_core.lineage import model
     from xfel_core.report import event_run_rows, format_table, mark_failed, run_rows, sample_rows
 
     from xfel_assets.cli.backfill import add_partitions, record_source_versions, set_pools
@@ -214,6 +215,10 @@ def cmd_materialize(args) -> int:
     if samples:
         print()
         print(format_table(mark_failed(sample_rows(cfg, samples), "sample", bad["samples"])))
+    pages = [str(model.asset(o.job.removesuffix("_job")).output(cfg, None).with_suffix(".html"))
+             for o in outcomes if o.success and o.partition is None and o.job.endswith("run_table_job")]
+    if pages:
+        print("\nrun tables (also .parquet, .csv, .xlsx; `xfel-assets runs` in the terminal):\n  " + "\n  ".join(pages))
     n = len(outcomes)
     print(f"\n{n - len(failed)} of {n} Dagster runs succeeded; mean {sum(o.seconds for o in outcomes) / max(n, 1):.1f} s per run")
     if failed:

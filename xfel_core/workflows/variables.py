@@ -95,16 +95,21 @@ def raw_data(cfg: BeamtimeConfig, workflow: str, key: str):
     return read_measurement(cfg.require_insitu(), key)
 
 
-def asset_output(cfg: BeamtimeConfig, name: str, key: str):
-    """A platform asset's output for one run: HDF5 as an xarray Dataset, Parquet as a DataFrame (attributes in .attrs)."""
+def existing_output(cfg: BeamtimeConfig, asset: str, key: str) -> Path:
+    """The output file of an asset's partition; MissingInputError naming it if it is not made."""
+    path = model.asset(asset).output(cfg, key)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist: materialize {asset} [{key}] first")
+    return path
+
+
+def asset_output(path: Path):
+    """A platform asset's output file: HDF5 as an xarray Dataset, Parquet as a DataFrame (attributes in .attrs)."""
     import pandas as pd
     import xarray as xr
 
     from ..outputs import read_attrs
 
-    path = model.asset(name).output(cfg, key)
-    if not path.exists():
-        raise MissingInputError(f"{path} does not exist: materialize {name} [{key}] first")
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
         df.attrs.update(read_attrs(path))
@@ -112,19 +117,27 @@ def asset_output(cfg: BeamtimeConfig, name: str, key: str):
     return xr.load_dataset(path, engine="h5netcdf", phony_dims="sort")
 
 
-def variable_input(cfg: BeamtimeConfig, name: str, key: str, var: Variable) -> Any:
-    """The value of another variable for this run; its Skip is this variable's Skip."""
-    v = read_value(_spec_path(cfg, name, key))
+def variable_input(name: str, path: Path) -> Any:
+    """The value of another variable (its file at ``path``); its Skip is this variable's Skip."""
+    v = read_value(path)
     if v.skipped is not None:
         raise Skip(f"{name} skipped: {v.skipped}")
     return v.value
 
 
-def _spec_path(cfg: BeamtimeConfig, asset: str, key: str) -> Path:
-    path = model.asset(asset).output(cfg, key)
-    if not path.exists():
-        raise MissingInputError(f"{path} does not exist: materialize {asset} [{key}] first")
-    return path
+def raw_files(cfg: BeamtimeConfig, workflow: str, key: str) -> list[Path]:
+    """The raw files of a run (for the value's provenance)."""
+    if workflow == "euxfel":
+        from ..readers import euxfel
+
+        return euxfel.run_files(cfg.run_dir(key))
+    if workflow == "events":
+        from ..readers.events import run_files
+
+        return run_files(cfg.require_events(), key)
+    from ..insitu import layout
+
+    return layout.tiff_files(layout.measurement_dir(cfg.require_insitu(), key))
 
 
 def make_variable(cfg: BeamtimeConfig, var: Variable, key: str) -> dict:
@@ -132,27 +145,27 @@ def make_variable(cfg: BeamtimeConfig, var: Variable, key: str) -> dict:
     t0 = time.perf_counter()
     vers = versions.made_from(cfg, var.name, key)
     names = _user_variables()
-    args = {}
+    args, inputs = {}, []
     skip = None
     try:
         for p in var.inputs:
             if p == RAW_INPUT:
+                inputs += raw_files(cfg, var.workflow, key)
                 args[p] = raw_data(cfg, var.workflow, key)
             elif p == "run_key":
                 args[p] = key
             elif p == "beamtime":
                 args[p] = cfg
-            elif p in names:
-                args[p] = variable_input(cfg, p, key, var)
             else:
-                args[p] = asset_output(cfg, p, key)
+                inputs.append(existing_output(cfg, p, key))
+                args[p] = variable_input(p, inputs[-1]) if p in names else asset_output(inputs[-1])
         value = var.func(**args)
         if value is None:
             raise Skip("returned None")
     except Skip as e:
         skip = str(e) or "skipped"
     path = output_path(cfg, var, key)
-    attrs = provenance(cfg.yaml_text(), [], run=key, title=var.title, units=var.units, description=var.description,
+    attrs = provenance(cfg.yaml_text(), [str(p) for p in inputs], run=key, title=var.title, units=var.units, description=var.description,
                        tags=list(var.tags), variable=var.name, **vers)
     if skip is not None:
         import xarray as xr
@@ -183,7 +196,7 @@ def _maker(var: Variable):
 
 # --- loading the beamtime's file --------------------------------------------------------------------
 
-_loaded: dict[str, Any] = {"key": None, "module": None, "variables": []}
+_loaded: dict[str, Any] = {"key": None, "variables": []}
 
 
 def _user_variables() -> dict[str, Variable]:
@@ -212,7 +225,7 @@ def _import(path: Path):
     return module
 
 
-def _validate(found: list[Variable], path: Path) -> None:
+def _validate(found: list[Variable]) -> None:
     """Unknown workflows and inputs, clashes with the platform's names, cycles: errors naming file and line."""
     names = {v.name: v for v in found}
     platform = {a.name: a for w in model.workflows() if w.name not in (VARIABLES, RUN_TABLES) for a in w.assets}
@@ -280,7 +293,7 @@ def load(cfg: BeamtimeConfig | None) -> None:
     if cfg is None:
         model.unregister(VARIABLES)
         model.unregister(RUN_TABLES)
-        _loaded.update(key=None, module=None, variables=[])
+        _loaded.update(key=None, variables=[])
         LOAD_ERROR = None
         return
     path = Path(cfg.variables).resolve() if cfg.variables else None
@@ -298,7 +311,7 @@ def load(cfg: BeamtimeConfig | None) -> None:
             versions.code_version.cache_clear()
             module = _import(path)
             found = variables_of(module)
-            _validate(found, path)
+            _validate(found)
         except ConfigError as e:
             LOAD_ERROR, found = str(e), []
     _loaded.update(key=stamp, variables=found)
