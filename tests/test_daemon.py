@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -22,11 +23,36 @@ pytestmark = pytest.mark.daemon
 REPO = Path(__file__).resolve().parents[1]
 
 
+VARIABLES = '''
+from xfel_core.variables import variable
+
+@variable(title="Frames in the cube")
+def cube_frames(binned_cube):
+    return int(binned_cube["count"].sum())
+
+@variable(title="Frames", workflow="insitu")
+def measured_frames(run):
+    return len(run.headers)
+'''
+
+
+def table_rows(path: Path, column: str) -> dict:
+    """A run table's column by the table's first column (the run or measurement), {} while it is not made."""
+    if not path.exists():
+        return {}
+    df = pd.read_parquet(path)
+    return {} if column not in df else dict(zip(df.iloc[:, 0], df[column]))
+
+
 def test_daemon_sensors_materialize_a_new_run_and_a_new_insitu_measurement(tmp_path):
+    """The new-run and new-measurement sensors take them; the refresh sensor then makes their user variables
+    and the run tables."""
     write_insitu_sample(tmp_path / "bt" / "raw" / "insitu", "S1", ("m1",), 6, (64, 128), seed=4)
     insitu = dict(insitu_config("raw/insitu", (64, 128)), settle_seconds=0.0)
+    (tmp_path / "bt").mkdir(exist_ok=True)
+    (tmp_path / "bt" / "variables.py").write_text(VARIABLES)
     config_path = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run(), insitu=insitu,
-                                completeness={"settle_seconds": 0})
+                                completeness={"settle_seconds": 0, "refresh_interval_s": 2}, variables="variables.py")
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
     env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config_path))
     log = open(tmp_path / "daemon.log", "w")
@@ -51,7 +77,18 @@ def test_daemon_sensors_materialize_a_new_run_and_a_new_insitu_measurement(tmp_p
             assert set(instance.get_materialized_partitions(dg.AssetKey("roi_series"))) == {"S1/S1_m1"}
         cfg = load_beamtime(config_path)
         ds = xr.open_dataset(cfg.output_path("r0002", "binned_cube"), engine="h5netcdf")
-        assert int(ds["count"].sum()) > 0
+        frames = int(ds["count"].sum())
+        assert frames > 0
+        tables = cfg.processed_root / "run_table"
+        while time.monotonic() < deadline:
+            if (table_rows(tables / "run_table.parquet", "Frames in the cube").get("r0002") == frames
+                    and table_rows(tables / "insitu_run_table.parquet", "Frames").get("S1/S1_m1") == 6):
+                break
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+            time.sleep(2)
+        else:
+            raise AssertionError("the refresh sensor made no run table with the new run's variables:\n"
+                                 + (tmp_path / "daemon.log").read_text()[-3000:])
     finally:
         stop_process_group(daemon)
         log.close()

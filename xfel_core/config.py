@@ -159,6 +159,9 @@ class CompletenessConfig(_Strict):
     #: Seconds between the new-run sensor's ticks (each tick also starts the next stage of the runs
     #: being processed, so this bounds the wait between stages).
     sensor_interval_s: int = Field(default=1, ge=1)
+    #: Seconds between the refresh sensor's evaluations (a run's user variables once its outputs are made,
+    #: the run tables after any change); each reads the instance's records of every input.
+    refresh_interval_s: int = Field(default=30, ge=1)
 
 
 class ExecutionConfig(_Strict):
@@ -324,12 +327,38 @@ class PalLayoutConfig(_Strict):
     hutch: str = "eh1"
     detector: str = "jungfrau2"
     qbpm: str = "qbpm1"
-    #: Metadata column of the pump-laser flag; null: the first timestamp_info.RATE_* column with a pump rate.
+    #: The X-ray line: HX (hard) or SX (soft), as the PAL-XFEL toolkit's config ``xray``.
+    xray_line: Literal["HX", "SX"] = "HX"
+    #: The pump laser's rate setting, as the toolkit's ``pump_setting`` (0HZ, 10HZ, 15HZ, 20HZ, 30HZ, 60HZ):
+    #: a shot is pumped where the metadata column ``timestamp_info.RATE_<xray_line>_<pump_rate>`` is true;
+    #: 0HZ: no pump (every shot laser off).
+    pump_rate: str = "15HZ"
+    #: Metadata column of the pump-laser flag, instead of the one xray_line and pump_rate name; null: that one.
     laser_column: str | None = None
-    #: Metadata column of the scan value; null: delay_value, else th_value.
+    #: Metadata columns that may hold the scan value, by priority (the toolkit's order: the sample angle
+    #: th_value before the delay delay_value): the first present whose values vary over the run, else the
+    #: first present.
+    scan_columns: list[str] = Field(default_factory=lambda: ["th_value", "delay_value"], min_length=1)
+    #: The one metadata column of the scan value (instead of scan_columns); null: scan_columns decide.
     scan_column: str | None = None
     #: Metadata column of a per-shot timing-tool correction (added to the scan value); null: none.
     timing_tool_column: str | None = None
+
+    @field_validator("pump_rate", mode="before")
+    @classmethod
+    def _rate(cls, v) -> str:
+        """15HZ as the toolkit writes it; 15, "15hz" and "15 Hz" are read as 15HZ, 0 as 0HZ."""
+        text = str(v).replace(" ", "").upper()
+        text = text if text.endswith("HZ") else text + "HZ"
+        if isinstance(v, bool) or not re.fullmatch(r"\d+HZ", text):
+            raise ValueError(f"pump_rate {v!r} is not a rate setting such as 15HZ (0HZ: no pump)")
+        return text
+
+    def laser_name(self) -> str | None:
+        """The metadata column of the pump flag; None where there is no pump (0HZ)."""
+        if self.laser_column is not None:
+            return self.laser_column
+        return None if self.pump_rate == "0HZ" else f"timestamp_info.RATE_{self.xray_line}_{self.pump_rate}"
 
 
 class GenericLayoutConfig(_Strict):

@@ -103,8 +103,8 @@ def events_summary(cfg: BeamtimeConfig, run: str) -> dict:
     from .events.pipeline import CUBE_FILE, SMALLDATA_FILE, output_path
     from .readers.events import run_files
 
-    row: dict = {"files written": "", "events": None, "kept fraction": None, "rejected": "", "scan points": None,
-                 "scan range": "", "mean I0": None, "checks": "", "output": ""}
+    row: dict = {"files written": "", "events": None, "kept fraction": None, "rejected": "", "timestamp join": "",
+                 "scan points": None, "scan range": "", "mean I0": None, "checks": "", "output": ""}
     sd, cube = output_path(cfg, run, SMALLDATA_FILE), output_path(cfg, run, CUBE_FILE)
     files = run_files(cfg.require_events(), run)
     if files:  # the facility's shot timestamps are its timing system's counts, not a clock: the files' times
@@ -118,6 +118,7 @@ def events_summary(cfg: BeamtimeConfig, run: str) -> dict:
             row.update(events=n, **{"kept fraction": round(kept / n, 4) if n else 0.0,
                                     "mean I0": round(float(np.nanmean(ds["i0"].values)), 4) if n else None,
                                     "rejected": _reasons(json.loads(str(_first(ds.attrs, "rejected_by_rule", "{}")))),
+                                    "timestamp join": str(ds.attrs.get("timestamp_join", "")),
                                     "scan points": len(points),
                                     "scan range": f"{points.min():.4g} to {points.max():.4g} {units}" if len(points) else ""})
     row["checks"] = _checks(read_attrs(sd), read_attrs(cube))

@@ -88,6 +88,11 @@ def _sensor_interval() -> int:
     return cfg.completeness.sensor_interval_s if cfg is not None else 15
 
 
+def _refresh_interval() -> int:
+    cfg = config_at_load()
+    return cfg.completeness.refresh_interval_s if cfg is not None else 30
+
+
 def read_cursor(context: dg.SensorEvaluationContext, partitions_set: str) -> tuple[dict[str, str], list[str], set[str]]:
     """(pending fingerprints, keys taken, keys known: taken or already partitions) from a sensor's cursor."""
     state = json.loads(context.cursor) if context.cursor else {}
@@ -261,10 +266,6 @@ def source_change_sensor(context: dg.SensorEvaluationContext, beamtime: Beamtime
                            cursor=json.dumps({a: {str(k): v for k, v in parts.items()} for a, parts in now.items()}))
 
 
-#: Seconds between two evaluations of the refresh sensor (each reads the instance's records of every input).
-REFRESH_INTERVAL_S = 30
-
-
 def refresh_sensors() -> list[dg.AutomationConditionSensorDefinition]:
     """The sensor that makes the variables and run tables again when their inputs change (``refresh`` in the model).
 
@@ -276,6 +277,6 @@ def refresh_sensors() -> list[dg.AutomationConditionSensorDefinition]:
         return []
     return [dg.AutomationConditionSensorDefinition(
         "refresh_sensor", target=dg.AssetSelection.assets(*names), default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=REFRESH_INTERVAL_S,
+        minimum_interval_seconds=_refresh_interval(),
         description="Makes the user variables of a run when its outputs are made or change, and the run tables "
                     "after any run's outputs, variables or notes change.")]

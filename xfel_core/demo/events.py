@@ -99,8 +99,9 @@ def make_events(rng, n_per_point: int, first_ts: int):
 
 
 def write_event_run(raw_root: Path, run_number: int, layout: str = "pal", n_per_point: int = 40,
-                    shape: tuple[int, int] = SHAPE, seed: int = 0, dark: bool = False) -> EventTruth:
-    """One run: pal: run=NNN/scan=MMM/pMMMM.h5 per scan point; generic: rNNNN.h5. ``dark``: no X-rays."""
+                    shape: tuple[int, int] = SHAPE, seed: int = 0, dark: bool = False, scans: int = 1) -> EventTruth:
+    """One run: pal: run=NNN/scan=SSS/pPPPP.h5, one file per scan point in each of ``scans`` scan folders (the
+    shots of a point dealt round the scans); generic: rNNNN.h5. ``dark``: no X-rays."""
     rng = np.random.default_rng(seed + 1000 * run_number)
     pedestal = PEDESTAL + np.random.default_rng(seed).normal(0, 10, shape).astype(np.float32)
     hot = (shape[0] // 4, shape[1] // 5)
@@ -128,38 +129,53 @@ def write_event_run(raw_root: Path, run_number: int, layout: str = "pal", n_per_
                           size=4, replace=False)
         dropped = {"i0": ts[lost[:3]], "metadata": ts[lost[3:]]}
     if layout == "pal":
-        _write_pal(Path(raw_root), run_number, point, images, ts, i0, delay, laser, tt, dropped)
+        _write_pal(Path(raw_root), run_number, point, images, ts, i0, delay, laser, tt, dropped, scans)
     else:
         _write_generic(Path(raw_root), run_number, images, ts, i0, delay, laser, tt)
     return EventTruth(timestamp=ts, delay=delay, timing_tool_fs=tt, laser=laser, i0=i0, outliers=outliers,
                       hot_pixel=hot, dropped=dropped)
 
 
-def _write_pal(raw_root, run_number, point, images, ts, i0, delay, laser, tt, dropped) -> None:
-    for p in np.unique(point):
-        sel = np.flatnonzero(point == p)
-        folder = raw_root / f"run={run_number:03d}" / f"scan={p + 1:03d}"
+#: The timing system's rate flags PAL-XFEL writes per shot (``timestamp_info.RATE_HX_<rate>``): the shots of the
+#: 30 Hz X-ray line fall on the 60 and 30 Hz patterns, every 2nd on 15 Hz (the pump: PUMP_RATE), every 3rd on 10 Hz.
+RATES_HZ = (60, 30, 15, 10)
+XRAY_HZ = 30
+PUMP_RATE = "15HZ"
+
+
+def rate_flags(shot: np.ndarray) -> dict[str, np.ndarray]:
+    """The metadata's rate columns for shots numbered ``shot`` (0, 1, ... at XRAY_HZ)."""
+    return {f"timestamp_info.RATE_HX_{r}HZ": (shot % max(XRAY_HZ // r, 1)) == 0 for r in RATES_HZ}
+
+
+def _write_pal(raw_root, run_number, point, images, ts, i0, delay, laser, tt, dropped, scans) -> None:
+    shot = np.arange(len(ts))
+    assert np.array_equal(rate_flags(shot)[f"timestamp_info.RATE_HX_{PUMP_RATE}"], laser)
+    within = shot - np.searchsorted(point, point)  # shot number within its scan point
+    for s in range(scans):
+        folder = raw_root / f"run={run_number:03d}" / f"scan={s + 1:03d}"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"p{p + 1:04d}.h5"
-        tmp = folder / f".{path.name}.part"
-        keep_q = sel[~np.isin(ts[sel], dropped["i0"])]
-        keep_m = sel[~np.isin(ts[sel], dropped["metadata"])]
-        meta = pd.DataFrame({"timestamp_info.RATE_HX_30HZ": np.ones(len(keep_m), bool),
-                             "timestamp_info.RATE_OPT_15HZ": laser[keep_m],
-                             "delay_value": delay[keep_m], "tt_fs": tt[keep_m]},
-                            index=pd.Index(ts[keep_m], name="timestamp"))
-        meta.to_hdf(tmp, key="metadata", mode="w", format="fixed")
-        with h5py.File(tmp, "a") as f:
-            base = f"detector/{PAL_HUTCH}/{PAL_DETECTOR}/image"
-            f.create_dataset(f"{base}/block0_values", data=images[sel], chunks=(1,) + images.shape[1:])
-            f[f"{base}/block0_items"] = ts[sel]
-            qb = f"qbpm/{PAL_HUTCH}/{PAL_QBPM}"
-            # Four channels of 8 samples each; I0 is their sum.
-            wave = np.repeat(i0[keep_q, None] / 32.0, 8, axis=1)
-            for ch in range(1, 5):
-                f[f"{qb}/waveforms.ch{ch}/block0_values"] = wave
-            f[f"{qb}/waveforms.ch1/axis1"] = ts[keep_q]
-        os.replace(tmp, path)
+        for p in np.unique(point):
+            sel = np.flatnonzero((point == p) & (within % scans == s))
+            path = folder / f"p{p + 1:04d}.h5"
+            tmp = folder / f".{path.name}.part"
+            keep_q = sel[~np.isin(ts[sel], dropped["i0"])]
+            keep_m = sel[~np.isin(ts[sel], dropped["metadata"])]
+            meta = pd.DataFrame({**{k: v[keep_m] for k, v in rate_flags(shot).items()},
+                                 "delay_value": delay[keep_m], "tt_fs": tt[keep_m]},
+                                index=pd.Index(ts[keep_m], name="timestamp"))
+            meta.to_hdf(tmp, key="metadata", mode="w", format="fixed")
+            with h5py.File(tmp, "a") as f:
+                base = f"detector/{PAL_HUTCH}/{PAL_DETECTOR}/image"
+                f.create_dataset(f"{base}/block0_values", data=images[sel], chunks=(1,) + images.shape[1:])
+                f[f"{base}/block0_items"] = ts[sel]
+                qb = f"qbpm/{PAL_HUTCH}/{PAL_QBPM}"
+                # Four channels of 8 samples each; I0 is their sum.
+                wave = np.repeat(i0[keep_q, None] / 32.0, 8, axis=1)
+                for ch in range(1, 5):
+                    f[f"{qb}/waveforms.ch{ch}/block0_values"] = wave
+                f[f"{qb}/waveforms.ch1/axis1"] = ts[keep_q]
+            os.replace(tmp, path)
 
 
 def _write_generic(raw_root, run_number, images, ts, i0, delay, laser, tt) -> None:
@@ -203,8 +219,8 @@ def events_config(raw_root: str, layout: str = "pal", shape: tuple[int, int] = S
         "timing_tool_scale": 1e-3,
     }
     if layout == "pal":
-        cfg["pal"] = {"hutch": PAL_HUTCH, "detector": PAL_DETECTOR, "qbpm": PAL_QBPM,
-                      "laser_column": "timestamp_info.RATE_OPT_15HZ", "timing_tool_column": "tt_fs"}
+        cfg["pal"] = {"hutch": PAL_HUTCH, "detector": PAL_DETECTOR, "qbpm": PAL_QBPM, "xray_line": "HX",
+                      "pump_rate": PUMP_RATE, "timing_tool_column": "tt_fs"}
     else:
         cfg["generic"] = dict(GENERIC_PATHS, file="r{run:04d}.h5")
     return cfg

@@ -34,6 +34,12 @@ CUBE_FILE = "event_cube.h5"
 FRAME_TYPES = ["pumped", "unpumped"]  # laser on, laser off: the binned_cube names
 
 
+
+def join_report(missing: dict[str, int]) -> str:
+    """The timestamp join in words: "shots missing from the QBPM list: 3; from the metadata list: 1"."""
+    parts = [f"from the {name} list: {n}" for name, n in missing.items() if n]
+    return "shots missing " + "; ".join(parts) if parts else "no shot missing from any timestamp list"
+
 def output_path(cfg: BeamtimeConfig, run: str, name: str) -> Path:
     return cfg.processed_root / "events" / run / name
 
@@ -136,12 +142,14 @@ def make_event_smalldata(cfg: BeamtimeConfig, run: str) -> dict:
     counts = {k: int(v.sum()) for k, v in flags.items()}
     ds.attrs = provenance(cfg.yaml_text(), [str(p) for p in raw.files], run=run, layout=ev.layout,
                           events=raw.nevents, kept=int(kept.sum()), rejected_by_rule=json.dumps(counts),
-                          dropped_by_join=json.dumps(raw.dropped), dark_version=dark_version, **vers)
+                          shots_missing_from=json.dumps(raw.missing), timestamp_join=join_report(raw.missing),
+                          scan_source=raw.scan_name, dark_version=dark_version, **vers)
     path = output_path(cfg, run, SMALLDATA_FILE)
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
     return done_info(path, t0, events=raw.nevents, kept=int(kept.sum()), rejected_by_rule=counts,
-                     dropped_by_join=raw.dropped, hot_pixels=int(hot.sum()), masked_pixels=int(mask.sum()),
+                     shots_missing_from=raw.missing, timestamp_join=join_report(raw.missing), scan_source=raw.scan_name,
+                     hot_pixels=int(hot.sum()), masked_pixels=int(mask.sum()),
                      scan_points=bins.nbins, laser_on=int(raw.laser.sum()), rois=names, radial_bins=len(radial.radial),
                      radial_unit=radial.unit, has_timing_tool=raw.timing_tool is not None,
                      events_per_second=raw.nevents / max(time.perf_counter() - t0, 1e-9),

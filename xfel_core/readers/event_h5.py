@@ -70,4 +70,4 @@ def read_run(ev: EventsConfig, run: str) -> EventRun:
         tt = per_event(g.timing_tool, np.float64) if g.timing_tool else None
         shape = images.shape[1:]
     return EventRun(run=run, files=[path], timestamp=ts, i0=i0, scan=scan, laser=laser, timing_tool=tt,
-                    blocks=[ImageBlock(path, g.images, np.arange(n), np.arange(n))], shape=tuple(shape))
+                    blocks=[ImageBlock(path, g.images, np.arange(n), np.arange(n))], shape=tuple(shape), scan_name=g.scan)

@@ -39,7 +39,9 @@ class EventRun:
     timing_tool: np.ndarray | None  # float64 correction in the timing tool's units, or None
     blocks: list[ImageBlock]
     shape: tuple[int, int]  # (y, x) pixels of an image
-    dropped: dict[str, int] = field(default_factory=dict)  # shots left out by the timestamp join, by list
+    #: Shots missing from each of the layout's timestamp lists (so left out by the join): {"QBPM": 3, ...}.
+    missing: dict[str, int] = field(default_factory=dict)
+    scan_name: str = ""  # where the scan value was read (a metadata column, a dataset)
 
     @property
     def nevents(self) -> int:

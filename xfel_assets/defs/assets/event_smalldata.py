@@ -16,7 +16,10 @@ def event_smalldata(context: dg.AssetExecutionContext, beamtime: BeamtimeResourc
         **scalars(info, "events", "kept", "hot_pixels", "masked_pixels", "scan_points", "laser_on", "radial_bins",
                   "radial_unit", "has_timing_tool", "events_per_second"),
         "shots_rejected_by_rule": counts_table(info["rejected_by_rule"], "rule", "shots"),
-        "shots_left_out_by_the_timestamp_join": counts_table(info["dropped_by_join"], "timestamp list", "entries"),
+        "timestamp_join": dg.MetadataValue.text(info["timestamp_join"]),
+        "shots_missing_from_the_timestamp_lists": counts_table(info["shots_missing_from"], "timestamp list",
+                                                               "shots missing"),
+        "scan_source": dg.MetadataValue.text(info["scan_source"]),
         "rois": dg.MetadataValue.text(", ".join(info["rois"]) or "none"),
     }
     if info["profile_mean"] is not None:
