@@ -29,17 +29,47 @@ if TYPE_CHECKING:
 PYFAI_METHOD = ("no", "histogram", "cython")
 
 
-def integrator(geom: GeometryConfig) -> AzimuthalIntegrator:
-    """pyFAI's integrator for the geometry: PONI at the beam centre, detector normal to the beam."""
+def integrator(geom: GeometryConfig, shape: tuple[int, int] | None = None) -> AzimuthalIntegrator:
+    """pyFAI's integrator for the geometry: the PONI file's, else the PONI at the beam centre with the detector
+    normal to the beam. ``shape``: the images' (y, x), checked against a PONI file's detector."""
     # Imported here: pyFAI takes 2-3 s to import, which every process loading the definitions
     # (commands, code servers, sensors) would pay; the run workers' forkserver imports it once.
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
+    if geom.poni_file is not None:
+        return _poni_integrator(geom, shape)
     py, px = geom.pixel_size_m
     cy, cx = geom.beam_centre_px
     # pyFAI's poni is the position (m) of the beam's foot from the detector's first pixel corner.
     return AzimuthalIntegrator(dist=geom.distance_m, poni1=(cy + 0.5) * py, poni2=(cx + 0.5) * px,
                                pixel1=py, pixel2=px, wavelength=geom.wavelength)
+
+
+def _poni_integrator(geom: GeometryConfig, shape: tuple[int, int] | None) -> AzimuthalIntegrator:
+    import pyFAI
+
+    path = geom.poni_file
+    if not path.is_file():
+        raise ConfigError(f"geometry.poni_file {path} does not exist")
+    # pyFAI reads any text as a PONI file, taking defaults for what it lacks: the calibration's keys must be there.
+    lines = path.read_text(errors="replace").splitlines()
+    keys = {ln.split(":", 1)[0].strip().lower() for ln in lines if ":" in ln and not ln.lstrip().startswith("#")}
+    missing = [k for k in ("Distance", "Poni1", "Poni2") if k.lower() not in keys]
+    if missing:
+        raise ConfigError(f"geometry.poni_file {path}: not a PONI file pyFAI reads (no {', '.join(missing)})")
+    try:
+        ai = pyFAI.load(str(path))
+    except Exception as e:  # pyFAI raises what its parsers raise: a file it cannot read is a config error here
+        raise ConfigError(f"geometry.poni_file {path}: not a PONI file pyFAI reads ({type(e).__name__}: {e})") from None
+    if geom.wavelength is not None:
+        ai.wavelength = geom.wavelength
+    elif not ai.wavelength:
+        raise ConfigError(f"geometry.poni_file {path} has no wavelength: give geometry.energy_kev or wavelength_m")
+    det = ai.detector.max_shape
+    if shape is not None and det is not None and tuple(det) != tuple(shape):
+        raise ConfigError(f"geometry.poni_file {path}: its detector ({ai.detector.name}) has {tuple(det)} pixels, "
+                          f"the images {tuple(shape)}")
+    return ai
 
 
 def read_mask(geom: GeometryConfig, shape: tuple[int, int]) -> np.ndarray:
@@ -76,7 +106,7 @@ class RadialIntegrator:
 
 def radial_integrator(geom: GeometryConfig, shape: tuple[int, int], mask: np.ndarray) -> RadialIntegrator:
     """The sparse radial integrator of the geometry for images of ``shape``, masked pixels left out."""
-    ai = integrator(geom)
+    ai = integrator(geom, shape)
     # float32 positions, as pyFAI bins them, so that a pixel on a bin edge lands where pyFAI puts it.
     pos = ai.array_from_unit(shape, "center", geom.unit, scale=True).astype(np.float32).astype(np.float64).ravel()
     solid = ai.solidAngleArray(shape).astype(np.float64).ravel()

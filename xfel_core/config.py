@@ -8,6 +8,7 @@ missing or wrong key is a :class:`ConfigError` naming the key.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -404,15 +405,42 @@ class AnomalyConfig(_Strict):
     hot_pixel_factor: float | None = Field(default=5.0, gt=1)
 
 
-class GeometryConfig(_Strict):
-    """Detector geometry for the azimuthal integration (pyFAI), in SI units and pixels."""
+def _content_hash(path) -> str:
+    """sha256 of a file's bytes ("" for no file, "unreadable": the error naming it comes where it is read)."""
+    if not path:
+        return ""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return "unreadable"
+    return _content_hash_of(str(path), st.st_mtime_ns, st.st_size)
 
-    distance_m: float = Field(gt=0)
+
+@functools.lru_cache(maxsize=64)
+def _content_hash_of(path: str, mtime_ns: int, size: int) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+class GeometryConfig(_Strict):
+    """Detector geometry for the azimuthal integration (pyFAI), in SI units and pixels: a PONI file, or the keys
+    of a detector normal to the beam (distance, pixel size, beam centre)."""
+
+    #: A PONI file as pyFAI-calib2 writes it: distance, PONI, the three tilts, the detector (pixel sizes)
+    #: and the wavelength, instead of distance_m, pixel_size_m and beam_centre_px.
+    poni_file: Path | None = None
+    distance_m: float | None = Field(default=None, gt=0)
     #: Pixel size (y, x) in metres.
-    pixel_size_m: tuple[float, float]
-    #: Beam centre (y, x) on the detector, in pixels (the direct beam's position).
-    beam_centre_px: tuple[float, float]
-    #: X-ray wavelength (m); or give energy_kev.
+    pixel_size_m: tuple[float, float] | None = None
+    #: Beam centre (y, x) on the detector, in pixels, as an index of pixel centres: the first pixel's centre
+    #: is (0, 0), its outer corner (-0.5, -0.5). pyFAI's PONI is (beam_centre_px + 0.5) x pixel size; a
+    #: Fit2D or pyFAI-calib centre (counted from the corner) is this + 0.5.
+    beam_centre_px: tuple[float, float] | None = None
+    #: X-ray wavelength (m); or give energy_kev. With a PONI file: replaces its wavelength.
     wavelength_m: float | None = Field(default=None, gt=0)
     energy_kev: float | None = Field(default=None, gt=0)
     #: HDF5 file with a (y, x) mask (nonzero: masked pixel) in mask_dataset; null: none.
@@ -423,17 +451,43 @@ class GeometryConfig(_Strict):
     unit: Literal["q_A^-1", "q_nm^-1", "2th_deg", "r_mm"] = "q_A^-1"
     #: Radial range in `unit`; null: the detector's whole range.
     radial_range: tuple[float, float] | None = None
+    #: Set when the config is read, never by hand: a hash of the contents of poni_file and mask_file, so that
+    #: a new calibration in the same file changes the configuration version of what reads the geometry.
+    files_digest: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest_files(cls, data):
+        if isinstance(data, dict) and (data.get("poni_file") or data.get("mask_file")):
+            from .hashing import digest
+
+            parts = [_content_hash(data.get("poni_file")), _content_hash(data.get("mask_file"))]
+            data = dict(data, files_digest=digest(*parts, n=12))
+        return data
 
     @model_validator(mode="after")
-    def _one_wavelength(self) -> GeometryConfig:
+    def _one_geometry(self) -> GeometryConfig:
+        keys = {"distance_m": self.distance_m, "pixel_size_m": self.pixel_size_m, "beam_centre_px": self.beam_centre_px}
+        if self.poni_file is not None:
+            given = [k for k, v in keys.items() if v is not None]
+            if given:
+                raise ValueError(f"give poni_file or {', '.join(keys)}, not both (given: poni_file, {', '.join(given)})")
+            if self.wavelength_m is not None and self.energy_kev is not None:
+                raise ValueError("give at most one of wavelength_m or energy_kev")
+            return self
+        missing = [k for k, v in keys.items() if v is None]
+        if missing:
+            raise ValueError(f"give poni_file, or {', '.join(keys)} (missing: {', '.join(missing)})")
         if (self.wavelength_m is None) == (self.energy_kev is None):
             raise ValueError("give exactly one of wavelength_m or energy_kev")
         return self
 
     @property
-    def wavelength(self) -> float:
-        """Wavelength in metres."""
-        return self.wavelength_m if self.wavelength_m is not None else 12.398419843320026e-10 / self.energy_kev
+    def wavelength(self) -> float | None:
+        """Wavelength in metres (None: a PONI file's own)."""
+        if self.wavelength_m is not None:
+            return self.wavelength_m
+        return 12.398419843320026e-10 / self.energy_kev if self.energy_kev is not None else None
 
 
 class NormalisationConfig(_Strict):
@@ -781,9 +835,11 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
             for key in ("raw_root", "processed_root", "roi_file"):
                 if isinstance(sub.get(key), str):
                     sub[key] = str((path.parent / sub[key]).resolve())
-    geometry = data["events"].get("geometry") if isinstance(data.get("events"), dict) else None
-    if isinstance(geometry, dict) and isinstance(geometry.get("mask_file"), str):
-        data["events"]["geometry"] = dict(geometry, mask_file=str((path.parent / geometry["mask_file"]).resolve()))
+    for section, geometry in ((s, data[s].get("geometry")) for s in ("events", "smalldata") if isinstance(data.get(s), dict)):
+        if isinstance(geometry, dict):
+            data[section]["geometry"] = dict(geometry, **{k: str((path.parent / geometry[k]).resolve())
+                                                           for k in ("mask_file", "poni_file")
+                                                           if isinstance(geometry.get(k), str)})
     if isinstance(data.get("workflows"), list):
         data["workflows"] = [str((path.parent / w).resolve()) if isinstance(w, str) else w for w in data["workflows"]]
     if isinstance(data.get("variables"), str):
