@@ -88,3 +88,67 @@ def test_new_runs_request_the_small_data_only_when_configured(made, session_beam
         return {a.to_user_string() for a, _ in run_asset_partitions("r0005", ["00", "01"], [], cfg)}
 
     assert "dssc_smalldata" in assets(made[0]) and "dssc_smalldata" not in assets(load_beamtime(session_beamtime))
+
+
+QUADS = [(-130, 5), (-130, -125), (5, -125), (5, 5)]
+
+
+def test_profiles_with_the_modules_where_extra_geom_places_them_equal_pyfai_on_the_whole_detector(tmp_path):
+    """geometry.extra_geom: each module's hexagonal pixels where extra-geom puts them (its pyFAI detector), the beam
+    at the origin; a module's profile equals pyFAI's integrate1d of the whole detector with only that module's
+    pixels unmasked."""
+    from extra_geom import DSSC_1MGeometry
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    from xfel_core.azimuthal import PYFAI_METHOD, pixel_arrays
+    from xfel_core.demo.beamtime import RunSpec, beamtime_config, write_config, write_run
+
+    modules, shape = [0, 9], (128, 512)
+    spec = RunSpec(run_number=2, ntrains=3, frames_per_train=4, modules=modules, module_shape=shape)
+    gen = write_run(tmp_path / "raw", spec)
+    geometry = {"extra_geom": {"quadrant_positions_mm": QUADS}, "distance_m": 0.4, "energy_kev": 1.0, "npt": 40,
+                "unit": "2th_deg", "radial_range": [2.0, 30.0]}
+    data = beamtime_config(tmp_path, modules, shape, dark_run=None, frame_pattern=spec.frame_pattern)
+    cfg = load_beamtime(write_config(tmp_path, dict(data, smalldata={"geometry": geometry})))
+    for step in (pipeline.make_raw_run, pipeline.make_scan_variable, pipeline.make_framemask):
+        step(cfg, "r0002")
+    det = DSSC_1MGeometry.from_quad_positions(QUADS)
+    ai = AzimuthalIntegrator(dist=0.4, detector=det.to_pyfai_detector(), wavelength=12.398419843320026e-10)
+    geom = cfg.smalldata.geometry
+    for m in modules:
+        sd = xr.open_dataset(dssc_smalldata.make_dssc_smalldata(cfg, "r0002", m)["path"], engine="h5netcdf").load()
+        # Where extra-geom itself puts the module's pixel centres, within a quarter of a pixel (236 um) of the
+        # beam distance (pyFAI's hexagon centre is the mean of its corners, extra-geom's the hexagon's centre).
+        xyz = det.get_pixel_positions()[m]
+        pos, _ = pixel_arrays(geom, shape, m)
+        np.testing.assert_allclose(0.4 * np.tan(np.radians(pos)), np.hypot(xyz[..., 0], xyz[..., 1]), atol=60e-6)
+        tids = list(gen.train_ids)
+        for e in (0, sd.sizes["event"] - 1):
+            t, p = tids.index(int(sd["train_id"][e])), int(sd["pulse"][e])
+            whole = np.zeros((16 * 128, 512), np.float32)
+            whole[m * 128:(m + 1) * 128] = gen.frames[m][t, p]
+            mask = np.ones(whole.shape, bool)
+            mask[m * 128:(m + 1) * 128] = False
+            ref = ai.integrate1d(whole, geom.npt, unit=geom.unit, method=PYFAI_METHOD, mask=mask,
+                                 radial_range=geom.radial_range, correctSolidAngle=True).intensity
+            ours = sd["radial_profile"].values[e]
+            filled = np.isfinite(ours)
+            assert filled[1:].sum() >= 5 and (ref[~filled] == 0).all()
+            np.testing.assert_allclose(ours[1:][filled[1:]], ref[1:][filled[1:]], rtol=1e-4)
+
+
+def test_extra_geom_and_beam_centres_or_single_images_are_refused(tmp_path):
+    from xfel_core.azimuthal import radial_integrator
+    from xfel_core.config import DsscSmalldataConfig, GeometryConfig
+    from xfel_core.exceptions import ConfigError
+
+    geometry = {"extra_geom": {"quadrant_positions_mm": QUADS}, "distance_m": 0.4, "energy_kev": 1.0}
+    with pytest.raises(ValueError, match="with geometry.poni_file or geometry.extra_geom give none"):
+        DsscSmalldataConfig.model_validate({"geometry": geometry, "beam_centres": {"01": [1.0, 2.0]}})
+    with pytest.raises(ValueError, match="extra_geom places the pixels and the beam: give no beam_centre_px"):
+        GeometryConfig.model_validate(dict(geometry, beam_centre_px=[1.0, 2.0]))
+    geom = GeometryConfig.model_validate(geometry)
+    with pytest.raises(ConfigError, match="for the DSSC small data"):
+        radial_integrator(geom, (128, 512), np.zeros((128, 512), bool))
+    with pytest.raises(ConfigError, match=r"a DSSC_1M module has \(128, 512\) pixels, the images \(16, 32\)"):
+        radial_integrator(geom, (16, 32), np.zeros((16, 32), bool), module=0)

@@ -12,6 +12,7 @@ Python loop over images.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from .config import GeometryConfig
+from .config import ExtraGeomLayout, GeometryConfig
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -38,11 +39,59 @@ def integrator(geom: GeometryConfig, shape: tuple[int, int] | None = None) -> Az
 
     if geom.poni_file is not None:
         return _poni_integrator(geom, shape)
+    if geom.extra_geom is not None:
+        return AzimuthalIntegrator(dist=geom.distance_m, poni1=0.0, poni2=0.0, wavelength=geom.wavelength,
+                                   detector=_extra_geom_detector(geom.extra_geom.model_dump_json()))
     py, px = geom.pixel_size_m
     cy, cx = geom.beam_centre_px
     # pyFAI's poni is the position (m) of the beam's foot from the detector's first pixel corner.
     return AzimuthalIntegrator(dist=geom.distance_m, poni1=(cy + 0.5) * py, poni2=(cx + 0.5) * px,
                                pixel1=py, pixel2=px, wavelength=geom.wavelength)
+
+
+@functools.lru_cache(maxsize=4)
+def _extra_geom_detector(layout_json: str):
+    """extra-geom's pyFAI detector (every pixel's corners, the beam at the origin) of a layout (made once per process)."""
+    import extra_geom
+
+    layout = ExtraGeomLayout.model_validate_json(layout_json)
+    cls = {"DSSC_1M": extra_geom.DSSC_1MGeometry}[layout.detector]
+    quads = [tuple(q) for q in layout.quadrant_positions_mm]
+    if layout.geometry_file is None:
+        g = cls.from_quad_positions(quads)
+    else:
+        try:
+            g = cls.from_h5_file_and_quad_positions(str(layout.geometry_file), quads)
+        except (OSError, KeyError) as e:
+            raise ConfigError(f"geometry.extra_geom.geometry_file {layout.geometry_file}: not a {layout.detector} "
+                              f"geometry file extra-geom reads ({e})") from None
+    return g.to_pyfai_detector()
+
+
+@functools.lru_cache(maxsize=4)
+def _extra_geom_arrays(geom_json: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the geometry's unit, relative solid angles), (modules x rows, columns), of every pixel."""
+    geom = GeometryConfig.model_validate_json(geom_json)
+    ai = integrator(geom)
+    shape = ai.detector.max_shape
+    return ai.array_from_unit(shape, "center", geom.unit, scale=True), ai.solidAngleArray(shape)
+
+
+def pixel_arrays(geom: GeometryConfig, shape: tuple[int, int], module: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(radial position in ``geom.unit``, relative solid angle) of each pixel of images of ``shape`` (y, x):
+    with ``geometry.extra_geom``, of that detector's module ``module``."""
+    if geom.extra_geom is None:
+        ai = integrator(geom, shape)
+        return ai.array_from_unit(shape, "center", geom.unit, scale=True), ai.solidAngleArray(shape)
+    if module is None:
+        raise ConfigError("geometry.extra_geom places the modules of a European XFEL detector: it is for the DSSC "
+                          "small data (smalldata.geometry), not for single images")
+    pos, solid = _extra_geom_arrays(geom.model_dump_json())
+    rows = pos.shape[0] // 16
+    if tuple(shape) != (rows, pos.shape[1]):
+        raise ConfigError(f"geometry.extra_geom: a {geom.extra_geom.detector} module has {(rows, pos.shape[1])} "
+                          f"pixels, the images {tuple(shape)}")
+    return pos[module * rows:(module + 1) * rows], solid[module * rows:(module + 1) * rows]
 
 
 def _poni_integrator(geom: GeometryConfig, shape: tuple[int, int] | None) -> AzimuthalIntegrator:
@@ -104,12 +153,14 @@ class RadialIntegrator:
             return np.where(self.norm > 0, sums / self.norm, np.nan)
 
 
-def radial_integrator(geom: GeometryConfig, shape: tuple[int, int], mask: np.ndarray) -> RadialIntegrator:
-    """The sparse radial integrator of the geometry for images of ``shape``, masked pixels left out."""
-    ai = integrator(geom, shape)
+def radial_integrator(geom: GeometryConfig, shape: tuple[int, int], mask: np.ndarray,
+                      module: int | None = None) -> RadialIntegrator:
+    """The sparse radial integrator of the geometry for images of ``shape`` (of ``module`` with extra_geom),
+    masked pixels left out."""
+    pos, solid = pixel_arrays(geom, shape, module)
     # float32 positions, as pyFAI bins them, so that a pixel on a bin edge lands where pyFAI puts it.
-    pos = ai.array_from_unit(shape, "center", geom.unit, scale=True).astype(np.float32).astype(np.float64).ravel()
-    solid = ai.solidAngleArray(shape).astype(np.float64).ravel()
+    pos = pos.astype(np.float32).astype(np.float64).ravel()
+    solid = solid.astype(np.float64).ravel()
     good = ~mask.ravel()
     lo, hi = geom.radial_range if geom.radial_range is not None else (pos[good].min(), pos[good].max())
     if not hi > lo:

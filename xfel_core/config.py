@@ -426,6 +426,18 @@ def _content_hash_of(path: str, mtime_ns: int, size: int) -> str:
         return "unreadable"
 
 
+class ExtraGeomLayout(_Strict):
+    """A European XFEL multi-module detector's pixel positions, from extra-geom (its ``to_pyfai_detector``)."""
+
+    detector: Literal["DSSC_1M"] = "DSSC_1M"
+    #: The four quadrants' positions (x, y) in mm, as extra-geom's ``from_quad_positions`` takes them; the beam
+    #: is at the origin of these coordinates.
+    quadrant_positions_mm: list[tuple[float, float]] = Field(min_length=4, max_length=4)
+    #: The detector group's HDF5 geometry file (extra-geom's ``from_h5_file_and_quad_positions``); null: the
+    #: nominal module layout from the quadrant positions alone.
+    geometry_file: Path | None = None
+
+
 class GeometryConfig(_Strict):
     """Detector geometry for the azimuthal integration (pyFAI), in SI units and pixels: a PONI file, or the keys
     of a detector normal to the beam (distance, pixel size, beam centre)."""
@@ -440,6 +452,9 @@ class GeometryConfig(_Strict):
     #: is (0, 0), its outer corner (-0.5, -0.5). pyFAI's PONI is (beam_centre_px + 0.5) x pixel size; a
     #: Fit2D or pyFAI-calib centre (counted from the corner) is this + 0.5.
     beam_centre_px: tuple[float, float] | None = None
+    #: The DSSC small data's modules placed by extra-geom (instead of pixel_size_m and beam_centre_px: the
+    #: hexagonal pixels where they are, the beam at the geometry's origin); with distance_m and the wavelength.
+    extra_geom: ExtraGeomLayout | None = None
     #: X-ray wavelength (m); or give energy_kev. With a PONI file: replaces its wavelength.
     wavelength_m: float | None = Field(default=None, gt=0)
     energy_kev: float | None = Field(default=None, gt=0)
@@ -458,17 +473,27 @@ class GeometryConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _digest_files(cls, data):
-        if isinstance(data, dict) and (data.get("poni_file") or data.get("mask_file")):
+        if not isinstance(data, dict):
+            return data
+        layout = data.get("extra_geom")
+        layout_file = layout.get("geometry_file") if isinstance(layout, dict) else getattr(layout, "geometry_file", None)
+        if data.get("poni_file") or data.get("mask_file") or layout_file:
             from .hashing import digest
 
             parts = [_content_hash(data.get("poni_file")), _content_hash(data.get("mask_file"))]
-            data = dict(data, files_digest=digest(*parts, n=12))
+            data = dict(data, files_digest=digest(*parts, *([_content_hash(layout_file)] if layout_file else []), n=12))
         return data
 
     @model_validator(mode="after")
     def _one_geometry(self) -> GeometryConfig:
         keys = {"distance_m": self.distance_m, "pixel_size_m": self.pixel_size_m, "beam_centre_px": self.beam_centre_px}
-        if self.poni_file is not None:
+        if self.extra_geom is not None:
+            placed = [k for k in ("pixel_size_m", "beam_centre_px", "poni_file") if getattr(self, k) is not None]
+            if placed:
+                raise ValueError(f"extra_geom places the pixels and the beam: give no {', '.join(placed)}")
+            if self.distance_m is None:
+                raise ValueError("extra_geom needs distance_m")
+        elif self.poni_file is not None:
             given = [k for k, v in keys.items() if v is not None]
             if given:
                 raise ValueError(f"give poni_file or {', '.join(keys)}, not both (given: poni_file, {', '.join(given)})")
@@ -476,7 +501,7 @@ class GeometryConfig(_Strict):
                 raise ValueError("give at most one of wavelength_m or energy_kev")
             return self
         missing = [k for k, v in keys.items() if v is None]
-        if missing:
+        if self.extra_geom is None and self.poni_file is None and missing:
             raise ValueError(f"give poni_file, or {', '.join(keys)} (missing: {', '.join(missing)})")
         if (self.wavelength_m is None) == (self.energy_kev is None):
             raise ValueError("give exactly one of wavelength_m or energy_kev")
@@ -545,6 +570,13 @@ class DsscSmalldataConfig(_Strict):
     geometry: GeometryConfig | None = None
     #: Beam centre [y, x] per module (key "00".."15") where it differs from geometry.beam_centre_px.
     beam_centres: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _centres_need_keys(self) -> DsscSmalldataConfig:
+        if self.beam_centres and self.geometry is not None and self.geometry.beam_centre_px is None:
+            raise ValueError("beam_centres replace geometry.beam_centre_px per module: with geometry.poni_file or "
+                             "geometry.extra_geom give none")
+        return self
 
 
 SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
@@ -837,9 +869,12 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
                     sub[key] = str((path.parent / sub[key]).resolve())
     for section, geometry in ((s, data[s].get("geometry")) for s in ("events", "smalldata") if isinstance(data.get(s), dict)):
         if isinstance(geometry, dict):
-            data[section]["geometry"] = dict(geometry, **{k: str((path.parent / geometry[k]).resolve())
-                                                           for k in ("mask_file", "poni_file")
-                                                           if isinstance(geometry.get(k), str)})
+            data[section]["geometry"] = geometry = dict(geometry, **{k: str((path.parent / geometry[k]).resolve())
+                                                                      for k in ("mask_file", "poni_file")
+                                                                      if isinstance(geometry.get(k), str)})
+            layout = geometry.get("extra_geom")
+            if isinstance(layout, dict) and isinstance(layout.get("geometry_file"), str):
+                geometry["extra_geom"] = dict(layout, geometry_file=str((path.parent / layout["geometry_file"]).resolve()))
     if isinstance(data.get("workflows"), list):
         data["workflows"] = [str((path.parent / w).resolve()) if isinstance(w, str) else w for w in data["workflows"]]
     if isinstance(data.get("variables"), str):

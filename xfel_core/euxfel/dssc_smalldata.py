@@ -86,7 +86,7 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
         centre = sm.beam_centres.get(f"{module:02d}")
         if centre is not None:
             geom = geom.model_copy(update={"beam_centre_px": centre})
-        radial = radial_integrator(geom, shape, np.zeros(shape, dtype=bool))
+        radial = radial_integrator(geom, shape, np.zeros(shape, dtype=bool), module)
     dark_mean = dark_rows = None
     if dark is not None:
         dark_rows = dark.rows_for(frames.cell_id[wanted], f"module {module:02d} ({frames.source})")
