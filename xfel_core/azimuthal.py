@@ -4,8 +4,9 @@ pyFAI gives each pixel's radial position (q, 2theta or r) and its solid angle fr
 geometry. The profile of an image is, per radial bin, the sum of its unmasked pixels divided by
 the sum of their (relative) solid angles: pyFAI's ``integrate1d`` with no pixel splitting
 (``method=("no", "histogram", "cython")``, ``correctSolidAngle=True``), which the tests check;
-one difference: with a radial range, pyFAI also counts pixels up to one bin below it in the
-first bin (its bin index is truncated towards zero), here they are left out.
+the bins are pyFAI's (its upper bound raised by one float32 epsilon); one difference: pyFAI also
+counts pixels up to one bin below the range in the first bin (its bin index is truncated towards
+zero), here they are left out.
 As a (bins x pixels) sparse matrix it applies to a block of images in one product, with no
 Python loop over images.
 """
@@ -68,21 +69,31 @@ def _extra_geom_detector(layout_json: str):
     return g.to_pyfai_detector()
 
 
+def unit_scale(unit: str) -> float:
+    """pyFAI's factor from its internal radial unit to ``unit`` (0.1 for q_A^-1: it computes q in 1/nm)."""
+    from pyFAI.units import to_unit
+
+    return float(to_unit(unit).scale)
+
+
 @functools.lru_cache(maxsize=4)
 def _extra_geom_arrays(geom_json: str) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in the geometry's unit, relative solid angles), (modules x rows, columns), of every pixel."""
+    """(positions in pyFAI's internal unit of geom.unit, relative solid angles), (modules x rows, columns)."""
     geom = GeometryConfig.model_validate_json(geom_json)
     ai = integrator(geom)
     shape = ai.detector.max_shape
-    return ai.array_from_unit(shape, "center", geom.unit, scale=True), ai.solidAngleArray(shape)
+    return ai.center_array(shape, unit=geom.unit, scale=False), ai.solidAngleArray(shape)
 
 
-def pixel_arrays(geom: GeometryConfig, shape: tuple[int, int], module: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def pixel_arrays(geom: GeometryConfig, shape: tuple[int, int], module: int | None = None,
+                 scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(radial position in ``geom.unit``, relative solid angle) of each pixel of images of ``shape`` (y, x):
-    with ``geometry.extra_geom``, of that detector's module ``module``."""
+    with ``geometry.extra_geom``, of that detector's module ``module``. ``scale=False``: the positions in
+    pyFAI's internal unit (divided by :func:`unit_scale`), as pyFAI bins them."""
+    factor = unit_scale(geom.unit) if scale else 1.0
     if geom.extra_geom is None:
         ai = integrator(geom, shape)
-        return ai.array_from_unit(shape, "center", geom.unit, scale=True), ai.solidAngleArray(shape)
+        return ai.center_array(shape, unit=geom.unit, scale=False) * factor, ai.solidAngleArray(shape)
     if module is None:
         raise ConfigError("geometry.extra_geom places the modules of a European XFEL detector: it is for the DSSC "
                           "small data (smalldata.geometry), not for single images")
@@ -91,7 +102,7 @@ def pixel_arrays(geom: GeometryConfig, shape: tuple[int, int], module: int | Non
     if tuple(shape) != (rows, pos.shape[1]):
         raise ConfigError(f"geometry.extra_geom: a {geom.extra_geom.detector} module has {(rows, pos.shape[1])} "
                           f"pixels, the images {tuple(shape)}")
-    return pos[module * rows:(module + 1) * rows], solid[module * rows:(module + 1) * rows]
+    return pos[module * rows:(module + 1) * rows] * factor, solid[module * rows:(module + 1) * rows]
 
 
 def _poni_integrator(geom: GeometryConfig, shape: tuple[int, int] | None) -> AzimuthalIntegrator:
@@ -141,6 +152,7 @@ class RadialIntegrator:
 
     matrix: sp.csr_matrix  # (npt, pixels): solid-angle weights are in norm, not here
     norm: np.ndarray  # (npt,) sum of the relative solid angles of each bin's pixels
+    bin_of: np.ndarray  # (pixels,) int64 bin of each pixel; -1: masked or outside the range
     radial: np.ndarray  # (npt,) bin centres in `unit`
     edges: np.ndarray  # (npt + 1,)
     unit: str
@@ -149,6 +161,10 @@ class RadialIntegrator:
         """(k, npt) float64 profiles of (k, y, x) images; NaN in bins without pixels."""
         flat = images.reshape(len(images), -1)
         sums = (self.matrix @ flat.T).T
+        return self.from_sums(sums)
+
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        """(k, npt) profiles from the (k, npt) sums of each bin's pixels; NaN in bins without pixels."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.norm > 0, sums / self.norm, np.nan)
 
@@ -157,24 +173,34 @@ def radial_integrator(geom: GeometryConfig, shape: tuple[int, int], mask: np.nda
                       module: int | None = None) -> RadialIntegrator:
     """The sparse radial integrator of the geometry for images of ``shape`` (of ``module`` with extra_geom),
     masked pixels left out."""
-    pos, solid = pixel_arrays(geom, shape, module)
-    # float32 positions, as pyFAI bins them, so that a pixel on a bin edge lands where pyFAI puts it.
-    pos = pos.astype(np.float32).astype(np.float64).ravel()
+    # Positions as pyFAI's histogram bins them (its center_array: float64, in its internal unit, 1/nm for
+    # q_A^-1), so that a pixel near a bin edge lands where pyFAI puts it.
+    pos, solid = pixel_arrays(geom, shape, module, scale=False)
+    pos = pos.astype(np.float64).ravel()
     solid = solid.astype(np.float64).ravel()
     good = ~mask.ravel()
-    lo, hi = geom.radial_range if geom.radial_range is not None else (pos[good].min(), pos[good].max())
+    factor = unit_scale(geom.unit)
+    if geom.radial_range is not None:
+        lo, hi = geom.radial_range[0] / factor, geom.radial_range[1] / factor
+    else:  # pyFAI's range without radial_range: every pixel's (masked ones too)
+        lo, hi = pos.min(), pos.max()
     if not hi > lo:
-        raise ConfigError(f"geometry.radial_range {[lo, hi]} is empty")
-    edges = np.linspace(lo, hi, geom.npt + 1)
-    b = np.floor((pos - lo) / (hi - lo) * geom.npt).astype(np.int64)
-    b[pos == hi] = geom.npt - 1
+        raise ConfigError(f"geometry.radial_range {[lo * factor, hi * factor]} is empty")
+    # pyFAI's bins: its upper bound raised by one float32 epsilon (so the largest position falls inside), the
+    # width (upper - lo) / npt and a pixel's bin (r - lo) / width, in float64 (pyFAI's calc_upper_bound and
+    # get_bin_number). Pixels below lo are left out (pyFAI truncates towards zero: see the module docstring).
+    eps = float(np.finfo(np.float32).eps)
+    upper = hi * (1.0 + eps) if hi > 0 else hi * (1.0 - eps)
+    width = (upper - lo) / geom.npt
+    edges = (lo + width * np.arange(geom.npt + 1)) * factor
+    b = np.floor((pos - lo) / width).astype(np.int64)
     use = good & (b >= 0) & (b < geom.npt)
     pixels = np.flatnonzero(use)
     matrix = sp.csr_matrix((np.ones(len(pixels), dtype=np.float32), (b[use], pixels)),
                            shape=(geom.npt, pos.size))
     norm = np.bincount(b[use], weights=solid[use], minlength=geom.npt)
-    return RadialIntegrator(matrix=matrix, norm=norm, radial=0.5 * (edges[:-1] + edges[1:]), edges=edges,
-                            unit=geom.unit)
+    return RadialIntegrator(matrix=matrix, norm=norm, bin_of=np.where(use, b, -1), radial=0.5 * (edges[:-1] + edges[1:]),
+                            edges=edges, unit=geom.unit)
 
 
 def pyfai_profile(geom: GeometryConfig, image: np.ndarray, mask: np.ndarray, radial_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import dagster as dg
 import dagster._cli.api  # noqa: F401  (the run worker's entry point, used by the run launcher)
 import matplotlib.figure  # noqa: F401  (previews: xfel_core imports matplotlib only where it draws)
 
-from xfel_core import binning_kernel
+from xfel_core import binning_kernel, frame_kernel
 from xfel_core.euxfel import pipeline  # noqa: F401
 
 from xfel_assets.definitions import defs
@@ -30,6 +30,7 @@ _cfg = config_at_load()
 if _cfg is None or _cfg.events is not None:
     import pyFAI.integrator.azimuthal  # noqa: F401  (event-file profiles)
     import scipy.stats  # noqa: F401  (the linear-model shot rule)
+    frame_kernel.warm_up()  # the event small data's kernel into numba's disk cache
 if _cfg is None or _cfg.events is not None or _cfg.insitu is not None:
     import scipy.ndimage  # noqa: F401  (hot pixels, bad pixels)
 binning_kernel.warm_up()

@@ -84,11 +84,12 @@ def make_event_smalldata(cfg: BeamtimeConfig, run: str) -> dict:
     vers = versions.made_from(cfg, "event_smalldata", run)
 
     mask = read_mask(ev.geometry, raw.shape)
-    hot_source = dark if dark is not None else mean_image(raw, ev.chunk_events)
+    threads = cfg.execution.kernel_threads
+    hot_source = dark if dark is not None else mean_image(raw, ev.chunk_events, threads=threads)
     hot = anomalies.hot_pixels(hot_source, ev.anomalies.hot_pixel_factor)
     mask = mask | hot
     radial = radial_integrator(ev.geometry, raw.shape, mask)
-    red = reduce_events(raw, dark, mask, rois, radial, ev.chunk_events)
+    red = reduce_events(raw, dark, mask, rois, radial, ev.chunk_events, threads)
 
     scan_corrected = raw.scan + (raw.timing_tool * ev.timing_tool_scale if raw.timing_tool is not None else 0.0)
     bins = bin_scan_values(np.arange(raw.nevents), scan_corrected, ev.binning)

@@ -1,9 +1,10 @@
 """Per-event small data: dark-subtracted, masked images reduced to ROI sums, totals and radial profiles.
 
-Images are (event, y, x) float32 blocks, processed a block at a time (a reused buffer): the dark
-is subtracted, negative values clipped to 0 (as the PAL-XFEL toolkit does), masked pixels set
-to 0; then each block gives per event the total, the largest pixel, each ROI's sum and the
-radial profile (one sparse matrix product for the whole block).
+Each image is read once, in blocks of events into a reused buffer per worker thread, and reduced by
+one pass of the frame kernel (:mod:`xfel_core.frame_kernel`): the dark subtracted, masked pixels
+set to 0, the total taken, negative values clipped to 0 (as the PAL-XFEL toolkit does), then the
+largest pixel, each ROI's sum and each radial bin's sum (a bin index per pixel from pyFAI's
+geometry, divided by the bin's solid angle at the end).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from ..config import Roi
 from ..azimuthal import RadialIntegrator
 from ..binning_kernel import Accumulators
-from ..rois import roi_sums
+from ..frame_kernel import reduce_frames, sum_frames
 from ..readers.events import EventRun
 
 
@@ -30,29 +31,38 @@ def prepare(images: np.ndarray, dark: np.ndarray | None, mask: np.ndarray, total
     return images
 
 
-def mean_image(run: EventRun, chunk: int, dark: np.ndarray | None = None) -> np.ndarray:
+def mean_image(run: EventRun, chunk: int, dark: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
     """(y, x) float64 mean image of a run's events (the dark of a dark run; hot pixels of a run)."""
-    total = np.zeros(run.shape, dtype=np.float64)
-    for _, imgs in run.iter_images(chunk):
-        if dark is not None:
-            imgs -= dark
-        total += imgs.sum(axis=0, dtype=np.float64)
-    return total / max(run.nevents, 1)
+    npix = int(np.prod(run.shape))
+    acc = np.zeros((max(1, threads), npix), dtype=np.float64)  # one accumulator per worker
+    run.for_each_block(chunk, threads, lambda w, idx, imgs: sum_frames(imgs, dark, acc[w]))
+    return (acc.sum(axis=0) / max(run.nevents, 1)).reshape(run.shape)
 
 
 def reduce_events(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois: list[Roi],
-                  radial: RadialIntegrator, chunk: int) -> dict[str, np.ndarray]:
-    """Per event: ``total`` (before clipping), ``peak`` (largest pixel), ``roi`` (events, rois) and ``profile`` (events, bins)."""
-    n = run.nevents
-    out = {"total": np.zeros(n), "peak": np.zeros(n), "roi": np.zeros((n, len(rois))),
-           "profile": np.empty((n, len(radial.radial)))}
-    for idx, imgs in run.iter_images(chunk):
-        total = np.empty(len(idx))
-        imgs = prepare(imgs, dark, mask, total)
-        out["total"][idx] = total
-        out["peak"][idx] = imgs.max(axis=(1, 2))
-        out["roi"][idx] = roi_sums(imgs, rois)
-        out["profile"][idx] = radial.profiles(imgs)
+                  radial: RadialIntegrator, chunk: int, threads: int = 1) -> dict[str, np.ndarray]:
+    """Per event: ``total`` (before clipping), ``peak`` (largest pixel), ``roi`` (events, rois) and ``profile``
+    (events, bins): one pass of the frame kernel over each image, blocks of ``chunk`` events in ``threads``."""
+    n, nbins = run.nevents, len(radial.radial)
+    out = {"total": np.zeros(n), "peak": np.zeros(n), "roi": np.zeros((n, len(rois))), "hist": np.zeros((n, nbins))}
+    masked = np.ascontiguousarray(mask, bool).reshape(-1)
+    rects = np.array([[r.y[0], r.y[1], r.x[0], r.x[1]] for r in rois], dtype=np.int64).reshape(-1, 4)
+    flat_dark = None if dark is None else np.ascontiguousarray(dark, np.float32).reshape(-1)
+
+    def reduce(worker: int, idx: np.ndarray, imgs: np.ndarray) -> None:
+        # The block's events are consecutive in the run: the outputs' rows are views, written in place.
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        if hi - lo == len(idx) and np.all(np.diff(idx) == 1):
+            reduce_frames(imgs, flat_dark, masked, radial.bin_of, nbins, rects, out["total"][lo:hi],
+                          out["peak"][lo:hi], out["roi"][lo:hi], out["hist"][lo:hi])
+            return
+        parts = [np.empty(len(idx)), np.empty(len(idx)), np.empty((len(idx), len(rois))), np.empty((len(idx), nbins))]
+        reduce_frames(imgs, flat_dark, masked, radial.bin_of, nbins, rects, *parts)
+        for key, part in zip(("total", "peak", "roi", "hist"), parts):
+            out[key][idx] = part
+
+    run.for_each_block(chunk, threads, reduce)
+    out["profile"] = radial.from_sums(out.pop("hist"))
     return out
 
 

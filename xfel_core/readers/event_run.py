@@ -6,7 +6,9 @@ its images block by block into a reused buffer (:meth:`EventRun.iter_images`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,31 +49,85 @@ class EventRun:
     def nevents(self) -> int:
         return len(self.timestamp)
 
-    def iter_images(self, chunk: int, events: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(event indices, float32 images (k, y, x)) in blocks of up to ``chunk`` events; only ``events`` if given."""
+    def read_plan(self, chunk: int, events: np.ndarray | None = None) -> list[tuple[ImageBlock, np.ndarray]]:
+        """The reads of the images, in blocks of up to ``chunk`` events: (block, positions in it); only ``events``."""
         wanted = None if events is None else np.zeros(self.nevents, dtype=bool)
         if wanted is not None:
             wanted[events] = True
-        buf = np.empty((chunk,) + self.shape, dtype=np.float32)  # reused
+        plan = []
         for block in self.blocks:
             sel = np.arange(len(block.rows)) if wanted is None else np.flatnonzero(wanted[block.events])
-            if sel.size == 0:
-                continue
-            with h5py.File(block.path, "r") as f:
-                ds = f[block.dataset]
-                for start in range(0, len(sel), chunk):
-                    part = sel[start:start + chunk]
-                    rows = block.rows[part]
-                    out = buf[: len(part)]
-                    lo, hi = int(rows[0]), int(rows[-1]) + 1
-                    try:
-                        if hi - lo == len(rows):  # contiguous rows: one read straight into the buffer
-                            ds.read_direct(out, np.s_[lo:hi])
-                        else:  # one read of the span, then the wanted rows
-                            out[:] = ds[lo:hi][rows - lo]
-                    except (OSError, ValueError) as e:
-                        raise RunDataError(f"{block.path}: cannot read {block.dataset} rows {lo}-{hi - 1}: {e}") from None
-                    yield block.events[part], out
+            plan += [(block, sel[start:start + chunk]) for start in range(0, len(sel), chunk)]
+        return plan
+
+    def read(self, block: ImageBlock, part: np.ndarray, buf: np.ndarray, files: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(event indices, float32 images (k, y, x) in ``buf``) of one read of :meth:`read_plan`; ``files``: the
+        caller's open files by path (kept open between its reads)."""
+        f = files.get(block.path)
+        if f is None:
+            f = files[block.path] = open_file(block.path)
+        ds = f[block.dataset]
+        rows = block.rows[part]
+        out = buf[: len(part)]
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        try:
+            if hi - lo == len(rows):  # contiguous rows: one read straight into the buffer
+                ds.read_direct(out, np.s_[lo:hi])
+            else:  # one read of the span, then the wanted rows
+                out[:] = ds[lo:hi][rows - lo]
+        except (OSError, ValueError) as e:
+            raise RunDataError(f"{block.path}: cannot read {block.dataset} rows {lo}-{hi - 1}: {e}") from None
+        return block.events[part], out
+
+    def iter_images(self, chunk: int, events: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(event indices, float32 images (k, y, x)) in blocks of up to ``chunk`` events; only ``events`` if given."""
+        buf = np.empty((chunk,) + self.shape, dtype=np.float32)  # reused
+        files: dict = {}
+        try:
+            for block, part in self.read_plan(chunk, events):
+                yield self.read(block, part, buf, files)
+        finally:
+            for f in files.values():
+                f.close()
+
+    def for_each_block(self, chunk: int, threads: int, fn: Callable[[int, np.ndarray, np.ndarray], None],
+                       events: np.ndarray | None = None) -> None:
+        """Call ``fn(worker, event indices, images)`` for every block of :meth:`read_plan`, in ``threads`` threads.
+
+        Each worker reads its blocks into a buffer of its own (h5py serialises the reads) and runs ``fn``
+        on them while the others read: with a kernel that releases the GIL, reading and reducing overlap
+        and the reductions run in parallel. ``fn`` must write only what its worker or its events own.
+        Memory: one block buffer per worker, whatever the run's length.
+        """
+        plan = self.read_plan(chunk, events)
+        threads = max(1, min(threads, len(plan)))
+        if threads == 1:
+            for idx, imgs in self.iter_images(chunk, events):
+                fn(0, idx, imgs)
+            return
+        lock, failed = threading.Lock(), threading.Event()
+        todo = iter(plan)
+
+        def work(worker: int) -> None:
+            buf = np.empty((chunk,) + self.shape, dtype=np.float32)
+            files: dict = {}
+            try:
+                while not failed.is_set():
+                    with lock:
+                        item = next(todo, None)
+                    if item is None:
+                        return
+                    fn(worker, *self.read(*item, buf, files))
+            except BaseException:
+                failed.set()  # the other workers stop after their current block
+                raise
+            finally:
+                for f in files.values():
+                    f.close()
+
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(work, w) for w in range(threads)]:
+                future.result()  # the first error, named by the reader or the kernel
 
 
 def require_dataset(f: h5py.File, name: str, path: Path) -> h5py.Dataset:

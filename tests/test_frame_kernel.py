@@ -1,0 +1,138 @@
+"""The frame kernel (one pass per image) against its numpy reference, a plain loop and pyFAI, on every path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xfel_core import frame_kernel as fk
+from xfel_core.azimuthal import pyfai_profile, radial_integrator
+from xfel_core.config import GeometryConfig, Roi
+from xfel_core.events.smalldata import mean_image, reduce_events
+from xfel_core.readers.event_run import EventRun, ImageBlock
+
+SHAPE = (40, 56)
+GEOM = GeometryConfig.model_validate({"distance_m": 0.05, "pixel_size_m": [75e-6, 75e-6], "beam_centre_px": [12.0, 30.0],
+                                      "energy_kev": 9.7, "npt": 30, "unit": "q_A^-1", "radial_range": [0.1, 1.2]})
+ROIS = [Roi(name="centre", role="intensity", y=[10, 20], x=[20, 40]),
+        Roi(name="edge", role="intensity", y=[0, 40], x=[50, 56]),  # at the image's edge
+        Roi(name="overlap", role="intensity", y=[15, 30], x=[30, 45])]
+
+
+def loop_reference(images, dark, mask, bin_of, nbins, rois):
+    """A plain loop over images and pixels: the contract as the docstring says it."""
+    k = len(images)
+    out = {"total": np.zeros(k), "peak": np.zeros(k), "roi": np.zeros((k, len(rois))), "hist": np.zeros((k, nbins))}
+    for i in range(k):
+        img = images[i].astype(np.float64) - (0.0 if dark is None else dark.reshape(SHAPE))
+        img[mask] = 0.0
+        out["total"][i] = img.sum()
+        img = np.maximum(img, 0.0)
+        out["peak"][i] = img.max()
+        for j, r in enumerate(rois):
+            out["roi"][i, j] = img[r.y[0]:r.y[1], r.x[0]:r.x[1]].sum()
+        for p, b in enumerate(bin_of):
+            if b >= 0:
+                out["hist"][i, b] += img.flat[p]
+    return out
+
+
+def case(dtype, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    images = (rng.poisson(30.0, (k,) + SHAPE) - (10 if dtype == np.float32 else 0)).astype(dtype)
+    dark = rng.normal(5.0, 1.0, SHAPE).astype(np.float32)
+    mask = rng.random(SHAPE) < 0.05
+    return images, dark, mask
+
+
+def run_kernel(fn, images, dark, mask, radial, rois):
+    k, nb = len(images), len(radial.radial)
+    out = {"total": np.zeros(k), "peak": np.zeros(k), "roi": np.zeros((k, len(rois))), "hist": np.full((k, nb), 7.0)}
+    rects = np.array([[r.y[0], r.y[1], r.x[0], r.x[1]] for r in rois], np.int64).reshape(-1, 4)
+    fn(images, None if dark is None else dark.reshape(-1), mask.reshape(-1), radial.bin_of, nb, rects,
+       out["total"], out["peak"], out["roi"], out["hist"])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+@pytest.mark.parametrize("with_dark", [True, False])
+def test_compiled_and_numpy_kernels_equal_a_plain_loop(dtype, with_dark):
+    images, dark, mask = case(dtype)
+    dark = dark if with_dark else None
+    radial = radial_integrator(GEOM, SHAPE, mask)
+    ref = loop_reference(images, dark, mask, radial.bin_of, len(radial.radial), ROIS)
+    for fn in (fk.reduce_numpy, fk.reduce_numba):
+        out = run_kernel(fn, images, dark, mask, radial, ROIS)
+        for key in ref:
+            np.testing.assert_allclose(out[key], ref[key], rtol=1e-12, atol=1e-9, err_msg=f"{fn.__name__} {key}")
+    assert (ref["hist"].sum(axis=1) > 0).all() and np.isfinite(radial.from_sums(ref["hist"])).sum() > 10
+
+
+def test_every_pixel_masked_one_image_no_roi_and_empty_bins():
+    images, dark, _ = case(np.float32, k=1)
+    mask = np.ones(SHAPE, bool)
+    radial = radial_integrator(GEOM, SHAPE, mask)
+    assert (radial.bin_of == -1).all()
+    for fn in (fk.reduce_numpy, fk.reduce_numba):
+        out = run_kernel(fn, images, dark, mask, radial, [])
+        assert out["total"][0] == 0 and out["peak"][0] == 0 and out["roi"].shape == (1, 0)
+        assert (out["hist"] == 0).all() and np.isnan(radial.from_sums(out["hist"])).all()
+
+
+def test_sum_kernels_equal_numpy():
+    images, dark, _ = case(np.uint16)
+    for d in (dark, None):
+        a, b = np.zeros(images[0].size), np.zeros(images[0].size)
+        fk.sum_numpy(images, None if d is None else d.reshape(-1), a)
+        fk.sum_numba(images, None if d is None else d.reshape(-1), b)
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+        np.testing.assert_allclose(a, (images.astype(np.float64) - (0 if d is None else d)).sum(axis=0).ravel())
+
+
+def in_memory_run(images: np.ndarray, path, files: int = 3) -> EventRun:
+    """A run whose images sit in ``files`` HDF5 files (uneven splits), as the layout readers describe them."""
+    import h5py
+
+    edges = np.linspace(0, len(images), files + 1).astype(int)
+    edges[1] += 1  # files of different lengths: blocks split them differently
+    blocks = []
+    for n, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        p = path / f"part{n}.h5"
+        with h5py.File(p, "w") as f:
+            f.create_dataset("images", data=images[lo:hi], chunks=(1,) + SHAPE)
+        blocks.append(ImageBlock(p, "images", np.arange(hi - lo), np.arange(lo, hi)))
+    k = len(images)
+    return EventRun(run="r0002", files=[b.path for b in blocks], timestamp=np.arange(k), i0=np.ones(k),
+                    scan=np.zeros(k), laser=np.zeros(k, bool), timing_tool=None, blocks=blocks, shape=SHAPE)
+
+
+@pytest.mark.parametrize("chunk, threads", [(1, 1), (4, 1), (4, 2), (7, 3)])
+def test_a_run_in_blocks_and_threads_equals_the_whole_run_at_once_and_pyfai(tmp_path, chunk, threads):
+    images, dark, mask = case(np.float32, k=17, seed=3)
+    run = in_memory_run(images, tmp_path)
+    radial = radial_integrator(GEOM, SHAPE, mask)
+    red = reduce_events(run, dark, mask, ROIS, radial, chunk, threads)
+    ref = loop_reference(images, dark.reshape(-1), mask, radial.bin_of, len(radial.radial), ROIS)
+    for key in ("total", "peak", "roi"):
+        np.testing.assert_allclose(red[key], ref[key], rtol=1e-12, atol=1e-9)
+    # Profiles equal pyFAI's integrate1d of the prepared image (no pixel splitting), from bin 1 (README).
+    for i in (0, 16):
+        prepared = np.clip(images[i] - dark, 0, None)
+        prepared[mask] = 0
+        _, expected = pyfai_profile(GEOM, prepared, mask, GEOM.radial_range)
+        filled = np.isfinite(red["profile"][i])
+        assert (expected[~filled] == 0).all()
+        np.testing.assert_allclose(red["profile"][i, 1:][filled[1:]], expected[1:][filled[1:]], rtol=1e-5)
+    np.testing.assert_allclose(mean_image(run, chunk, dark, threads), (images - dark).mean(axis=0), rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_a_failing_read_in_one_worker_names_the_file_and_stops_the_others(tmp_path):
+    from xfel_core.exceptions import RunDataError
+
+    images, dark, mask = case(np.float32, k=12)
+    run = in_memory_run(images, tmp_path)
+    run.blocks[1].path.write_bytes(run.blocks[1].path.read_bytes()[:2000])  # truncated
+    radial = radial_integrator(GEOM, SHAPE, mask)
+    with pytest.raises(RunDataError, match="part1.h5"):
+        reduce_events(run, dark, mask, ROIS, radial, 2, 2)

@@ -1,0 +1,153 @@
+"""One pass over each detector image: dark subtraction, mask, total, clipping, peak, ROI sums and radial histogram.
+
+The per-event small data reduce every image to a few numbers. Done as numpy passes, that is eight
+passes over each image's bytes (subtract, mask, sum, clip, mask, max, ROI sums, a sparse product);
+here it is one, with two implementations of one contract:
+
+- :func:`reduce_numpy`: plain numpy, the reference (and the fallback when numba is missing);
+- :func:`reduce_numba`: compiled, each image read once, a row at a time (the ROI sums read the row
+  again from cache). It releases the GIL, so threads can each take their own images.
+
+Contract, for ``k`` images of ``npix = y * x`` pixels:
+
+- ``images`` (k, y, x), any real dtype (float32 or uint16 as the files hold them);
+- ``dark`` (npix,) float32 or None; ``masked`` (npix,) bool;
+- ``bin_of`` (npix,) int64: the radial bin of each pixel, -1 for none (masked, outside the range);
+- ``rects`` (rois, 4) int64: each ROI's [y0, y1, x0, x1), inside the image;
+- outputs, float64: ``total`` (k,) the sum of ``image - dark`` over unmasked pixels before clipping;
+  ``peak`` (k,) the largest pixel after clipping at 0 (masked pixels count as 0); ``roi`` (k, rois)
+  and ``hist`` (k, nbins) the sums of the clipped pixels of each ROI and each radial bin (masked
+  pixels count as 0).
+
+Values are float64 from the first subtraction on (ADU, as the images).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a pinned dependency
+    numba = None
+
+
+def reduce_numpy(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist) -> None:
+    """Reference: the contract above in numpy passes."""
+    k = len(images)
+    x = images.reshape(k, -1).astype(np.float64)
+    if dark is not None:
+        x -= dark
+    x[:, masked] = 0
+    total[:] = x.sum(axis=1)
+    np.clip(x, 0, None, out=x)
+    peak[:] = x.max(axis=1) if x.shape[1] else 0.0
+    img = x.reshape(images.shape)
+    for j, (y0, y1, x0, x1) in enumerate(np.asarray(rects).reshape(-1, 4)):
+        roi[:, j] = img[:, y0:y1, x0:x1].sum(axis=(1, 2))
+    use = np.flatnonzero(bin_of >= 0)
+    index = (np.arange(k)[:, None] * nbins + bin_of[use][None, :]).ravel()
+    hist[:] = np.bincount(index, weights=x[:, use].ravel(), minlength=k * nbins).reshape(k, nbins)
+
+
+def sum_numpy(images, dark, acc) -> None:
+    """Reference: add each ``image - dark`` (k, y, x) into ``acc`` (npix,) float64."""
+    x = images.reshape(len(images), -1).astype(np.float64)
+    if dark is not None:
+        x -= dark
+    acc += x.sum(axis=0)
+
+
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def _reduce(images, dark, use_dark, masked, bin_of, rects, total, peak, roi, hist):
+        k, ny, nx = images.shape
+        row = np.empty(nx, np.float64)
+        for i in range(k):
+            t = 0.0
+            pk = 0.0
+            h = hist[i]
+            for y in range(ny):
+                base = y * nx
+                for x in range(nx):
+                    p = base + x
+                    v = np.float64(images[i, y, x])
+                    if use_dark:
+                        v -= np.float64(dark[p])
+                    if masked[p]:
+                        v = 0.0
+                    t += v
+                    if v < 0.0:
+                        v = 0.0
+                    if v > pk:
+                        pk = v
+                    row[x] = v
+                    b = bin_of[p]
+                    if b >= 0:
+                        h[b] += v
+                for r in range(rects.shape[0]):
+                    if rects[r, 0] <= y < rects[r, 1]:
+                        s = 0.0
+                        for x in range(rects[r, 2], rects[r, 3]):
+                            s += row[x]
+                        roi[i, r] += s
+            total[i] = t
+            peak[i] = pk
+
+    @numba.njit(cache=True, nogil=True)
+    def _sum(images, dark, use_dark, acc):
+        k = images.shape[0]
+        npix = acc.shape[0]
+        flat = images.reshape(k, npix)
+        for i in range(k):
+            for p in range(npix):
+                v = np.float64(flat[i, p])
+                if use_dark:
+                    v -= np.float64(dark[p])
+                acc[p] += v
+
+
+def _dark_arg(dark, npix):
+    return (np.zeros(1, np.float32), False) if dark is None else (np.ascontiguousarray(dark, np.float32).reshape(npix), True)
+
+
+def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist) -> None:
+    """Compiled kernel with the contract of :func:`reduce_numpy` (the outputs are set, not added to)."""
+    images = np.ascontiguousarray(images)
+    npix = images[0].size if len(images) else 0
+    d, use_dark = _dark_arg(dark, npix)
+    roi[:] = 0.0
+    hist[:] = 0.0
+    _reduce(images, d, use_dark, np.ascontiguousarray(masked, np.bool_).reshape(-1),
+            np.ascontiguousarray(bin_of, np.int64).reshape(-1), np.ascontiguousarray(rects, np.int64).reshape(-1, 4),
+            total, peak, roi, hist)
+
+
+def sum_numba(images, dark, acc) -> None:
+    """Compiled :func:`sum_numpy`."""
+    images = np.ascontiguousarray(images)
+    d, use_dark = _dark_arg(dark, acc.shape[0])
+    _sum(images, d, use_dark, acc)
+
+
+def reduce_frames(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist) -> None:
+    """The contract above, compiled where numba is installed."""
+    (reduce_numpy if numba is None else reduce_numba)(images, dark, masked, bin_of, nbins, rects, total, peak, roi,
+                                                      hist)
+
+
+def sum_frames(images, dark, acc) -> None:
+    """Add each ``image - dark`` into ``acc``, compiled where numba is installed."""
+    (sum_numpy if numba is None else sum_numba)(images, dark, acc)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's disk cache) the kernels for float32 and uint16 images."""
+    if numba is None:
+        return
+    for dtype in (np.float32, np.uint16):
+        images = np.zeros((1, 2, 2), dtype)
+        reduce_numba(images, None, np.zeros(4, bool), np.zeros(4, np.int64), 1, np.zeros((0, 4), np.int64),
+                     np.zeros(1), np.zeros(1), np.zeros((1, 0)), np.zeros((1, 1)))
+        sum_numba(images, None, np.zeros(4))
