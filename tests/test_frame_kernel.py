@@ -68,6 +68,32 @@ def test_compiled_and_numpy_kernels_equal_a_plain_loop(dtype, with_dark):
     assert (ref["hist"].sum(axis=1) > 0).all() and np.isfinite(radial.from_sums(ref["hist"])).sum() > 10
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_pixels_set_apart_and_the_mean_image_in_the_same_pass(dtype):
+    """Pixels set apart (special) count nowhere but in their column; the images are summed into acc."""
+    images, dark, mask = case(dtype, k=6, seed=1)
+    radial = radial_integrator(GEOM, SHAPE, mask)
+    rng = np.random.default_rng(2)
+    apart = rng.choice(np.flatnonzero(~mask.ravel()), size=9, replace=False)
+    special = np.full(mask.size, -1, np.int64)
+    special[apart] = np.arange(len(apart))
+    as_masked = mask.copy().reshape(-1)
+    as_masked[apart] = True
+    ref = loop_reference(images, dark.reshape(-1), as_masked.reshape(SHAPE), np.where(special >= 0, -1, radial.bin_of),
+                         len(radial.radial), ROIS)
+    values = images.reshape(len(images), -1).astype(np.float64)[:, apart] - dark.reshape(-1)[apart]
+    for fn in (fk.reduce_numpy, fk.reduce_numba):
+        k, nb = len(images), len(radial.radial)
+        out = [np.zeros(k), np.zeros(k), np.zeros((k, len(ROIS))), np.zeros((k, nb))]
+        cand, acc = np.zeros((k, len(apart))), np.ones(mask.size)
+        rects = np.array([[r.y[0], r.y[1], r.x[0], r.x[1]] for r in ROIS], np.int64)
+        fn(images, dark.reshape(-1), mask.reshape(-1), radial.bin_of, nb, rects, *out, special, cand, acc)
+        for key, got in zip(("total", "peak", "roi", "hist"), out):
+            np.testing.assert_allclose(got, ref[key], rtol=1e-12, atol=1e-9, err_msg=f"{fn.__name__} {key}")
+        np.testing.assert_allclose(cand, values, rtol=1e-12)
+        np.testing.assert_allclose(acc, 1 + (images.astype(np.float64) - dark).sum(axis=0).ravel(), rtol=1e-12)
+
+
 def test_every_pixel_masked_one_image_no_roi_and_empty_bins():
     images, dark, _ = case(np.float32, k=1)
     mask = np.ones(SHAPE, bool)
@@ -136,3 +162,47 @@ def test_a_failing_read_in_one_worker_names_the_file_and_stops_the_others(tmp_pa
     radial = radial_integrator(GEOM, SHAPE, mask)
     with pytest.raises(RunDataError, match="part1.h5"):
         reduce_events(run, dark, mask, ROIS, radial, 2, 2)
+
+
+def two_pass_reference(run, dark, mask, chunk):
+    """Hot pixels from the dark, else from the run's mean image (a first pass), then the reduction with them masked."""
+    from xfel_core.events import anomalies
+
+    source = dark if dark is not None else mean_image(run, chunk)
+    hot = anomalies.hot_pixels(source, 5.0)
+    radial = radial_integrator(GEOM, SHAPE, mask | hot)
+    return reduce_events(run, dark, mask | hot, ROIS, radial, chunk), hot
+
+
+@pytest.mark.parametrize("story, reads", [
+    ("hot from the start", 1),  # set apart by the first block's mean, found hot at the end
+    ("bright at first only", 1),  # set apart, not hot over the run: added back
+    ("hot after the first block", 2),  # not set apart: a second pass
+    ("with a dark run", 1),  # hot pixels from the dark
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hot_pixels_found_in_the_same_pass_equal_a_first_pass_for_them(tmp_path, story, reads, threads):
+    from xfel_core.events.smalldata import reduce_run
+
+    images, dark, mask = case(np.float32, k=20, seed=4)
+    images = np.clip(images, 0, None) + 5.0
+    chunk = 4
+    if story == "hot from the start":
+        images[:, 5, 7] += 5000.0
+    elif story == "bright at first only":
+        images[:chunk, 5, 7] += 150.0  # hot at half the factor in the first block, not over the run
+    elif story == "hot after the first block":
+        images[chunk:, 5, 7] += 5000.0
+    dark = dark if story == "with a dark run" else None
+    if dark is not None:
+        dark[9, 9] += 5000.0
+    mask[5, 7] = mask[9, 9] = False
+    run = in_memory_run(images, tmp_path)
+    red, hot, radial, n = reduce_run(run, dark, mask, ROIS, GEOM, chunk, threads, hot_factor=5.0)
+    ref, ref_hot = two_pass_reference(run, dark, mask, chunk)
+    assert n == reads
+    np.testing.assert_array_equal(hot, ref_hot)
+    assert hot[5, 7] == (story in ("hot from the start", "hot after the first block"))
+    assert hot[9, 9] == (dark is not None)
+    for key in ("total", "peak", "roi", "profile"):
+        np.testing.assert_allclose(red[key], ref[key], rtol=1e-12, atol=1e-9, err_msg=key)

@@ -17,8 +17,16 @@ Contract, for ``k`` images of ``npix = y * x`` pixels:
 - outputs, float64: ``total`` (k,) the sum of ``image - dark`` over unmasked pixels before clipping;
   ``peak`` (k,) the largest pixel after clipping at 0 (masked pixels count as 0); ``roi`` (k, rois)
   and ``hist`` (k, nbins) the sums of the clipped pixels of each ROI and each radial bin (masked
-  pixels count as 0).
+  pixels count as 0);
+- optionally ``special`` (npix,) int64, a column of ``cand`` (k, columns) float64 for pixels set
+  apart (-1: none): such a pixel's ``image - dark`` goes to its column and it counts in no other
+  output, as if masked and left out of ``total`` too (the pixels that may turn out hot, added back
+  when they do not: :mod:`xfel_core.events.smalldata`);
+- optionally ``acc`` (npix,) float64: ``image - dark`` of every pixel (masked ones too) added in (the
+  run's mean image, for its hot pixels, in the same pass).
 
+The compiled kernel goes through a block row by row and, within a row, image by image: a row of
+``acc`` stays in cache for the whole block while each image's bytes are read once.
 Values are float64 from the first subtraction on (ADU, as the images).
 """
 
@@ -32,12 +40,22 @@ except ImportError:  # pragma: no cover - numba is a pinned dependency
     numba = None
 
 
-def reduce_numpy(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist) -> None:
+def reduce_numpy(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,
+                 acc=None) -> None:
     """Reference: the contract above in numpy passes."""
     k = len(images)
     x = images.reshape(k, -1).astype(np.float64)
     if dark is not None:
         x -= dark
+    if acc is not None:
+        acc += x.sum(axis=0)
+    masked = np.asarray(masked, bool).copy()
+    bin_of = np.asarray(bin_of, np.int64)
+    if special is not None:
+        apart = np.flatnonzero(special >= 0)
+        cand[:, special[apart]] = x[:, apart]
+        masked[apart] = True
+        bin_of = np.where(special >= 0, -1, bin_of)
     x[:, masked] = 0
     total[:] = x.sum(axis=1)
     np.clip(x, 0, None, out=x)
@@ -61,20 +79,30 @@ def sum_numpy(images, dark, acc) -> None:
 if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
-    def _reduce(images, dark, use_dark, masked, bin_of, rects, total, peak, roi, hist):
+    def _reduce(images, dark, use_dark, masked, bin_of, rects, special, use_special, cand, acc, use_acc,
+                total, peak, roi, hist):
         k, ny, nx = images.shape
-        row = np.empty(nx, np.float64)
-        for i in range(k):
-            t = 0.0
-            pk = 0.0
-            h = hist[i]
-            for y in range(ny):
-                base = y * nx
+        row = np.empty((k, nx), np.float64)
+        total[:] = 0.0
+        peak[:] = 0.0
+        for y in range(ny):
+            base = y * nx
+            for i in range(k):
+                t = 0.0
+                pk = peak[i]
+                h = hist[i]
+                r_i = row[i]
                 for x in range(nx):
                     p = base + x
                     v = np.float64(images[i, y, x])
                     if use_dark:
                         v -= np.float64(dark[p])
+                    if use_acc:
+                        acc[p] += v
+                    if use_special and special[p] >= 0:
+                        cand[i, special[p]] = v
+                        r_i[x] = 0.0
+                        continue
                     if masked[p]:
                         v = 0.0
                     t += v
@@ -82,18 +110,18 @@ if numba is not None:
                         v = 0.0
                     if v > pk:
                         pk = v
-                    row[x] = v
+                    r_i[x] = v
                     b = bin_of[p]
                     if b >= 0:
                         h[b] += v
+                total[i] += t
+                peak[i] = pk
                 for r in range(rects.shape[0]):
                     if rects[r, 0] <= y < rects[r, 1]:
                         s = 0.0
                         for x in range(rects[r, 2], rects[r, 3]):
-                            s += row[x]
+                            s += r_i[x]
                         roi[i, r] += s
-            total[i] = t
-            peak[i] = pk
 
     @numba.njit(cache=True, nogil=True)
     def _sum(images, dark, use_dark, acc):
@@ -112,15 +140,19 @@ def _dark_arg(dark, npix):
     return (np.zeros(1, np.float32), False) if dark is None else (np.ascontiguousarray(dark, np.float32).reshape(npix), True)
 
 
-def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist) -> None:
-    """Compiled kernel with the contract of :func:`reduce_numpy` (the outputs are set, not added to)."""
+def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,
+                 acc=None) -> None:
+    """Compiled kernel with the contract of :func:`reduce_numpy` (the outputs are set, not added to; ``acc`` added to)."""
     images = np.ascontiguousarray(images)
     npix = images[0].size if len(images) else 0
     d, use_dark = _dark_arg(dark, npix)
     roi[:] = 0.0
     hist[:] = 0.0
+    no_special, no_acc = np.zeros(1, np.int64), np.zeros(1, np.float64)
     _reduce(images, d, use_dark, np.ascontiguousarray(masked, np.bool_).reshape(-1),
             np.ascontiguousarray(bin_of, np.int64).reshape(-1), np.ascontiguousarray(rects, np.int64).reshape(-1, 4),
+            no_special if special is None else special, special is not None,
+            np.zeros((1, 1)) if cand is None else cand, no_acc if acc is None else acc, acc is not None,
             total, peak, roi, hist)
 
 
@@ -131,10 +163,11 @@ def sum_numba(images, dark, acc) -> None:
     _sum(images, d, use_dark, acc)
 
 
-def reduce_frames(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist) -> None:
+def reduce_frames(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,
+                  acc=None) -> None:
     """The contract above, compiled where numba is installed."""
     (reduce_numpy if numba is None else reduce_numba)(images, dark, masked, bin_of, nbins, rects, total, peak, roi,
-                                                      hist)
+                                                      hist, special, cand, acc)
 
 
 def sum_frames(images, dark, acc) -> None:

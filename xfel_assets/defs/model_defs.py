@@ -91,15 +91,22 @@ def refresh_condition(spec: model.AssetSpec) -> dg.AutomationCondition | None:
     """When Dagster's automation makes the asset again (the variables and run tables, ``refresh`` in the model).
 
     A variable: a partition whose inputs were all made and one of them changed (Dagster's eager).
-    A run table: after any of its inputs' partitions changed, once none is being made; runs still
-    missing outputs do not hold it back (eager would wait for every run's every input).
+    A run table: when an input's partition was made (or a note added) after the table was last made and
+    after it was last requested, at a tick that saw no new update and with none of its inputs being
+    made; runs still missing outputs do not hold it back (eager would wait for every run's every input).
+    The quiet tick keeps a table from running beside the variables its inputs' update requested (their
+    requests are not visible across partitionings within one tick: the table would be made without
+    their values); the updates' and the request's times, not the ticks that saw them, decide whether a
+    change is still to be shown. A table whose run failed waits for the next change.
     """
     if not spec.refresh:
         return None
     if spec.partitioning is not BEAMTIME:
         return dg.AutomationCondition.eager()
-    return ((dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
-            & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress()
+    # newly_updated directly under the deps operator and since: only so does Dagster keep the updates' times.
+    changed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
+    return (changed.since(dg.AutomationCondition.newly_updated()) & changed.since(dg.AutomationCondition.newly_requested())
+            & ~changed & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress()
             ).with_label("after its inputs change")
 
 

@@ -25,9 +25,9 @@ from ..rois import check_inside, section_rois
 from ..outputs import atomic_path, done_info, provenance, write_png
 from ..scan import bin_scan_values
 from . import anomalies
-from ..azimuthal import radial_integrator, read_mask
+from ..azimuthal import read_mask
 from ..readers.events import read_run
-from .smalldata import accumulate_groups, mean_image, reduce_events
+from .smalldata import accumulate_groups, mean_image, reduce_run
 
 SMALLDATA_FILE = "event_smalldata.h5"
 CUBE_FILE = "event_cube.h5"
@@ -84,12 +84,9 @@ def make_event_smalldata(cfg: BeamtimeConfig, run: str) -> dict:
     vers = versions.made_from(cfg, "event_smalldata", run)
 
     mask = read_mask(ev.geometry, raw.shape)
-    threads = cfg.execution.kernel_threads
-    hot_source = dark if dark is not None else mean_image(raw, ev.chunk_events, threads=threads)
-    hot = anomalies.hot_pixels(hot_source, ev.anomalies.hot_pixel_factor)
+    red, hot, radial, reads = reduce_run(raw, dark, mask, rois, ev.geometry, ev.chunk_events,
+                                         cfg.execution.kernel_threads, ev.anomalies.hot_pixel_factor)
     mask = mask | hot
-    radial = radial_integrator(ev.geometry, raw.shape, mask)
-    red = reduce_events(raw, dark, mask, rois, radial, ev.chunk_events, threads)
 
     scan_corrected = raw.scan + (raw.timing_tool * ev.timing_tool_scale if raw.timing_tool is not None else 0.0)
     bins = bin_scan_values(np.arange(raw.nevents), scan_corrected, ev.binning)
@@ -144,12 +141,13 @@ def make_event_smalldata(cfg: BeamtimeConfig, run: str) -> dict:
     ds.attrs = provenance(cfg.yaml_text(), [str(p) for p in raw.files], run=run, layout=ev.layout,
                           events=raw.nevents, kept=int(kept.sum()), rejected_by_rule=json.dumps(counts),
                           shots_missing_from=json.dumps(raw.missing), timestamp_join=join_report(raw.missing),
-                          scan_source=raw.scan_name, dark_version=dark_version, **vers)
+                          scan_source=raw.scan_name, reads_per_image=reads, dark_version=dark_version, **vers)
     path = output_path(cfg, run, SMALLDATA_FILE)
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
     return done_info(path, t0, events=raw.nevents, kept=int(kept.sum()), rejected_by_rule=counts,
                      shots_missing_from=raw.missing, timestamp_join=join_report(raw.missing), scan_source=raw.scan_name,
+                     reads_per_image=reads,
                      hot_pixels=int(hot.sum()), masked_pixels=int(mask.sum()),
                      scan_points=bins.nbins, laser_on=int(raw.laser.sum()), rois=names, radial_bins=len(radial.radial),
                      radial_unit=radial.unit, has_timing_tool=raw.timing_tool is not None,

@@ -91,20 +91,17 @@ class EventRun:
                 f.close()
 
     def for_each_block(self, chunk: int, threads: int, fn: Callable[[int, np.ndarray, np.ndarray], None],
-                       events: np.ndarray | None = None) -> None:
-        """Call ``fn(worker, event indices, images)`` for every block of :meth:`read_plan`, in ``threads`` threads.
+                       events: np.ndarray | None = None, plan: list | None = None) -> None:
+        """Call ``fn(worker, event indices, images)`` for every block of :meth:`read_plan` (or of ``plan``, a part
+        of it), in ``threads`` threads.
 
         Each worker reads its blocks into a buffer of its own (h5py serialises the reads) and runs ``fn``
         on them while the others read: with a kernel that releases the GIL, reading and reducing overlap
         and the reductions run in parallel. ``fn`` must write only what its worker or its events own.
         Memory: one block buffer per worker, whatever the run's length.
         """
-        plan = self.read_plan(chunk, events)
+        plan = self.read_plan(chunk, events) if plan is None else plan
         threads = max(1, min(threads, len(plan)))
-        if threads == 1:
-            for idx, imgs in self.iter_images(chunk, events):
-                fn(0, idx, imgs)
-            return
         lock, failed = threading.Lock(), threading.Event()
         todo = iter(plan)
 
@@ -125,6 +122,9 @@ class EventRun:
                 for f in files.values():
                     f.close()
 
+        if threads == 1:
+            work(0)
+            return
         with ThreadPoolExecutor(threads) as pool:
             for future in [pool.submit(work, w) for w in range(threads)]:
                 future.result()  # the first error, named by the reader or the kernel
