@@ -206,3 +206,23 @@ def test_hot_pixels_found_in_the_same_pass_equal_a_first_pass_for_them(tmp_path,
     assert hot[9, 9] == (dark is not None)
     for key in ("total", "peak", "roi", "profile"):
         np.testing.assert_allclose(red[key], ref[key], rtol=1e-12, atol=1e-9, err_msg=key)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (40, 56)])
+def test_the_compiled_3x3_median_equals_scipys(shape):
+    from xfel_core.events.anomalies import median3x3, median3x3_scipy
+
+    rng = np.random.default_rng(shape[0])
+    for image in (rng.random(shape), rng.integers(0, 3, shape).astype(np.float64), rng.poisson(40.0, shape) * 1.0):
+        np.testing.assert_array_equal(median3x3(image), median3x3_scipy(image))
+
+
+def test_a_radial_integrator_without_some_pixels_equals_one_made_with_them_masked():
+    _, _, mask = case(np.float32)
+    extra = np.zeros(SHAPE, bool)
+    extra[3:9, 20:24] = True
+    made = radial_integrator(GEOM, SHAPE, mask | extra)
+    derived = radial_integrator(GEOM, SHAPE, mask).without(extra)
+    np.testing.assert_array_equal(derived.bin_of, made.bin_of)
+    np.testing.assert_allclose(derived.norm, made.norm, rtol=1e-12, atol=1e-15)
+    assert (derived.matrix != made.matrix).nnz == 0

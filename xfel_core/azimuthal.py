@@ -150,12 +150,27 @@ def read_mask(geom: GeometryConfig, shape: tuple[int, int]) -> np.ndarray:
 class RadialIntegrator:
     """Radial profiles of image stacks: ``profiles(images)`` -> (images, npt)."""
 
-    matrix: sp.csr_matrix  # (npt, pixels): solid-angle weights are in norm, not here
     norm: np.ndarray  # (npt,) sum of the relative solid angles of each bin's pixels
-    bin_of: np.ndarray  # (pixels,) int64 bin of each pixel; -1: masked or outside the range
+    bin_of: np.ndarray  # (pixels,) int32 bin of each pixel; -1: masked or outside the range
+    solid: np.ndarray  # (pixels,) relative solid angle of each pixel
     radial: np.ndarray  # (npt,) bin centres in `unit`
     edges: np.ndarray  # (npt + 1,)
     unit: str
+
+    @functools.cached_property
+    def matrix(self) -> sp.csr_matrix:
+        """(npt, pixels) 0/1 sparse matrix of the binning (solid-angle weights are in norm, not here)."""
+        pixels = np.flatnonzero(self.bin_of >= 0)
+        return sp.csr_matrix((np.ones(len(pixels), dtype=np.float32), (self.bin_of[pixels], pixels)),
+                             shape=(len(self.norm), self.bin_of.size))
+
+    def without(self, pixels: np.ndarray) -> RadialIntegrator:
+        """The integrator with these pixels (a (y, x) or flat bool mask) masked too."""
+        drop = np.asarray(pixels, bool).reshape(-1) & (self.bin_of >= 0)
+        bin_of = np.where(drop, -1, self.bin_of).astype(np.int32)
+        norm = self.norm - np.bincount(self.bin_of[drop], weights=self.solid[drop], minlength=len(self.norm))
+        return RadialIntegrator(norm=norm, bin_of=bin_of, solid=self.solid, radial=self.radial, edges=self.edges,
+                                unit=self.unit)
 
     def profiles(self, images: np.ndarray) -> np.ndarray:
         """(k, npt) float64 profiles of (k, y, x) images; NaN in bins without pixels."""
@@ -195,12 +210,9 @@ def radial_integrator(geom: GeometryConfig, shape: tuple[int, int], mask: np.nda
     edges = (lo + width * np.arange(geom.npt + 1)) * factor
     b = np.floor((pos - lo) / width).astype(np.int64)
     use = good & (b >= 0) & (b < geom.npt)
-    pixels = np.flatnonzero(use)
-    matrix = sp.csr_matrix((np.ones(len(pixels), dtype=np.float32), (b[use], pixels)),
-                           shape=(geom.npt, pos.size))
     norm = np.bincount(b[use], weights=solid[use], minlength=geom.npt)
-    return RadialIntegrator(matrix=matrix, norm=norm, bin_of=np.where(use, b, -1), radial=0.5 * (edges[:-1] + edges[1:]),
-                            edges=edges, unit=geom.unit)
+    return RadialIntegrator(norm=norm, bin_of=np.where(use, b, -1).astype(np.int32), solid=solid,
+                            radial=0.5 * (edges[:-1] + edges[1:]), edges=edges, unit=geom.unit)
 
 
 def pyfai_profile(geom: GeometryConfig, image: np.ndarray, mask: np.ndarray, radial_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,13 +12,13 @@ Contract, for ``k`` images of ``npix = y * x`` pixels:
 
 - ``images`` (k, y, x), any real dtype (float32 or uint16 as the files hold them);
 - ``dark`` (npix,) float32 or None; ``masked`` (npix,) bool;
-- ``bin_of`` (npix,) int64: the radial bin of each pixel, -1 for none (masked, outside the range);
+- ``bin_of`` (npix,) int32: the radial bin of each pixel, -1 for none (masked, outside the range);
 - ``rects`` (rois, 4) int64: each ROI's [y0, y1, x0, x1), inside the image;
 - outputs, float64: ``total`` (k,) the sum of ``image - dark`` over unmasked pixels before clipping;
   ``peak`` (k,) the largest pixel after clipping at 0 (masked pixels count as 0); ``roi`` (k, rois)
   and ``hist`` (k, nbins) the sums of the clipped pixels of each ROI and each radial bin (masked
   pixels count as 0);
-- optionally ``special`` (npix,) int64, a column of ``cand`` (k, columns) float64 for pixels set
+- optionally ``special`` (npix,) int32, a column of ``cand`` (k, columns) float64 for pixels set
   apart (-1: none): such a pixel's ``image - dark`` goes to its column and it counts in no other
   output, as if masked and left out of ``total`` too (the pixels that may turn out hot, added back
   when they do not: :mod:`xfel_core.events.smalldata`);
@@ -148,10 +148,10 @@ def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, h
     d, use_dark = _dark_arg(dark, npix)
     roi[:] = 0.0
     hist[:] = 0.0
-    no_special, no_acc = np.zeros(1, np.int64), np.zeros(1, np.float64)
+    no_special, no_acc = np.zeros(1, np.int32), np.zeros(1, np.float64)
     _reduce(images, d, use_dark, np.ascontiguousarray(masked, np.bool_).reshape(-1),
-            np.ascontiguousarray(bin_of, np.int64).reshape(-1), np.ascontiguousarray(rects, np.int64).reshape(-1, 4),
-            no_special if special is None else special, special is not None,
+            np.ascontiguousarray(bin_of, np.int32).reshape(-1), np.ascontiguousarray(rects, np.int64).reshape(-1, 4),
+            no_special if special is None else np.ascontiguousarray(special, np.int32), special is not None,
             np.zeros((1, 1)) if cand is None else cand, no_acc if acc is None else acc, acc is not None,
             total, peak, roi, hist)
 
@@ -181,6 +181,6 @@ def warm_up() -> None:
         return
     for dtype in (np.float32, np.uint16):
         images = np.zeros((1, 2, 2), dtype)
-        reduce_numba(images, None, np.zeros(4, bool), np.zeros(4, np.int64), 1, np.zeros((0, 4), np.int64),
+        reduce_numba(images, None, np.zeros(4, bool), np.zeros(4, np.int32), 1, np.zeros((0, 4), np.int64),
                      np.zeros(1), np.zeros(1), np.zeros((1, 0)), np.zeros((1, 1)))
         sum_numba(images, None, np.zeros(4))

@@ -124,21 +124,21 @@ def reduce_run(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois: l
     first_mean = first[1].mean(axis=0, dtype=np.float64)
     factor = hot_factor if len(plan) == 1 else hot_factor * CANDIDATE_FRACTION
     apart = np.flatnonzero((anomalies.hot_pixels(first_mean, factor) & ~config_mask).ravel())
+    radial_cfg = radial_integrator(geometry, run.shape, config_mask)
     if len(apart) <= MAX_CANDIDATES:
-        special = np.full(config_mask.size, -1, np.int64)
+        special = np.full(config_mask.size, -1, np.int32)
         special[apart] = np.arange(len(apart))
-        radial_cfg = radial_integrator(geometry, run.shape, config_mask)
         red = _Reduction(run, None, config_mask, rois, radial_cfg, threads, special, mean_image=True)
         red.reduce(0, *first)
         run.for_each_block(chunk, threads, red.reduce, plan=plan[1:])
         hot = anomalies.hot_pixels((red.acc.sum(axis=0) / run.nevents).reshape(run.shape), hot_factor)
         if not (hot.ravel() & ~config_mask.ravel() & (special < 0)).any():
-            radial = radial_integrator(geometry, run.shape, config_mask | hot)
+            radial = radial_cfg.without(hot)
             _add_back(red, apart, ~hot.ravel()[apart], radial, run.shape)
             return red.result(radial), hot, radial, 1
     # A second pass with the mask known.
     hot = anomalies.hot_pixels(mean_image(run, chunk, threads=threads), hot_factor)
-    radial = radial_integrator(geometry, run.shape, config_mask | hot)
+    radial = radial_cfg.without(hot)
     return reduce_events(run, None, config_mask | hot, rois, radial, chunk, threads), hot, radial, 2
 
 
