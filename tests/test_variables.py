@@ -512,12 +512,17 @@ with dg.DagsterInstance.get() as instance:
     r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
     print("tick3", requested(r))
 """
+    ticks = automation_ticks(script, path, home)
+    assert "run_table" not in ticks["tick1"] and "'xgm'" not in ticks["tick1"], ticks  # all current
+    assert ticks["tick2"] == "[]" and ticks["tick3"] == "['run_table']", ticks  # the note: the table, a tick on
+
+
+def automation_ticks(script: str, path: Path, home: Path) -> dict[str, str]:
+    """Run a script that evaluates Dagster's automation against this home as the daemon does; its ``tickN`` lines."""
     env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(path))
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    ticks = dict(line.split(" ", 1) for line in res.stdout.splitlines() if line.startswith("tick"))
-    assert "run_table" not in ticks["tick1"] and "'xgm'" not in ticks["tick1"], res.stdout  # all current
-    assert ticks["tick2"] == "[]" and ticks["tick3"] == "['run_table']", res.stdout  # the note: the table, a tick on
+    return dict(line.split(" ", 1) for line in res.stdout.splitlines() if line.startswith("tick"))
 
 
 def test_a_broken_variables_file_leaves_materialize_working(tmp_path):
@@ -641,8 +646,5 @@ with dg.DagsterInstance.get() as instance:
     r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
     print("tick5", requested(r))
 """
-    env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(path))
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    ticks = dict(line.split(" ", 1) for line in res.stdout.splitlines() if line.startswith("tick"))
+    ticks = automation_ticks(script, path, home)
     assert ticks == {"tick1": "[]", "tick2": "['broken']", "tick3": "[]", "tick4": "['run_table']", "tick5": "[]"}, ticks
