@@ -78,49 +78,56 @@ def sum_numpy(images, dark, acc) -> None:
 
 if numba is not None:
 
-    @numba.njit(cache=True, nogil=True)
-    def _reduce(images, dark, use_dark, masked, bin_of, rects, special, use_special, cand, acc, use_acc,
-                total, peak, roi, hist):
+    @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+    def _reduce(images, dark, off, bin_of, rects, sp_ptr, sp_x, sp_col, cand, acc, use_acc, total, peak_bits, roi,
+                hist):
+        # Row by row, image by image: a row of the per-pixel arrays (dark, off, bin_of, acc) serves every image of
+        # the block from cache. Per row, one vectorised loop (subtract, mean image, mask, total, clip at 0 as
+        # (v + |v|) / 2), the largest pixel as the largest bit pattern (non-negative doubles order as integers:
+        # a vectorised integer reduction), then the radial histogram's scatter and the ROI sums.
         k, ny, nx = images.shape
-        row = np.empty((k, nx), np.float64)
-        total[:] = 0.0
-        peak[:] = 0.0
+        row = np.empty(nx, np.float64)
+        bits = row.view(np.int64)
         for y in range(ny):
             base = y * nx
+            d = dark[base:base + nx]
+            m = off[base:base + nx]
+            a = acc[base:base + nx]
+            bo = bin_of[base:base + nx]
             for i in range(k):
+                img = images[i, y]
                 t = 0.0
-                pk = peak[i]
-                h = hist[i]
-                r_i = row[i]
-                for x in range(nx):
-                    p = base + x
-                    v = np.float64(images[i, y, x])
-                    if use_dark:
-                        v -= np.float64(dark[p])
-                    if use_acc:
-                        acc[p] += v
-                    if use_special and special[p] >= 0:
-                        cand[i, special[p]] = v
-                        r_i[x] = 0.0
-                        continue
-                    if masked[p]:
-                        v = 0.0
-                    t += v
-                    if v < 0.0:
-                        v = 0.0
-                    if v > pk:
-                        pk = v
-                    r_i[x] = v
-                    b = bin_of[p]
-                    if b >= 0:
-                        h[b] += v
+                if use_acc:
+                    for x in range(nx):
+                        v = np.float64(img[x]) - np.float64(d[x])
+                        a[x] += v
+                        v = 0.0 if m[x] else v
+                        t += v
+                        row[x] = 0.5 * (v + abs(v))
+                else:
+                    for x in range(nx):
+                        v = np.float64(img[x]) - np.float64(d[x])
+                        v = 0.0 if m[x] else v
+                        t += v
+                        row[x] = 0.5 * (v + abs(v))
                 total[i] += t
-                peak[i] = pk
+                for q in range(sp_ptr[y], sp_ptr[y + 1]):  # the pixels set apart: their values, nothing else
+                    x = sp_x[q]
+                    cand[i, sp_col[q]] = np.float64(img[x]) - np.float64(d[x])
+                pk = peak_bits[i]
+                for x in range(nx):
+                    pk = max(pk, bits[x])
+                peak_bits[i] = pk
+                h = hist[i]
+                for x in range(nx):
+                    b = bo[x]
+                    if b >= 0:
+                        h[b] += row[x]
                 for r in range(rects.shape[0]):
                     if rects[r, 0] <= y < rects[r, 1]:
                         s = 0.0
                         for x in range(rects[r, 2], rects[r, 3]):
-                            s += r_i[x]
+                            s += row[x]
                         roi[i, r] += s
 
     @numba.njit(cache=True, nogil=True)
@@ -137,6 +144,7 @@ if numba is not None:
 
 
 def _dark_arg(dark, npix):
+    """(dark as float32 (npix,), whether there is one) for the compiled kernels."""
     return (np.zeros(1, np.float32), False) if dark is None else (np.ascontiguousarray(dark, np.float32).reshape(npix), True)
 
 
@@ -144,16 +152,27 @@ def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, h
                  acc=None) -> None:
     """Compiled kernel with the contract of :func:`reduce_numpy` (the outputs are set, not added to; ``acc`` added to)."""
     images = np.ascontiguousarray(images)
-    npix = images[0].size if len(images) else 0
-    d, use_dark = _dark_arg(dark, npix)
+    k = len(images)
+    ny, nx = images.shape[1:] if images.ndim == 3 else (0, 0)
+    npix = ny * nx
+    d = np.zeros(npix, np.float32) if dark is None else np.ascontiguousarray(dark, np.float32).reshape(npix)
+    off = np.ascontiguousarray(masked, np.bool_).reshape(npix)
+    if special is not None:  # pixels set apart count as masked, their values go to cand row by row
+        special = np.asarray(special).reshape(npix)
+        apart = np.flatnonzero(special >= 0)
+        off = off | (special >= 0)
+        sp_ptr = np.searchsorted(apart, np.arange(ny + 1) * nx).astype(np.int64)
+        sp_x, sp_col = (apart % max(nx, 1)).astype(np.int64), special[apart].astype(np.int64)
+    else:
+        sp_ptr, sp_x, sp_col, cand = np.zeros(ny + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((k, 0))
+    total[:] = 0.0
     roi[:] = 0.0
     hist[:] = 0.0
-    no_special, no_acc = np.zeros(1, np.int32), np.zeros(1, np.float64)
-    _reduce(images, d, use_dark, np.ascontiguousarray(masked, np.bool_).reshape(-1),
-            np.ascontiguousarray(bin_of, np.int32).reshape(-1), np.ascontiguousarray(rects, np.int64).reshape(-1, 4),
-            no_special if special is None else np.ascontiguousarray(special, np.int32), special is not None,
-            np.zeros((1, 1)) if cand is None else cand, no_acc if acc is None else acc, acc is not None,
-            total, peak, roi, hist)
+    peak_bits = np.zeros(k, np.int64)  # +0.0
+    _reduce(images, d, off, np.ascontiguousarray(bin_of, np.int32).reshape(npix),
+            np.ascontiguousarray(rects, np.int64).reshape(-1, 4), sp_ptr, sp_x, sp_col, cand,
+            np.zeros(1) if acc is None else acc, acc is not None, total, peak_bits, roi, hist)
+    peak[:] = peak_bits.view(np.float64)
 
 
 def sum_numba(images, dark, acc) -> None:
