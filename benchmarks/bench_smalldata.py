@@ -16,7 +16,7 @@ over the run) and measures in the same run, on the same file, warm page cache (m
 It checks first that our profile equals pyFAI's (histogram engine) in the bins inside the range.
 The last line: ``ratios e2e/pyfai_best=... e2e/read_ceiling=... two_workers/one=... memory_4gb/1gb=...``
 (e2e with two workers, 1-Mpixel images). Usage:
-python benchmarks/bench_smalldata.py [--events-1m 200] [--events-module 1000] [--memory-gb 1 4] [--workdir DIR]
+python benchmarks/bench_smalldata.py [--events-1m 400] [--events-module 1000] [--memory-gb 1 4] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def peak_memory(workdir: Path, gb: float) -> tuple[int, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events-1m", type=int, default=200)
+    p.add_argument("--events-1m", type=int, default=400)
     p.add_argument("--events-module", type=int, default=1000)
     p.add_argument("--memory-gb", type=float, nargs=2, default=[1.0, 4.0])
     p.add_argument("--workdir", type=Path, default=None)

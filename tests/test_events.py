@@ -178,3 +178,15 @@ def test_truncated_file_and_config_errors(tmp_path):
     path.write_text(path.read_text().replace("layout: generic", "layout: pal").replace("energy_kev: 9.7", "energy_kev: 9.7\n    wavelength_m: 1.0e-10"))
     with pytest.raises(ConfigError, match="give exactly one of wavelength_m or energy_kev"):
         load_beamtime(path)
+
+
+def test_a_run_whose_shots_are_all_rejected_gives_an_empty_cube(tmp_path):
+    """Every shot below the I0 threshold: the small data says why for each, the cube has zero counts and NaN
+    means (not an error: the run is recorded as it is), and the profiles are still each shot's."""
+    cfg, _ = beamtime(tmp_path, "generic", anomalies={"saturation": demo.SATURATION, "i0_min": 1e9})
+    sd = xr.open_dataset(ep.make_event_smalldata(cfg, RUN)["path"], engine="h5netcdf").load()
+    assert int(sd["kept"].sum()) == 0 and bool((sd["anomaly_i0_min"] == 1).all())
+    assert np.isfinite(sd["radial_profile"].values).any()
+    ep.make_event_cube(cfg, RUN)
+    cube = xr.open_dataset(ep.output_path(cfg, RUN, ep.CUBE_FILE), engine="h5netcdf").load()
+    assert int(cube["count"].sum()) == 0 and bool(np.isnan(cube["mean"]).all())

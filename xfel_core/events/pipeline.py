@@ -65,6 +65,8 @@ def normalisation(ev: EventsConfig, i0: np.ndarray, roi: np.ndarray, names: list
         if n.region not in names:
             raise RunDataError(f"normalisation.region {n.region!r} is not one of the ROIs {names}")
         ref = roi[:, names.index(n.region)]
+    if not kept.any():  # every shot rejected: nothing to normalise to
+        return np.full(len(i0), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ref > 0, np.mean(ref[kept]) / ref, np.nan)
 
