@@ -115,8 +115,9 @@ def test_sum_kernels_equal_numpy():
         np.testing.assert_allclose(a, (images.astype(np.float64) - (0 if d is None else d)).sum(axis=0).ravel())
 
 
-def in_memory_run(images: np.ndarray, path, files: int = 3) -> EventRun:
-    """A run whose images sit in ``files`` HDF5 files (uneven splits), as the layout readers describe them."""
+def in_memory_run(images: np.ndarray, path, files: int = 3, compression: str | None = None) -> EventRun:
+    """A run whose images sit in ``files`` HDF5 files (uneven splits), as the layout readers describe them;
+    uncompressed, the reductions read them through a memory map, compressed through h5py."""
     import h5py
 
     edges = np.linspace(0, len(images), files + 1).astype(int)
@@ -125,17 +126,20 @@ def in_memory_run(images: np.ndarray, path, files: int = 3) -> EventRun:
     for n, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         p = path / f"part{n}.h5"
         with h5py.File(p, "w") as f:
-            f.create_dataset("images", data=images[lo:hi], chunks=(1,) + SHAPE)
+            f.create_dataset("images", data=images[lo:hi], chunks=(1,) + SHAPE, compression=compression)
         blocks.append(ImageBlock(p, "images", np.arange(hi - lo), np.arange(lo, hi)))
     k = len(images)
     return EventRun(run="r0002", files=[b.path for b in blocks], timestamp=np.arange(k), i0=np.ones(k),
                     scan=np.zeros(k), laser=np.zeros(k, bool), timing_tool=None, blocks=blocks, shape=SHAPE)
 
 
-@pytest.mark.parametrize("chunk, threads", [(1, 1), (4, 1), (4, 2), (7, 3)])
-def test_a_run_in_blocks_and_threads_equals_the_whole_run_at_once_and_pyfai(tmp_path, chunk, threads):
+@pytest.mark.parametrize("chunk, threads, compression", [(1, 1, None), (4, 1, "gzip"), (4, 2, None), (7, 3, "gzip")])
+def test_a_run_in_blocks_and_threads_equals_the_whole_run_at_once_and_pyfai(tmp_path, chunk, threads, compression):
     images, dark, mask = case(np.float32, k=17, seed=3)
-    run = in_memory_run(images, tmp_path)
+    run = in_memory_run(images, tmp_path, compression=compression)
+    block, part = run.read_plan(chunk)[0]
+    mapped = isinstance(run.read(block, part, np.empty((chunk,) + SHAPE, np.float32), {}, mapped=True)[1], fk.Frames)
+    assert mapped == (compression is None)  # the memory map where the layout allows, h5py otherwise
     radial = radial_integrator(GEOM, SHAPE, mask)
     red = reduce_events(run, dark, mask, ROIS, radial, chunk, threads)
     ref = loop_reference(images, dark.reshape(-1), mask, radial.bin_of, len(radial.radial), ROIS)
@@ -151,6 +155,24 @@ def test_a_run_in_blocks_and_threads_equals_the_whole_run_at_once_and_pyfai(tmp_
         np.testing.assert_allclose(red["profile"][i, 1:][filled[1:]], expected[1:][filled[1:]], rtol=1e-5)
     np.testing.assert_allclose(mean_image(run, chunk, dark, threads), (images - dark).mean(axis=0), rtol=1e-6,
                                atol=1e-6)
+
+
+def test_a_file_truncated_under_the_map_is_named_not_a_crash(tmp_path):
+    """The map is made from the whole file; a file cut shorter afterwards is a named error before any page past its
+    end is touched (that would be SIGBUS)."""
+    import os
+
+    from xfel_core.exceptions import RawFileChangedError
+
+    images, dark, mask = case(np.float32, k=12)
+    run = in_memory_run(images, tmp_path, files=1)
+    files: dict = {}
+    block, part = run.read_plan(4)[0]
+    run.read(block, part, np.empty((4,) + SHAPE, np.float32), files, mapped=True)
+    os.truncate(block.path, os.path.getsize(block.path) // 2)
+    block, part = run.read_plan(4)[2]
+    with pytest.raises(RawFileChangedError, match="part0.h5: the file was truncated while it was read"):
+        run.read(block, part, np.empty((4,) + SHAPE, np.float32), files, mapped=True)
 
 
 def test_a_failing_read_in_one_worker_names_the_file_and_stops_the_others(tmp_path):

@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - numba is a pinned dependency
 def reduce_numpy(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,
                  acc=None) -> None:
     """Reference: the contract above in numpy passes."""
+    images = as_array(images)
     k = len(images)
     x = images.reshape(k, -1).astype(np.float64)
     if dark is not None:
@@ -70,7 +71,7 @@ def reduce_numpy(images, dark, masked, bin_of, nbins, rects, total, peak, roi, h
 
 def sum_numpy(images, dark, acc) -> None:
     """Reference: add each ``image - dark`` (k, y, x) into ``acc`` (npix,) float64."""
-    x = images.reshape(len(images), -1).astype(np.float64)
+    x = as_array(images).reshape(len(images), -1).astype(np.float64)
     if dark is not None:
         x -= dark
     acc += x.sum(axis=0)
@@ -79,13 +80,13 @@ def sum_numpy(images, dark, acc) -> None:
 if numba is not None:
 
     @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
-    def _reduce(images, dark, off, bin_of, rects, sp_ptr, sp_x, sp_col, cand, acc, use_acc, total, peak_bits, roi,
-                hist):
+    def _reduce(data, starts, ny, nx, dark, off, bin_of, rects, sp_ptr, sp_x, sp_col, cand, acc, use_acc, total,
+                peak_bits, roi, hist):
         # Row by row, image by image: a row of the per-pixel arrays (dark, off, bin_of, acc) serves every image of
         # the block from cache. Per row, one vectorised loop (subtract, mean image, mask, total, clip at 0 as
         # (v + |v|) / 2), the largest pixel as the largest bit pattern (non-negative doubles order as integers:
         # a vectorised integer reduction), then the radial histogram's scatter and the ROI sums.
-        k, ny, nx = images.shape
+        k = starts.shape[0]
         row = np.empty(nx, np.float64)
         bits = row.view(np.int64)
         for y in range(ny):
@@ -95,7 +96,7 @@ if numba is not None:
             a = acc[base:base + nx]
             bo = bin_of[base:base + nx]
             for i in range(k):
-                img = images[i, y]
+                img = data[starts[i] + base:starts[i] + base + nx]
                 t = 0.0
                 if use_acc:
                     for x in range(nx):
@@ -131,16 +132,50 @@ if numba is not None:
                         roi[i, r] += s
 
     @numba.njit(cache=True, nogil=True)
-    def _sum(images, dark, use_dark, acc):
-        k = images.shape[0]
+    def _sum(data, starts, dark, use_dark, acc):
         npix = acc.shape[0]
-        flat = images.reshape(k, npix)
-        for i in range(k):
+        for i in range(starts.shape[0]):
+            img = data[starts[i]:starts[i] + npix]
             for p in range(npix):
-                v = np.float64(flat[i, p])
+                v = np.float64(img[p])
                 if use_dark:
                     v -= np.float64(dark[p])
                 acc[p] += v
+
+
+class Frames:
+    """Images where they lie in a flat array (a memory map of the file): ``data[starts[i]:starts[i] + y * x]``."""
+
+    def __init__(self, data: np.ndarray, starts: np.ndarray, shape: tuple[int, int]):
+        self.data, self.starts, self.frame_shape = data, np.asarray(starts, np.int64), tuple(shape)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.starts),) + self.frame_shape
+
+    def array(self) -> np.ndarray:
+        """A (k, y, x) copy."""
+        npix = int(np.prod(self.frame_shape))
+        return np.stack([self.data[s:s + npix] for s in self.starts]).reshape(self.shape) if len(self) else \
+            np.empty(self.shape, self.data.dtype)
+
+
+def as_array(images) -> np.ndarray:
+    """(k, y, x) images as an array (a copy of :class:`Frames`)."""
+    return images.array() if isinstance(images, Frames) else np.asarray(images)
+
+
+def _flat(images) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(flat data, start of each image in it, y, x) of an array of images or :class:`Frames`."""
+    if isinstance(images, Frames):
+        return images.data, images.starts, *images.frame_shape
+    images = np.ascontiguousarray(images)
+    k = len(images)
+    ny, nx = images.shape[1:] if images.ndim == 3 else (0, 0)
+    return images.reshape(-1), np.arange(k, dtype=np.int64) * (ny * nx), ny, nx
 
 
 def _dark_arg(dark, npix):
@@ -150,11 +185,10 @@ def _dark_arg(dark, npix):
 
 def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,
                  acc=None) -> None:
-    """Compiled kernel with the contract of :func:`reduce_numpy` (the outputs are set, not added to; ``acc`` added to)."""
-    images = np.ascontiguousarray(images)
-    k = len(images)
-    ny, nx = images.shape[1:] if images.ndim == 3 else (0, 0)
-    npix = ny * nx
+    """Compiled kernel with the contract of :func:`reduce_numpy` (the outputs are set, not added to; ``acc`` added to);
+    ``images`` an array or :class:`Frames`."""
+    data, starts, ny, nx = _flat(images)
+    k, npix = len(starts), ny * nx
     d = np.zeros(npix, np.float32) if dark is None else np.ascontiguousarray(dark, np.float32).reshape(npix)
     off = np.ascontiguousarray(masked, np.bool_).reshape(npix)
     if special is not None:  # pixels set apart count as masked, their values go to cand row by row
@@ -169,17 +203,17 @@ def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, h
     roi[:] = 0.0
     hist[:] = 0.0
     peak_bits = np.zeros(k, np.int64)  # +0.0
-    _reduce(images, d, off, np.ascontiguousarray(bin_of, np.int32).reshape(npix),
+    _reduce(data, starts, ny, nx, d, off, np.ascontiguousarray(bin_of, np.int32).reshape(npix),
             np.ascontiguousarray(rects, np.int64).reshape(-1, 4), sp_ptr, sp_x, sp_col, cand,
             np.zeros(1) if acc is None else acc, acc is not None, total, peak_bits, roi, hist)
     peak[:] = peak_bits.view(np.float64)
 
 
 def sum_numba(images, dark, acc) -> None:
-    """Compiled :func:`sum_numpy`."""
-    images = np.ascontiguousarray(images)
+    """Compiled :func:`sum_numpy`; ``images`` an array or :class:`Frames`."""
+    data, starts, _, _ = _flat(images)
     d, use_dark = _dark_arg(dark, acc.shape[0])
-    _sum(images, d, use_dark, acc)
+    _sum(data, starts, d, use_dark, acc)
 
 
 def reduce_frames(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,

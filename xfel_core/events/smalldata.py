@@ -14,7 +14,8 @@ import numpy as np
 from ..config import GeometryConfig, Roi
 from ..azimuthal import RadialIntegrator, radial_integrator
 from ..binning_kernel import Accumulators
-from ..frame_kernel import reduce_frames, sum_frames
+from ..frame_kernel import as_array, reduce_frames, sum_frames
+from ..readers.event_run import close_files
 from ..readers.events import EventRun
 from . import anomalies
 
@@ -36,7 +37,7 @@ def mean_image(run: EventRun, chunk: int, dark: np.ndarray | None = None, thread
     """(y, x) float64 mean image of a run's events (the dark of a dark run; hot pixels of a run)."""
     npix = int(np.prod(run.shape))
     acc = np.zeros((max(1, threads), npix), dtype=np.float64)  # one accumulator per worker
-    run.for_each_block(chunk, threads, lambda w, idx, imgs: sum_frames(imgs, dark, acc[w]))
+    run.for_each_block(chunk, threads, lambda w, idx, imgs: sum_frames(imgs, dark, acc[w]), mapped=True)
     return (acc.sum(axis=0) / max(run.nevents, 1)).reshape(run.shape)
 
 
@@ -45,7 +46,7 @@ def reduce_events(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois
     """Per event: ``total`` (before clipping), ``peak`` (largest pixel), ``roi`` (events, rois) and ``profile``
     (events, bins): one pass of the frame kernel over each image, blocks of ``chunk`` events in ``threads``."""
     out = _Reduction(run, dark, mask, rois, radial, threads)
-    run.for_each_block(chunk, threads, out.reduce)
+    run.for_each_block(chunk, threads, out.reduce, mapped=True)
     return out.result(radial)
 
 
@@ -117,11 +118,10 @@ def reduce_run(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois: l
     plan = run.read_plan(chunk)
     files: dict = {}
     try:
-        first = run.read(*plan[0], np.empty((chunk,) + run.shape, np.float32), files)
+        first = run.read(*plan[0], np.empty((chunk,) + run.shape, np.float32), files, mapped=True)
+        first_mean = as_array(first[1]).mean(axis=0, dtype=np.float64)
     finally:
-        for f in files.values():
-            f.close()
-    first_mean = first[1].mean(axis=0, dtype=np.float64)
+        close_files(files)
     factor = hot_factor if len(plan) == 1 else hot_factor * CANDIDATE_FRACTION
     apart = np.flatnonzero((anomalies.hot_pixels(first_mean, factor) & ~config_mask).ravel())
     radial_cfg = radial_integrator(geometry, run.shape, config_mask)
@@ -130,7 +130,7 @@ def reduce_run(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois: l
         special[apart] = np.arange(len(apart))
         red = _Reduction(run, None, config_mask, rois, radial_cfg, threads, special, mean_image=True)
         red.reduce(0, *first)
-        run.for_each_block(chunk, threads, red.reduce, plan=plan[1:])
+        run.for_each_block(chunk, threads, red.reduce, plan=plan[1:], mapped=True)
         hot = anomalies.hot_pixels((red.acc.sum(axis=0) / run.nevents).reshape(run.shape), hot_factor)
         if not (hot.ravel() & ~config_mask.ravel() & (special < 0)).any():
             radial = radial_cfg.without(hot)

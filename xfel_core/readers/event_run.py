@@ -6,6 +6,7 @@ its images block by block into a reused buffer (:meth:`EventRun.iter_images`).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..exceptions import RunDataError
+from ..exceptions import RawFileChangedError, RunDataError
+from ..frame_kernel import Frames
+from .frame_map import frame_byte_offsets, map_frames
 
 
 @dataclass
@@ -60,9 +63,18 @@ class EventRun:
             plan += [(block, sel[start:start + chunk]) for start in range(0, len(sel), chunk)]
         return plan
 
-    def read(self, block: ImageBlock, part: np.ndarray, buf: np.ndarray, files: dict) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, block: ImageBlock, part: np.ndarray, buf: np.ndarray, files: dict,
+             mapped: bool = False) -> tuple[np.ndarray, np.ndarray | Frames]:
         """(event indices, float32 images (k, y, x) in ``buf``) of one read of :meth:`read_plan`; ``files``: the
-        caller's open files by path (kept open between its reads)."""
+        caller's open files by path (kept open between its reads, closed by :func:`close_files`).
+
+        ``mapped``: where the images lie whole and uncompressed in the file, the images as :class:`Frames` of a
+        read-only memory map of it instead (no copy, no HDF5 read path; read-only: not to be changed in place).
+        """
+        if mapped:
+            frames = self._mapped(block, part, files)
+            if frames is not None:
+                return block.events[part], frames
         f = files.get(block.path)
         if f is None:
             f = files[block.path] = open_file(block.path)
@@ -79,6 +91,31 @@ class EventRun:
             raise RunDataError(f"{block.path}: cannot read {block.dataset} rows {lo}-{hi - 1}: {e}") from None
         return block.events[part], out
 
+    def _mapped(self, block: ImageBlock, part: np.ndarray, files: dict) -> Frames | None:
+        key = ("map", block.path, block.dataset)
+        if key not in files:
+            try:
+                located = frame_byte_offsets(block.path, block.dataset)
+            except (OSError, KeyError, ValueError) as e:  # the h5py read names the file and the problem
+                located = str(e)
+            if isinstance(located, str):  # the layout says why not: read through h5py
+                files[key] = None
+            else:
+                offsets, dtype = located
+                frame_bytes = int(np.prod(self.shape)) * dtype.itemsize
+                data, elements, _ = map_frames(block.path, offsets, frame_bytes, dtype)
+                files[key] = (data, elements, offsets, frame_bytes)
+        if files[key] is None:
+            return None
+        data, elements, offsets, frame_bytes = files[key]
+        rows = block.rows[part]
+        end = int(offsets[rows].max()) + frame_bytes
+        size = os.stat(block.path).st_size
+        if size < end:  # touching a mapped page past the end of a file is SIGBUS: check before each read
+            raise RawFileChangedError(f"{block.path}: the file was truncated while it was read (now {size} bytes, "
+                                      f"the images being read end at byte {end})")
+        return Frames(data, elements[rows], self.shape)
+
     def iter_images(self, chunk: int, events: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(event indices, float32 images (k, y, x)) in blocks of up to ``chunk`` events; only ``events`` if given."""
         buf = np.empty((chunk,) + self.shape, dtype=np.float32)  # reused
@@ -87,17 +124,17 @@ class EventRun:
             for block, part in self.read_plan(chunk, events):
                 yield self.read(block, part, buf, files)
         finally:
-            for f in files.values():
-                f.close()
+            close_files(files)
 
     def for_each_block(self, chunk: int, threads: int, fn: Callable[[int, np.ndarray, np.ndarray], None],
-                       events: np.ndarray | None = None, plan: list | None = None) -> None:
+                       events: np.ndarray | None = None, plan: list | None = None, mapped: bool = False) -> None:
         """Call ``fn(worker, event indices, images)`` for every block of :meth:`read_plan` (or of ``plan``, a part
         of it), in ``threads`` threads.
 
         Each worker reads its blocks into a buffer of its own (h5py serialises the reads) and runs ``fn``
         on them while the others read: with a kernel that releases the GIL, reading and reducing overlap
-        and the reductions run in parallel. ``fn`` must write only what its worker or its events own.
+        and the reductions run in parallel (``mapped``: :class:`Frames` of a memory map where the layout
+        allows, see :meth:`read`). ``fn`` must write only what its worker or its events own.
         Memory: one block buffer per worker, whatever the run's length.
         """
         plan = self.read_plan(chunk, events) if plan is None else plan
@@ -114,13 +151,12 @@ class EventRun:
                         item = next(todo, None)
                     if item is None:
                         return
-                    fn(worker, *self.read(*item, buf, files))
+                    fn(worker, *self.read(*item, buf, files, mapped))
             except BaseException:
                 failed.set()  # the other workers stop after their current block
                 raise
             finally:
-                for f in files.values():
-                    f.close()
+                close_files(files)
 
         if threads == 1:
             work(0)
@@ -128,6 +164,13 @@ class EventRun:
         with ThreadPoolExecutor(threads) as pool:
             for future in [pool.submit(work, w) for w in range(threads)]:
                 future.result()  # the first error, named by the reader or the kernel
+
+
+def close_files(files: dict) -> None:
+    """Close the HDF5 files of a reader's ``files`` (its memory maps go with the arrays that view them)."""
+    for f in files.values():
+        if isinstance(f, h5py.File):
+            f.close()
 
 
 def require_dataset(f: h5py.File, name: str, path: Path) -> h5py.Dataset:
