@@ -14,7 +14,7 @@ import numpy as np
 from ..config import GeometryConfig, Roi
 from ..azimuthal import RadialIntegrator, radial_integrator
 from ..binning_kernel import Accumulators
-from ..frame_kernel import as_array, reduce_frames, sum_frames
+from ..frame_kernel import reduce_frames, sum_frames
 from ..readers.event_run import close_files
 from ..readers.events import EventRun
 from . import anomalies
@@ -117,9 +117,11 @@ def reduce_run(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois: l
         return reduce_events(run, dark, config_mask | hot, rois, radial, chunk, threads), hot, radial, 1
     plan = run.read_plan(chunk)
     files: dict = {}
-    try:
-        first = run.read(*plan[0], np.empty((chunk,) + run.shape, np.float32), files, mapped=True)
-        first_mean = as_array(first[1]).mean(axis=0, dtype=np.float64)
+    try:  # (mapped, the first block is read again below at no cost; through h5py, once more)
+        first = run.read(*plan[0], np.empty((chunk,) + run.shape, np.float32), files, mapped=True)[1]
+        first_sum = np.zeros(int(np.prod(run.shape)))
+        sum_frames(first, None, first_sum)
+        first_mean = (first_sum / len(first)).reshape(run.shape)
     finally:
         close_files(files)
     factor = hot_factor if len(plan) == 1 else hot_factor * CANDIDATE_FRACTION
@@ -129,8 +131,7 @@ def reduce_run(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois: l
         special = np.full(config_mask.size, -1, np.int32)
         special[apart] = np.arange(len(apart))
         red = _Reduction(run, None, config_mask, rois, radial_cfg, threads, special, mean_image=True)
-        red.reduce(0, *first)
-        run.for_each_block(chunk, threads, red.reduce, plan=plan[1:], mapped=True)
+        run.for_each_block(chunk, threads, red.reduce, plan=plan, mapped=True)
         hot = anomalies.hot_pixels((red.acc.sum(axis=0) / run.nevents).reshape(run.shape), hot_factor)
         if not (hot.ravel() & ~config_mask.ravel() & (special < 0)).any():
             radial = radial_cfg.without(hot)
