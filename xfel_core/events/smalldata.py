@@ -9,6 +9,8 @@ geometry, divided by the bin's solid angle at the end).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..config import GeometryConfig, Roi
@@ -117,16 +119,18 @@ def reduce_run(run: EventRun, dark: np.ndarray | None, mask: np.ndarray, rois: l
         return reduce_events(run, dark, config_mask | hot, rois, radial, chunk, threads), hot, radial, 1
     plan = run.read_plan(chunk)
     files: dict = {}
-    try:  # (mapped, the first block is read again below at no cost; through h5py, once more)
-        first = run.read(*plan[0], np.empty((chunk,) + run.shape, np.float32), files, mapped=True)[1]
-        first_sum = np.zeros(int(np.prod(run.shape)))
-        sum_frames(first, None, first_sum)
-        first_mean = (first_sum / len(first)).reshape(run.shape)
-    finally:
-        close_files(files)
+    with ThreadPoolExecutor(1) as pool:  # pyFAI's geometry beside the first block's read and sum
+        radial_cfg = pool.submit(radial_integrator, geometry, run.shape, config_mask)
+        try:  # (mapped, the first block is read again below at no cost; through h5py, once more)
+            first = run.read(*plan[0], np.empty((chunk,) + run.shape, np.float32), files, mapped=True)[1]
+            first_sum = np.zeros(int(np.prod(run.shape)))
+            sum_frames(first, None, first_sum)
+            first_mean = (first_sum / len(first)).reshape(run.shape)
+        finally:
+            close_files(files)
+        radial_cfg = radial_cfg.result()
     factor = hot_factor if len(plan) == 1 else hot_factor * CANDIDATE_FRACTION
     apart = np.flatnonzero((anomalies.hot_pixels(first_mean, factor) & ~config_mask).ravel())
-    radial_cfg = radial_integrator(geometry, run.shape, config_mask)
     if len(apart) <= MAX_CANDIDATES:
         special = np.full(config_mask.size, -1, np.int32)
         special[apart] = np.arange(len(apart))
