@@ -38,7 +38,7 @@ def test_valid_config_resolves_paths(beamtime):
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["scan_variable"]["binning"].update(bin_widht=1.0), r"scan_variable\.binning\.bin_widht: unknown key"),
     (lambda d: d.pop("frame_pattern"), r"frame_pattern: required key is missing"),
-    (lambda d: d["scan_variable"]["binning"].update(nbins=5), r"exactly one of bin_width, nbins, values or edges"),
+    (lambda d: d["scan_variable"]["binning"].update(nbins=5), r"exactly one of bin_width, nbins, values, edges or auto"),
     (lambda d: d["detector"].update(modules=[0, 16]), r"detector\.modules\.1: .*less than or equal to 15"),
     (lambda d: d.update(chunk_frames=0), r"chunk_frames: .*greater than or equal to 1"),
     (lambda d: d.update(frame_pattern=["a", "a"]), r"frame names repeat"),

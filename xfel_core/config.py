@@ -57,8 +57,16 @@ class DetectorConfig(_Strict):
 
 
 class Binning(_Strict):
-    """How scan values become scan points: exactly one of bin_width, nbins, values or edges."""
+    """How scan values become scan points: exactly one of bin_width, nbins, values, edges or auto."""
 
+    #: The scan's steps found from the values themselves (``binning: auto``; see README, "Scan steps found
+    #: from the motor"), as EXtra's Scan component finds them; a run without steps is one scan point.
+    auto: bool = False
+    #: With auto: the motor's usable resolution (a new step starts where a value leaves the step's start by
+    #: this much); null: half the typical step, found from the values.
+    resolution: float | None = Field(default=None, gt=0)
+    #: With auto: the fewest trains (events) a step keeps; null: half the mean step length, at least 2.
+    min_trains: int | None = Field(default=None, ge=1)
     bin_width: float | None = Field(default=None, gt=0)
     nbins: int | None = Field(default=None, ge=1)
     values: list[float] | None = Field(default=None, min_length=1)
@@ -68,14 +76,22 @@ class Binning(_Strict):
     #: bin includes its upper edge); values outside are not used. Scan points are the bin centres.
     edges: list[float] | None = Field(default=None, min_length=2)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data):
+        return {"auto": True} if data == "auto" else data
+
     @model_validator(mode="after")
     def _exactly_one(self) -> Binning:
         given = [k for k in ("bin_width", "nbins", "values", "edges") if getattr(self, k) is not None]
+        given += ["auto"] if self.auto else []
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of bin_width, nbins, values or edges "
+                "give exactly one of bin_width, nbins, values, edges or auto "
                 f"(given: {', '.join(given) if given else 'none'})"
             )
+        if not self.auto and (self.resolution is not None or self.min_trains is not None):
+            raise ValueError("resolution and min_trains are for binning auto")
         if self.edges is not None and not all(a < b for a, b in zip(self.edges, self.edges[1:])):
             raise ValueError(f"edges must increase: {self.edges}")
         return self

@@ -49,6 +49,7 @@ def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning)
     - ``nbins``: equal-width bins spanning the run's smallest to largest value; centres.
     - ``values``: the listed values; a train further than ``tolerance`` from all is dropped.
     - ``edges``: bins between the edges; centres; values outside are dropped.
+    - ``auto``: the scan's steps found from the values (:func:`find_steps`).
     NaN values are dropped.
     """
     order = np.argsort(train_ids, kind="stable")
@@ -56,7 +57,9 @@ def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning)
     v = np.asarray(values, dtype=np.float64)[order]
     finite = np.isfinite(v)
     idx = np.full(len(v), -1, dtype=np.int64)
-    if binning.bin_width is not None:
+    if binning.auto:
+        centres, idx[finite] = find_steps(v[finite], binning.resolution, binning.min_trains)
+    elif binning.bin_width is not None:
         w = binning.bin_width
         labels = np.rint(v[finite] / w).astype(np.int64)
         uniq, inv = np.unique(labels, return_inverse=True)
@@ -84,6 +87,77 @@ def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning)
         ok = near[np.arange(len(best)), best] <= binning.tolerance
         idx[np.flatnonzero(finite)[ok]] = best[ok]
     return ScanBins(tids, v, idx, np.asarray(centres, dtype=np.float64))
+
+
+def guess_resolution(values: np.ndarray) -> float | None:
+    """Half the typical step of a scan's values (None: the values do not step).
+
+    The differences between neighbouring trains are the jitter within steps and the moves between
+    them: the moves are the differences further than 5 robust standard deviations (1.4826 x the
+    median absolute difference) from zero, the step the median of their sizes. (EXtra's Scan takes
+    a weighted mean of the differences within 2 standard deviations of their mean instead, which a
+    jittering motor turns into the jitter's scale.)
+    """
+    diff = np.diff(values)
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return None
+    jitter = 1.4826 * np.median(np.abs(diff))
+    moves = np.abs(diff[np.abs(diff) > 5 * jitter])
+    if moves.size == 0:
+        return None
+    return float(np.median(moves)) / 2
+
+
+def find_steps(values: np.ndarray, resolution: float | None = None,
+               min_trains: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The steps of a scan from its per-train values in train order: (step positions ascending, step of each
+    train, -1 for none).
+
+    As EXtra's ``Scan`` component finds them (the resolution guessed more robustly: :func:`guess_resolution`):
+    a step starts at a value and takes the following trains
+    within ``resolution`` of it; in each step the trains further than one standard deviation from its mean
+    are let go, a step left with fewer than ``min_trains`` is dropped, and a step then spans its first to
+    its last train, its position their mean value; a first step moving the other way than the next one
+    is the motor's backlash and is dropped. Unlike EXtra, a run that does not step (a non-scan run, or
+    one step) is one scan point of every train, and steps at the same position (a scan there and back)
+    are one scan point.
+    """
+    n = len(values)
+    one = (np.array([float(values.mean())]), np.zeros(n, np.int64)) if n else (np.zeros(0), np.zeros(0, np.int64))
+    resolution = guess_resolution(values) if resolution is None else resolution
+    if resolution is None or n == 0:
+        return one
+    starts = [0]  # a step's first train; runs of trains within resolution of that train's value
+    for i in range(1, n):
+        if abs(values[i] - values[starts[-1]]) >= resolution:
+            starts.append(i)
+    bounds = np.append(starts, n)
+    if min_trains is None:
+        lengths = np.diff(bounds)
+        lengths = lengths[lengths > 1]
+        min_trains = int(max(2, lengths.mean() // 2)) if lengths.size else 2
+    steps = []  # (first train, last train) of the steps kept
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        v = values[a:b]
+        kept = np.flatnonzero(np.abs(v - v.mean()) <= v.std())
+        if len(kept) >= min_trains:
+            steps.append((a + kept[0], a + kept[-1]))
+    positions = [float(values[a:b + 1].mean()) for a, b in steps]
+    if len(steps) >= 3 and np.sign(positions[1] - positions[0]) != np.sign(positions[2] - positions[1]):
+        steps, positions = steps[1:], positions[1:]
+    if len(steps) < 2:
+        return one
+    # Steps at the same position (within the resolution) are one scan point: the mean of their trains.
+    order = np.argsort(positions, kind="stable")
+    point = np.cumsum(np.r_[0, np.diff(np.asarray(positions)[order]) >= resolution])
+    step_point = np.empty(len(steps), np.int64)
+    step_point[order] = point
+    idx = np.full(n, -1, np.int64)
+    for (a, b), p in zip(steps, step_point):
+        idx[a:b + 1] = p
+    centres = np.array([values[idx == p].mean() for p in range(point[-1] + 1)])
+    return centres, idx
 
 
 def write_scan_bins(path, scan: ScanBins, units: str, attrs: dict) -> None:
