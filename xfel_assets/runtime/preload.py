@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import dagster._cli.api  # noqa: F401  (the run worker's entry point, used by the run launcher)
 import matplotlib.figure  # noqa: F401  (previews: xfel_core imports matplotlib only where it draws)
 
@@ -30,7 +31,10 @@ _cfg = config_at_load()
 if _cfg is None or _cfg.events is not None:
     import pyFAI.integrator.azimuthal  # noqa: F401  (event-file profiles)
     import scipy.stats  # noqa: F401  (the linear-model shot rule)
-    frame_kernel.warm_up()  # the event small data's kernel into numba's disk cache
+    frame_kernel.warm_up()  # the event small data's kernels into numba's disk cache
+    from xfel_core.events.anomalies import median3x3
+
+    median3x3(np.zeros((3, 3)))  # (the hot pixels' median)
 if _cfg is None or _cfg.events is not None or _cfg.insitu is not None:
     import scipy.ndimage  # noqa: F401  (hot pixels, bad pixels)
 binning_kernel.warm_up()
