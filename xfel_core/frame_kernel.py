@@ -10,7 +10,8 @@ here it is one, with two implementations of one contract:
 
 Contract, for ``k`` images of ``npix = y * x`` pixels:
 
-- ``images`` (k, y, x), any real dtype (float32 or uint16 as the files hold them);
+- ``images`` (k, y, x), any real dtype (float32 or uint16 as the files hold them), or :class:`Frames`
+  (images where they lie in a memory map of the file);
 - ``dark`` (npix,) float32 or None; ``masked`` (npix,) bool;
 - ``bin_of`` (npix,) int32: the radial bin of each pixel, -1 for none (masked, outside the range);
 - ``rects`` (rois, 4) int64: each ROI's [y0, y1, x0, x1), inside the image;
@@ -25,8 +26,12 @@ Contract, for ``k`` images of ``npix = y * x`` pixels:
 - optionally ``acc`` (npix,) float64: ``image - dark`` of every pixel (masked ones too) added in (the
   run's mean image, for its hot pixels, in the same pass).
 
-The compiled kernel goes through a block row by row and, within a row, image by image: a row of
-``acc`` stays in cache for the whole block while each image's bytes are read once.
+The compiled kernel goes through a block row by row and, within a row, image by image: a row of the
+per-pixel arrays (dark, mask, bins, ``acc``) stays in cache for the whole block while each image's
+bytes are read once. Per image row, one vectorised loop (subtract, mean image, mask, total, clip as
+(v + |v|) / 2), the largest pixel as the largest bit pattern of the clipped row (non-negative doubles
+order as integers: an integer reduction vectorises, a float maximum does not), then the histogram's
+scatter and the ROI sums.
 Values are float64 from the first subtraction on (ADU, as the images).
 """
 
@@ -82,10 +87,7 @@ if numba is not None:
     @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
     def _reduce(data, starts, ny, nx, dark, off, bin_of, rects, sp_ptr, sp_x, sp_col, cand, acc, use_acc, total,
                 peak_bits, roi, hist):
-        # Row by row, image by image: a row of the per-pixel arrays (dark, off, bin_of, acc) serves every image of
-        # the block from cache. Per row, one vectorised loop (subtract, mean image, mask, total, clip at 0 as
-        # (v + |v|) / 2), the largest pixel as the largest bit pattern (non-negative doubles order as integers:
-        # a vectorised integer reduction), then the radial histogram's scatter and the ROI sums.
+        # (The order and the tricks: see the module docstring.)
         k = starts.shape[0]
         row = np.empty(nx, np.float64)
         bits = row.view(np.int64)
