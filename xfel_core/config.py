@@ -8,7 +8,6 @@ missing or wrong key is a :class:`ConfigError` naming the key.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from pathlib import Path
@@ -421,27 +420,6 @@ class AnomalyConfig(_Strict):
     hot_pixel_factor: float | None = Field(default=5.0, gt=1)
 
 
-def _content_hash(path) -> str:
-    """sha256 of a file's bytes ("" for no file, "unreadable": the error naming it comes where it is read)."""
-    if not path:
-        return ""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return "unreadable"
-    return _content_hash_of(str(path), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _content_hash_of(path: str, mtime_ns: int, size: int) -> str:
-    import hashlib
-
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return "unreadable"
-
-
 class ExtraGeomLayout(_Strict):
     """A European XFEL multi-module detector's pixel positions, from extra-geom (its ``to_pyfai_detector``)."""
 
@@ -494,10 +472,10 @@ class GeometryConfig(_Strict):
         layout = data.get("extra_geom")
         layout_file = layout.get("geometry_file") if isinstance(layout, dict) else getattr(layout, "geometry_file", None)
         if data.get("poni_file") or data.get("mask_file") or layout_file:
-            from .hashing import digest
+            from .hashing import content_hash, digest
 
-            parts = [_content_hash(data.get("poni_file")), _content_hash(data.get("mask_file"))]
-            data = dict(data, files_digest=digest(*parts, *([_content_hash(layout_file)] if layout_file else []), n=12))
+            parts = [content_hash(data.get("poni_file")), content_hash(data.get("mask_file"))]
+            data = dict(data, files_digest=digest(*parts, *([content_hash(layout_file)] if layout_file else []), n=12))
         return data
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
-"""Short content hashes: of strings, and of files by name, size and modification time."""
+"""Short content hashes: of strings, of files by name, size and modification time, and of a file's bytes."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -22,3 +23,25 @@ def files_fingerprint(files: list[Path]) -> str:
         st = p.stat()
         parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
     return digest(*parts)
+
+
+def content_hash(path) -> str:
+    """sha256 of a file's bytes ("" for no file; "unreadable": the error naming it comes where it is read).
+
+    Kept per process by name, size and modification time: the config is read often (every sensor tick).
+    """
+    if not path:
+        return ""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return "unreadable"
+    return _content_hash(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_hash(path: str, mtime_ns: int, size: int) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"

@@ -83,14 +83,10 @@ def changed_runs(cfg: BeamtimeConfig, runs: list[str], redone: dict[str, str]) -
     return out
 
 
-def _sensor_interval() -> int:
+def _interval(key: str, without_config: int) -> int:
+    """A sensor's seconds between ticks from the beamtime's ``completeness`` section (``key``)."""
     cfg = config_at_load()
-    return cfg.completeness.sensor_interval_s if cfg is not None else 15
-
-
-def _refresh_interval() -> int:
-    cfg = config_at_load()
-    return cfg.completeness.refresh_interval_s if cfg is not None else 30
+    return getattr(cfg.completeness, key) if cfg is not None else without_config
 
 
 def read_cursor(context: dg.SensorEvaluationContext, partitions_set: str) -> tuple[dict[str, str], list[str], set[str]]:
@@ -161,7 +157,7 @@ def run_asset_partitions(run: str, modules: list[str], missing_darks: list[str],
             for asset in job_assets(job)}
 
 
-@described_sensor(minimum_interval_seconds=_sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
+@described_sensor(minimum_interval_seconds=_interval("sensor_interval_s", 15), default_status=dg.DefaultSensorStatus.RUNNING,
            asset_selection=dg.AssetSelection.all())
 def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResource) -> dg.SensorResult | dg.SkipReason:
     """Watch the raw root; add each complete new run as a partition and materialize all its assets, stage by
@@ -279,6 +275,6 @@ def refresh_sensors() -> list[dg.AutomationConditionSensorDefinition]:
         return []
     return [dg.AutomationConditionSensorDefinition(
         "refresh_sensor", target=dg.AssetSelection.assets(*names), default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=_refresh_interval(),
+        minimum_interval_seconds=_interval("refresh_interval_s", 30),
         description="Makes the user variables of a run when its outputs are made or change, and the run tables "
                     "after any run's outputs, variables or notes change.")]

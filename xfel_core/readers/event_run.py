@@ -47,6 +47,10 @@ class EventRun:
     #: Shots missing from each of the layout's timestamp lists (so left out by the join): {"QBPM": 3, ...}.
     missing: dict[str, int] = field(default_factory=dict)
     scan_name: str = ""  # where the scan value was read (a metadata column, a dataset)
+    #: Per (file, dataset): its memory map and where each image lies in it, or None (read through h5py);
+    #: found once per run, shared by the reading threads.
+    _maps: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _maps_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def nevents(self) -> int:
@@ -66,13 +70,13 @@ class EventRun:
     def read(self, block: ImageBlock, part: np.ndarray, buf: np.ndarray, files: dict,
              mapped: bool = False) -> tuple[np.ndarray, np.ndarray | Frames]:
         """(event indices, float32 images (k, y, x) in ``buf``) of one read of :meth:`read_plan`; ``files``: the
-        caller's open files by path (kept open between its reads, closed by :func:`close_files`).
+        caller's open HDF5 files by path (kept open between its reads, closed by :func:`close_files`).
 
         ``mapped``: where the images lie whole and uncompressed in the file, the images as :class:`Frames` of a
         read-only memory map of it instead (no copy, no HDF5 read path; read-only: not to be changed in place).
         """
         if mapped:
-            frames = self._mapped(block, part, files)
+            frames = self._mapped(block, part)
             if frames is not None:
                 return block.events[part], frames
         f = files.get(block.path)
@@ -91,23 +95,29 @@ class EventRun:
             raise RunDataError(f"{block.path}: cannot read {block.dataset} rows {lo}-{hi - 1}: {e}") from None
         return block.events[part], out
 
-    def _mapped(self, block: ImageBlock, part: np.ndarray, files: dict) -> Frames | None:
-        key = ("map", block.path, block.dataset)
-        if key not in files:
-            try:
-                located = frame_byte_offsets(block.path, block.dataset)
-            except (OSError, KeyError, ValueError) as e:  # the h5py read names the file and the problem
-                located = str(e)
-            if isinstance(located, str):  # the layout says why not: read through h5py
-                files[key] = None
-            else:
-                offsets, dtype = located
-                frame_bytes = int(np.prod(self.shape)) * dtype.itemsize
-                data, elements, _ = map_frames(block.path, offsets, frame_bytes, dtype)
-                files[key] = (data, elements, offsets, frame_bytes)
-        if files[key] is None:
+    def _map(self, block: ImageBlock) -> tuple | None:
+        """(mapped data, element offset of each image, byte offsets, bytes per image) of a block's dataset, or None."""
+        key = (block.path, block.dataset)
+        with self._maps_lock:
+            if key not in self._maps:
+                try:
+                    located = frame_byte_offsets(block.path, block.dataset)
+                except (OSError, KeyError, ValueError) as e:  # the h5py read names the file and the problem
+                    located = str(e)
+                if isinstance(located, str):  # the layout says why not: read through h5py
+                    self._maps[key] = None
+                else:
+                    offsets, dtype = located
+                    frame_bytes = int(np.prod(self.shape)) * dtype.itemsize
+                    data, elements, _ = map_frames(block.path, offsets, frame_bytes, dtype)
+                    self._maps[key] = (data, elements, offsets, frame_bytes)
+            return self._maps[key]
+
+    def _mapped(self, block: ImageBlock, part: np.ndarray) -> Frames | None:
+        found = self._map(block)
+        if found is None:
             return None
-        data, elements, offsets, frame_bytes = files[key]
+        data, elements, offsets, frame_bytes = found
         rows = block.rows[part]
         end = int(offsets[rows].max()) + frame_bytes
         size = os.stat(block.path).st_size
@@ -167,10 +177,9 @@ class EventRun:
 
 
 def close_files(files: dict) -> None:
-    """Close the HDF5 files of a reader's ``files`` (its memory maps go with the arrays that view them)."""
+    """Close the HDF5 files of a reader's ``files``."""
     for f in files.values():
-        if isinstance(f, h5py.File):
-            f.close()
+        f.close()
 
 
 def require_dataset(f: h5py.File, name: str, path: Path) -> h5py.Dataset:
