@@ -166,3 +166,32 @@ def test_all_frames_masked_gives_nan_means_and_zero_counts(tmp_path):
     assert np.isnan(ds["mean"].values).all()
     assert ds.attrs["check_means_finite"] == "passed"  # empty bins are NaN by design
     assert ds.attrs["check_all_modules_present"].startswith("failed: modules without frames: [0, 1]")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_masked_kernel_equals_numpy_reference_and_a_direct_sum(threads):
+    """Per-pixel masks (corrected data): a pixel with a masked bit set adds nothing and is not counted."""
+    rng = np.random.default_rng(3)
+    n, npix, ngroups = 2100, 300, 3  # more than one batch of frames
+    frames = rng.normal(100, 10, (n, npix)).astype(np.float32)
+    masks = np.where(rng.random((n, npix)) < 0.1, rng.choice(np.array([1, 4], np.uint32), (n, npix)), 0)
+    masks = masks.astype(np.uint32)
+    group = rng.integers(-1, ngroups, n)
+    offsets = np.arange(n, dtype=np.int64) * npix
+    dark_row = rng.integers(0, 2, n)
+    dark = rng.random((2, npix)).astype(np.float32)
+    for bits in (0xFFFFFFFF, 4):
+        acc = binning_kernel.Accumulators(ngroups, npix, threads, per_pixel=True)
+        acc.add(frames.ravel(), offsets, group, dark_row, dark, mask=(masks.ravel(), offsets, bits))
+        got = (*acc.result(), acc.pixel_counts)
+        ref = (np.zeros((ngroups, npix)), np.zeros((ngroups, npix)), np.zeros(ngroups, np.int64),
+               np.zeros((ngroups, npix), np.int64))
+        binning_kernel.accumulate_numpy(frames.ravel(), offsets, npix, group, dark_row, dark, *ref[:3],
+                                        mask=(masks.ravel(), offsets, bits, ref[3]))
+        for a, b in zip(got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+        sel = group == 1
+        good = (masks[sel] & bits) == 0
+        x = np.where(good, frames[sel].astype(np.float64) - dark[dark_row[sel]], 0)
+        np.testing.assert_allclose(got[0][1], x.sum(0), rtol=1e-12)
+        assert (got[3][1] == good.sum(0)).all() and got[2][1] == sel.sum()

@@ -17,7 +17,9 @@ the same kernel reads a block read by h5py or the frames in a memory map of the 
 (between small gaps of HDF5 metadata).
 
 Shapes: ``data`` (any,); ``offsets``, ``group``, ``dark_row`` (n,); ``dark`` (cells, pixels)
-or None; ``sums``, ``sumsq`` (groups, pixels); ``counts`` (groups,).
+or None; ``sums``, ``sumsq`` (groups, pixels); ``counts`` (groups,). Corrected data come with a
+per-pixel mask (mask data and each frame's offset in it, like the frames): a masked pixel adds
+nothing, and a (groups, pixels) count says from how many frames each pixel's sums are.
 """
 
 from __future__ import annotations
@@ -37,20 +39,31 @@ _PIXEL_BLOCK = 4096
 _NUMPY_BLOCK = 64
 
 
-def accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts) -> None:
-    """Reference: add ``frame - dark[dark_row]`` into the accumulators of each frame's group."""
+def accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, mask=None) -> None:
+    """Reference: add ``frame - dark[dark_row]`` into the accumulators of each frame's group.
+
+    ``mask``: (mask data, element offset of each frame's mask, bits, pixel counts (groups, pixels)): a pixel
+    whose mask value has one of ``bits`` set is left out of its frame's sums, and ``pixel counts`` counts the
+    frames each pixel was added from (``counts`` still the frames)."""
     idx = np.flatnonzero(np.asarray(group) >= 0)
     for a in range(0, len(idx), _NUMPY_BLOCK):
         sel = idx[a: a + _NUMPY_BLOCK]
         frames = data[np.asarray(offsets)[sel, None] + np.arange(npix)].astype(np.float64)
         if dark is not None:
             frames -= dark[np.asarray(dark_row)[sel]]
+        good = None
+        if mask is not None:
+            mdata, moffsets, bits, pixel_counts = mask
+            good = (mdata[np.asarray(moffsets)[sel, None] + np.arange(npix)] & bits) == 0
+            frames = np.where(good, frames, 0.0)
         g = np.asarray(group)[sel]
         for gid in np.unique(g):
             x = frames[g == gid]
             sums[gid] += x.sum(axis=0)
             sumsq[gid] += (x * x).sum(axis=0)
             counts[gid] += len(x)
+            if good is not None:
+                pixel_counts[gid] += good[g == gid].sum(axis=0)
 
 
 if numba is not None:
@@ -107,6 +120,46 @@ if numba is not None:
                 i = j
 
     @numba.njit(cache=True, nogil=True)
+    def _add_batch_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, lo, hi, sums, sumsq,
+                          pixel_counts):
+        """:func:`_add_batch` with a per-pixel mask: one frame at a time, a masked pixel adds nothing."""
+        npix = sums.shape[1]
+        for p0 in range(0, npix, _PIXEL_BLOCK):
+            p1 = min(npix, p0 + _PIXEL_BLOCK)
+            n = p1 - p0
+            for k in range(lo, hi):
+                g = group[k]
+                s = sums[g, p0:p1]
+                q = sumsq[g, p0:p1]
+                c = pixel_counts[g, p0:p1]
+                x = data[offsets[k] + p0: offsets[k] + p1]
+                m = mdata[moffsets[k] + p0: moffsets[k] + p1]
+                d = dark[dark_row[k], p0:p1] if use_dark else dark[0, :1]
+                for p in range(n):
+                    if (m[p] & bits) == 0:
+                        v = np.float64(x[p]) - (np.float64(d[p]) if use_dark else 0.0)
+                        s[p] += v
+                        q[p] += v * v
+                        c[p] += 1
+
+    @numba.njit(cache=True, nogil=True)
+    def _add_serial_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds, sums,
+                           sumsq, pixel_counts):
+        for k in range(len(bounds) - 1):
+            _add_batch_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds[k],
+                              bounds[k + 1], sums, sumsq, pixel_counts)
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _add_parallel_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds,
+                             priv_sums, priv_sumsq, priv_counts):
+        nthreads = priv_sums.shape[0]
+        nbatches = len(bounds) - 1
+        for t in numba.prange(nthreads):
+            for k in range(t, nbatches, nthreads):
+                _add_batch_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds[k],
+                                  bounds[k + 1], priv_sums[t], priv_sumsq[t], priv_counts[t])
+
+    @numba.njit(cache=True, nogil=True)
     def _add_serial(data, offsets, group, dark_row, dark, use_dark, bounds, sums, sumsq):
         for k in range(len(bounds) - 1):
             _add_batch(data, offsets, group, dark_row, dark, use_dark, bounds[k], bounds[k + 1], sums, sumsq)
@@ -121,70 +174,93 @@ if numba is not None:
                            priv_sums[t], priv_sumsq[t])
 
 
-def _sorted_batches(offsets, group, dark_row):
+def _sorted_batches(offsets, group, dark_row, mask_offsets=None):
     """Wanted frames only, sorted by group and then memory cell within batches of consecutive
     frames (frames of one cell from neighbouring trains then share the dark row in cache: 25 %
-    faster, measured); and the batch bounds."""
+    faster, measured); and the batch bounds (and the masks' offsets in the same order)."""
     keep = np.flatnonzero(group >= 0)
     batch = keep // BATCH_FRAMES  # ascending, as keep is
     order = keep[np.lexsort((dark_row[keep], group[keep], batch))]
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(batch)) + 1, [len(keep)]])
+    moffs = None if mask_offsets is None else np.ascontiguousarray(np.asarray(mask_offsets)[order], np.int64)
     return (np.ascontiguousarray(offsets[order], np.int64), np.ascontiguousarray(group[order], np.int64),
-            np.ascontiguousarray(dark_row[order], np.int64), bounds.astype(np.int64))
+            np.ascontiguousarray(dark_row[order], np.int64), bounds.astype(np.int64), moffs)
 
 
 class Accumulators:
-    """Sum, sum of squares and count per group, with private copies for kernel threads."""
+    """Sum, sum of squares and count per group, with private copies for kernel threads.
 
-    def __init__(self, ngroups: int, npix: int, threads: int = 1):
+    ``per_pixel``: frames come with masks (:meth:`add`'s ``mask``), and ``pixel_counts`` (groups, pixels)
+    counts the frames each pixel was added from."""
+
+    def __init__(self, ngroups: int, npix: int, threads: int = 1, per_pixel: bool = False):
         self.sums = np.zeros((ngroups, npix), np.float64)
         self.sumsq = np.zeros((ngroups, npix), np.float64)
         self.counts = np.zeros(ngroups, np.int64)
+        self.pixel_counts = np.zeros((ngroups, npix), np.int64) if per_pixel else None
         self.threads = max(1, threads)
         self._priv = None
         if self.threads > 1 and numba is not None:
-            self._priv = (np.zeros((self.threads, ngroups, npix)), np.zeros((self.threads, ngroups, npix)))
+            shape = (self.threads, ngroups, npix)
+            self._priv = (np.zeros(shape), np.zeros(shape), np.zeros(shape, np.int64) if per_pixel else None)
 
-    def add(self, data, offsets, group, dark_row=None, dark=None) -> None:
-        """Add frames ``data[offsets[i]:offsets[i] + pixels]`` to the groups ``group[i]`` (-1: skip)."""
+    def add(self, data, offsets, group, dark_row=None, dark=None, mask=None) -> None:
+        """Add frames ``data[offsets[i]:offsets[i] + pixels]`` to the groups ``group[i]`` (-1: skip); ``mask``:
+        (mask data, offset of each frame's mask, bits) with ``per_pixel``."""
+        if (mask is None) != (self.pixel_counts is None):
+            raise ValueError("masks go with per_pixel accumulators, and only with them")
+        if mask is not None:
+            mask = (*mask, self.pixel_counts)
         accumulate(data, offsets, self.sums.shape[1], group, dark_row, dark, self.sums, self.sumsq, self.counts,
-                   self._priv)
+                   self._priv, mask)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sums, sums of squares, counts), the threads' private parts added in."""
+        """(sums, sums of squares, counts), the threads' private parts added in (and into ``pixel_counts``)."""
         if self._priv is not None:
             self.sums += self._priv[0].sum(axis=0)
             self.sumsq += self._priv[1].sum(axis=0)
+            if self.pixel_counts is not None:
+                self.pixel_counts += self._priv[2].sum(axis=0)
             self._priv = None
         return self.sums, self.sumsq, self.counts
 
 
-def accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None) -> None:
+def accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None,
+                     mask=None) -> None:
     """Compiled kernel with the contract of :func:`accumulate_numpy`; ``private`` for threads."""
     group = np.asarray(group, np.int64)
     use_dark = dark is not None
     if not use_dark:
         dark_row = np.zeros(len(group), np.int64)
         dark = np.zeros((1, 1), np.float32)
-    offs, grp, rows, bounds = _sorted_batches(np.asarray(offsets), group, np.asarray(dark_row))
+    offs, grp, rows, bounds, moffs = _sorted_batches(np.asarray(offsets), group, np.asarray(dark_row),
+                                                     None if mask is None else mask[1])
     counts += np.bincount(grp, minlength=len(counts))[: len(counts)]
     if len(grp) == 0:
         return
-    if private is None:
-        _add_serial(data, offs, grp, rows, dark, use_dark, bounds, sums, sumsq)
-    else:
+    if private is not None:
         # One part of every batch per thread: a call often holds a single batch (one read block).
         nthreads = private[0].shape[0]
         parts = bounds[:-1, None] + (np.diff(bounds)[:, None] * np.arange(nthreads)[None, :]) // nthreads
         bounds = np.unique(np.append(parts.ravel(), bounds[-1]))
+    if mask is not None:
+        mdata = mask[0]
+        bits = mdata.dtype.type(int(mask[2]) & int(np.iinfo(mdata.dtype).max))
+        if private is None:
+            _add_serial_masked(data, offs, mdata, moffs, bits, grp, rows, dark, use_dark, bounds, sums, sumsq, mask[3])
+        else:
+            _add_parallel_masked(data, offs, mdata, moffs, bits, grp, rows, dark, use_dark, bounds, *private)
+    elif private is None:
+        _add_serial(data, offs, grp, rows, dark, use_dark, bounds, sums, sumsq)
+    else:
         _add_parallel(data, offs, grp, rows, dark, use_dark, bounds, private[0], private[1])
 
 
-def accumulate(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None) -> None:
+def accumulate(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None, mask=None) -> None:
     if numba is None:
-        accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts)
+        accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, mask)
     else:
-        accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private)
+        accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private, mask)
 
 
 def warm_up() -> None:
@@ -202,7 +278,8 @@ def warm_up() -> None:
 
 
 def finalize(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error of the mean from the accumulators (NaN where count < 1 or < 2)."""
+    """Mean and standard error of the mean from the accumulators (NaN where count < 1 or < 2); ``counts`` per
+    group, or per group and pixel (the shape of ``sums``)."""
     n = counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim)).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, sums / n, np.nan)

@@ -70,7 +70,7 @@ def content_problem(cfg: BeamtimeConfig, run: str, files: list[Path]) -> str | N
     last = {}
     for p in files:
         m = euxfel.FILE_RE.match(p.name)
-        last[m.group(2)] = max(last.get(m.group(2), 0), int(m.group(3)))
+        last[m["agg"]] = max(last.get(m["agg"], 0), int(m["seq"]))
     modules = {cfg.detector.aggregator_for(m): last.get(cfg.detector.aggregator_for(m), 0) for m in cfg.detector.modules}
     if max(modules.values()) - min(modules.values()) > cfg.completeness.sequences_within:
         return ("the modules' files end at different sequences (" +

@@ -28,8 +28,17 @@ class _Strict(BaseModel):
 
 
 class DetectorConfig(_Strict):
-    """Which detector to read: its source names, file names and module geometry."""
+    """Which detector to read: its type, raw or corrected data, source names, file names and module geometry.
 
+    ``type`` picks the detector's entry in :mod:`xfel_core.euxfel.detectors`; ``name``, ``source``,
+    ``aggregator``, ``modules`` and ``module_shape`` default to that entry's (the keys stay there to
+    override it, for a detector named otherwise)."""
+
+    #: DSSC1M, AGIPD1M, AGIPD500K, LPD1M or JUNGFRAU.
+    type: Literal["DSSC1M", "AGIPD1M", "AGIPD500K", "LPD1M", "JUNGFRAU"] = "DSSC1M"
+    #: raw: the RAW files of the run folder; corrected: the CORR files of its proc folder (calibrated float32
+    #: with a per-pixel mask: masked pixels are left out of the sums and counts of every pixel).
+    data: Literal["raw", "corrected"] = "raw"
     name: str = "SCS_DET_DSSC1M-1"
     #: Karabo source of one module; ``{module}`` is the module number (0-15).
     source: str = "SCS_DET_DSSC1M-1/DET/{module}CH0:xtdf"
@@ -40,6 +49,37 @@ class DetectorConfig(_Strict):
     )
     #: Pixels of one module as (y, x), slow-scan then fast-scan.
     module_shape: tuple[int, int] = (128, 512)
+    #: Corrected data: the mask bits that exclude a pixel (the correction's bad-pixel reasons); null: any.
+    mask_bits: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_type(cls, data):
+        """The type's defaults for the keys not given (source names follow ``name`` and ``data``)."""
+        from .euxfel.detectors import KINDS
+
+        if not isinstance(data, dict) or data.get("type", "DSSC1M") not in KINDS:
+            return data  # the type's own validation names the problem
+        k = KINDS[data.get("type", "DSSC1M")]
+        out = dict(data)
+        out.setdefault("name", k.detector_name)
+        pattern = k.corr_source if out.get("data") == "corrected" else k.raw_source
+        out.setdefault("source", pattern.replace("{name}", str(out["name"])))
+        out.setdefault("aggregator", k.aggregator)
+        out.setdefault("modules", list(range(k.first_module, k.first_module + k.modules)))
+        out.setdefault("module_shape", k.module_shape)
+        return out
+
+    @property
+    def kind(self):
+        """The detector's entry in :mod:`xfel_core.euxfel.detectors`."""
+        from .euxfel.detectors import KINDS
+
+        return KINDS[self.type]
+
+    @property
+    def corrected(self) -> bool:
+        return self.data == "corrected"
 
     @field_validator("modules")
     @classmethod
@@ -675,6 +715,9 @@ class BeamtimeConfig(_Strict):
     name: str
     raw_root: Path
     processed_root: Path
+    #: The facility's proc folder of corrected data (``detector.data: corrected``): ``<proc_root>/r0042``
+    #: holds ``CORR-R0042-<aggregator>-S#####.h5``; null: ``proc`` beside ``raw_root``.
+    proc_root: Path | None = None
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     #: The scan variable of the DSSC runs; null (with frame_pattern) for a beamtime without them.
     scan_variable: ScanVariableConfig | None = None
@@ -781,6 +824,12 @@ class BeamtimeConfig(_Strict):
         """The raw folder of a run (``<raw_root>/r0042``)."""
         return self.raw_root / parse_run_key(run)[1]
 
+    def detector_dir(self, run: str) -> Path:
+        """The folder of a run's detector files: the raw folder, or with corrected data its proc folder."""
+        if not self.detector.corrected:
+            return self.run_dir(run)
+        return (self.proc_root or self.raw_root.parent / "proc") / parse_run_key(run)[1]
+
     def output_dir(self, run: str) -> Path:
         return self.processed_root / parse_run_key(run)[1]
 
@@ -848,7 +897,7 @@ def load_beamtime(path: str | os.PathLike) -> BeamtimeConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"beamtime configuration {path} must be a mapping of keys, got {type(data).__name__}")
     data = dict(data)
-    for key in ("raw_root", "processed_root"):
+    for key in ("raw_root", "processed_root", "proc_root"):
         if isinstance(data.get(key), str):
             data[key] = str((path.parent / data[key]).resolve())
     gain = data.get("gain_map")

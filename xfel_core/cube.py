@@ -1,7 +1,9 @@
 """Join the per-module sums of a run into the binned cube (an xarray Dataset written as HDF5).
 
 Dimensions: (scan_variable, frame_type, module, y, x). Variables: ``mean`` and ``sem``
-(standard error of the mean) in ADU, ``count`` (frames averaged), and, where the frame
+(standard error of the mean) in ADU, ``count`` (frames averaged), with corrected data
+``pixel_count`` (the frames each pixel was averaged over: its masked frames left out; cubes
+without it, as before, average every pixel over ``count``), and, where the frame
 pattern has both "pumped" and "unpumped", ``difference`` = mean(pumped) - mean(unpumped)
 with ``difference_sem``. Means are per frame: every kept frame weighs the same.
 """
@@ -34,7 +36,8 @@ def cube_from_sums(sums: dict[int, dict], trains_per_bin: np.ndarray | None, uni
     modules = sorted(sums)
     names = names or {m: f"module {m}" for m in modules}
     first = None
-    mean = sem = count = None
+    mean = sem = count = pixel_count = None
+    per_pixel = any("pixel_count" in d for d in sums.values())
     for i, m in enumerate(modules):
         d = sums[m]
         if first is None:
@@ -44,14 +47,19 @@ def cube_from_sums(sums: dict[int, dict], trains_per_bin: np.ndarray | None, uni
             mean = np.empty(shape, np.float32)
             sem = np.empty(shape, np.float32)
             count = np.zeros((nb, nt, len(modules)), np.int64)
+            if per_pixel:
+                pixel_count = np.zeros(shape, np.int32)
         elif not (np.array_equal(d["scan_variable"], first["scan_variable"]) and d["frame_type"] == first["frame_type"]
                   and d["sum"].shape == first["sum"].shape):
             raise RunDataError(f"{names[m]} was made with other scan points, frame types or module "
                                f"shape than {names[modules[0]]}; rematerialize the run's modules")
-        mu, se = finalize(d["sum"], d["sumsq"], d["count"])
+        n = d["pixel_count"] if "pixel_count" in d else d["count"]
+        mu, se = finalize(d["sum"], d["sumsq"], n)
         mean[:, :, i] = mu
         sem[:, :, i] = se
         count[:, :, i] = d["count"]
+        if per_pixel:
+            pixel_count[:, :, i] = np.broadcast_to(n.reshape(n.shape + (1,) * (4 - n.ndim)), mu.shape)
 
     ftypes = first["frame_type"]
     ny, nx = mean.shape[-2:]
@@ -68,6 +76,9 @@ def cube_from_sums(sums: dict[int, dict], trains_per_bin: np.ndarray | None, uni
         "sem": (dims5, sem, {"units": value_units, "long_name": "standard error of the mean"}),
         "count": (dims5[:3], count, {"units": "frames", "long_name": "frames averaged"}),
     }
+    if per_pixel:
+        data["pixel_count"] = (dims5, pixel_count, {"units": "frames", "long_name": "frames averaged per pixel "
+                                                    "(masked pixels of corrected data left out)"})
     if trains_per_bin is not None:
         data["trains"] = (("scan_variable",), np.asarray(trains_per_bin, np.int64),
                           {"units": "trains", "long_name": "trains with this scan point"})

@@ -25,7 +25,7 @@ from .preprocess import (
 )
 from ..readers import euxfel
 from ..rois import section_rois
-from .run_summary import control_files, read_frames_per_train, summarize_run, write_run_summary
+from .run_summary import control_files, module_files, open_module, read_frames_per_train, summarize_run, write_run_summary
 
 
 def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
@@ -126,15 +126,17 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
 
 
 def module_frames_of(cfg: BeamtimeConfig, run: str, module: int) -> euxfel.ModuleFrames:
-    """Where the frames of one module of a run are (only that module's files are opened)."""
-    run_dir = cfg.run_dir(run)
-    files = euxfel.files_of_aggregator(euxfel.run_files(run_dir), cfg.detector.aggregator_for(module))
+    """Where the frames of one module of a run are (only that module's files are opened): raw, or corrected
+    from the run's proc folder, as ``detector`` says."""
+    det = cfg.detector
+    folder = cfg.detector_dir(run)
+    files = module_files(cfg, run, module)
     if not files:
-        raise RunDataError(f"run {run}: module {module:02d} has no files "
-                           f"(expected {run_dir}/RAW-R*-{cfg.detector.aggregator_for(module)}-S*.h5)")
-    dc = euxfel.open_run(run_dir, files)
+        raise RunDataError(f"run {run}: module {module:02d} has no files (expected {folder}/"
+                           f"{'CORR' if det.corrected else 'RAW'}-R*-{det.aggregator_for(module)}-S*.h5)")
+    dc = euxfel.open_run(folder, files)
     # Only this module's files: the other modules' files need not be opened (nor be readable) for it.
-    return euxfel.module_frames(dc, cfg.detector.source_for(module), module, cfg.detector.module_shape)
+    return open_module(dc, det, module)
 
 
 def dark_path(cfg: BeamtimeConfig, module: int) -> Path:
@@ -182,6 +184,8 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     group, stats = assign_groups(frames, bins, fm, ntypes)
     sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
                                         threads=cfg.execution.kernel_threads)
+    pixel_counts = counts if counts.ndim == 2 else None  # corrected data: per pixel, masked pixels left out
+    counts = np.bincount(group[group >= 0], minlength=bins.nbins * ntypes)
     if gain is not None:
         apply_gain(sums, sumsq, gain)
     checks = {"counts_add_up": quality.counts_add_up(counts, stats.kept, stats.total, stats.rejected)}
@@ -190,7 +194,8 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                        dark_run=cfg.dark_run_key, gain_version=gain_version,
                        gain_map=gain.source if gain is not None else None,
                        frames_total=stats.total, frames_kept=stats.kept, **vers, **quality.check_attrs(checks))
-    write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs)
+    write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs,
+                      pixel_counts)
     return done_info(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
                      kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
                      frames_per_second=stats.total / max(time.perf_counter() - t0, 1e-9),

@@ -21,7 +21,7 @@ from ..exceptions import MissingInputError, RunDataError
 from .framemask import REASONS, FrameMask
 from ..outputs import atomic_h5
 from ..readers import frame_map
-from ..readers.euxfel import ModuleFrames, iter_segment_blocks
+from ..readers.euxfel import ModuleFrames, read_entry_blocks
 from ..scan import ScanBins, lookup_rows
 
 
@@ -95,6 +95,10 @@ def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: i
     return group, stats
 
 
+#: Bytes of one h5py read (a block of frames, or of their masks): 32 MB, whatever the detector's frame size.
+BLOCK_BYTES = 32 << 20
+
+
 def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: DarkConstants | None,
                   block_frames: int, stats: FrameStats | None = None, threads: int = 1,
                   direct: bool = True):
@@ -103,10 +107,13 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
     Where the layout allows (``direct``: uncompressed frames whose file offsets HDF5's chunk index
     gives) the kernel reads the frames from a memory map of the file, window by window, each once a
     thread (reading up to two windows ahead) has brought it into the page cache; else h5py reads
-    blocks of ``block_frames`` frames into one reused buffer.
+    blocks of at most ``block_frames`` frames into one reused buffer. With corrected data, the masks
+    of the same frames (compressed in the facility's files) are read by h5py block by block, and
+    ``counts`` is per group and pixel (the frames each pixel was added from).
     """
     npix = frames.npixels
-    acc = binning_kernel.Accumulators(ngroups, npix, threads)
+    masked = frames.mask_dataset is not None
+    acc = binning_kernel.Accumulators(ngroups, npix, threads, per_pixel=masked)
     wanted = group >= 0
     dark_mean = dark_rows = None
     if dark is not None and wanted.any():
@@ -120,44 +127,63 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
         dark_rows = np.zeros(frames.nframes, np.int64)
     t0 = time.perf_counter()
     nbytes, paths = 0, {}
-    buf = None
+    fpe = frames.frames_per_entry
+    entry_bytes = frames.entry_elements * frames.dtype.itemsize
+    block_entries = max(1, min(block_frames // fpe, BLOCK_BYTES // entry_bytes))
+    buf = mbuf = None
     start = 0
-    frame_bytes = npix * frames.dtype.itemsize
     for seg in frames.segments:
-        sl = slice(start, start + seg.total)
-        start += seg.total
-        if not wanted[sl].any():
+        sl = slice(start, start + seg.frames)
+        start += seg.frames
+        w = wanted[sl]
+        if not w.any():
             continue
         located = frame_map.frame_byte_offsets(seg.path, seg.dataset) if direct else "direct reads disabled"
+        mapped = isinstance(located, tuple)
+        # Frame ranges [lo, hi) of whole entries, trimmed to their wanted frames.
+        per = (frame_map.WINDOW_FRAMES // fpe if mapped and not masked else block_entries) * fpe
+        ranges = [(a + int(h[0]), a + int(h[-1]) + 1) for a in range(0, seg.frames, per)
+                  if (h := np.flatnonzero(w[a:a + per])).size]
         g, r = group[sl], dark_rows[sl]
-        if isinstance(located, tuple):
+        if masked:
+            mbuf = _buffer(mbuf, block_entries, frames.entry_shape, frames.mask_dtype(seg))
+            masks = read_entry_blocks(seg, frames.mask_dataset, ranges, fpe, mbuf)
+        if mapped:
             offsets, dtype = located
             offsets = offsets[seg.first: seg.first + seg.total]
-            data, elements, mapped = frame_map.map_frames(seg.path, offsets, frame_bytes, dtype)
-            hits = np.flatnonzero(wanted[sl])
-            windows = [hits[i: i + frame_map.WINDOW_FRAMES] for i in range(0, len(hits), frame_map.WINDOW_FRAMES)]
-            spans = [(int(offsets[w[0]]), int(offsets[w[-1]]) + frame_bytes) for w in windows]
+            data, elements, mmapped = frame_map.map_frames(seg.path, offsets, entry_bytes, dtype)
+            spans = [(int(offsets[lo // fpe]), int(offsets[(hi - 1) // fpe]) + entry_bytes) for lo, hi in ranges]
             with frame_map.ReadAhead(seg.path, spans) as ahead:
-                for w, (_, end) in zip(windows, spans):
+                for (lo, hi), (_, end) in zip(ranges, spans):
                     ahead.ready()
                     ahead.require_size(end, seg.path)
-                    acc.add(data, elements[w], g[w], r[w], dark_mean)
-                    nbytes += len(w) * frame_bytes
-            del data, mapped
+                    f = np.arange(lo, hi)
+                    offs = elements[f // fpe] + (f % fpe) * npix
+                    mask = (*next(masks), frames.mask_bits_or_all()) if masked else None
+                    acc.add(data, offs, g[lo:hi], r[lo:hi], dark_mean, mask=mask)
+                    nbytes += int(w[lo:hi].sum()) * npix * frames.dtype.itemsize
+            del data, mmapped
             paths[seg.path] = DIRECT_PATH
         else:
-            if buf is None:
-                buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
-            for a, b, block in iter_segment_blocks(seg, buf, wanted[sl]):
-                acc.add(block.ravel(), np.arange(b - a, dtype=np.int64) * npix, g[a:b], r[a:b], dark_mean)
-                nbytes += (b - a) * frame_bytes
+            buf = _buffer(buf, block_entries, frames.entry_shape, frames.dtype)
+            for (lo, hi), (block, offs) in zip(ranges, read_entry_blocks(seg, seg.dataset, ranges, fpe, buf)):
+                mask = (*next(masks), frames.mask_bits_or_all()) if masked else None
+                acc.add(block, offs, g[lo:hi], r[lo:hi], dark_mean, mask=mask)
+                nbytes += int(w[lo:hi].sum()) * npix * frames.dtype.itemsize
             paths[seg.path] = f"h5py blocks ({located})"
     sums, sumsq, counts = acc.result()
     if stats is not None:
         stats.seconds = time.perf_counter() - t0
         stats.bytes_read = nbytes
         stats.read_paths = paths
-    return sums, sumsq, counts
+    return sums, sumsq, (acc.pixel_counts if masked else counts)
+
+
+def _buffer(buf: np.ndarray | None, entries: int, entry_shape: tuple, dtype) -> np.ndarray:
+    """A reused read buffer of ``entries`` entries (made once per reduction, again only for another dtype)."""
+    if buf is None or buf.dtype != np.dtype(dtype):
+        buf = np.empty((entries,) + tuple(entry_shape), dtype=dtype)
+    return buf
 
 
 def compute_dark(frames: ModuleFrames, block_frames: int) -> DarkConstants:
@@ -197,8 +223,9 @@ def read_dark(path: Path) -> DarkConstants:
 
 
 def write_module_sums(path: Path, sums, sumsq, counts, scan: ScanBins, pattern: list[str],
-                      frame_shape: tuple[int, int], units: str, attrs: dict) -> None:
-    """The preprocessed_module output: float64 sums (scan point, frame type, y, x) and counts."""
+                      frame_shape: tuple[int, int], units: str, attrs: dict, pixel_counts=None) -> None:
+    """The preprocessed_module output: float64 sums (scan point, frame type, y, x) and counts of frames
+    (scan point, frame type); with masks (corrected data) ``pixel_count``: the frames each pixel was summed from."""
     shape = (scan.nbins, len(pattern)) + tuple(frame_shape)
     with atomic_h5(path) as f:
         f["sum"] = sums.reshape(shape)
@@ -207,6 +234,9 @@ def write_module_sums(path: Path, sums, sumsq, counts, scan: ScanBins, pattern: 
             f[name].attrs.update(units="ADU" if name == "sum" else "ADU^2", axes="scan_variable, frame_type, y, x")
         f["count"] = counts.reshape(shape[:2])
         f["count"].attrs["axes"] = "scan_variable, frame_type"
+        if pixel_counts is not None:
+            f["pixel_count"] = pixel_counts.reshape(shape).astype(np.int32)
+            f["pixel_count"].attrs["axes"] = "scan_variable, frame_type, y, x"
         f["scan_variable"] = scan.centres
         f["scan_variable"].attrs["units"] = units
         f["frame_type"] = np.array(pattern, dtype=h5py.string_dtype())
@@ -218,6 +248,7 @@ def read_module_sums(path: Path) -> dict:
         with h5py.File(path, "r") as f:
             return {
                 "sum": f["sum"][()], "sumsq": f["sumsq"][()], "count": f["count"][()],
+                **({"pixel_count": f["pixel_count"][()]} if "pixel_count" in f else {}),
                 "scan_variable": f["scan_variable"][()],
                 "frame_type": [s.decode() if isinstance(s, bytes) else s for s in f["frame_type"][()]],
                 "attrs": dict(f.attrs),

@@ -46,10 +46,15 @@ def expected_files_present(cfg: BeamtimeConfig, run_dir: Path) -> tuple[list[Pat
     """(the run's raw files, what is missing: modules without files, no control file)."""
     files = euxfel.run_files(run_dir)
     problems = []
-    for m in cfg.detector.modules:
-        agg = cfg.detector.aggregator_for(m)
+    det = cfg.detector
+    if det.corrected:  # the modules' files are the corrected ones, in the run's proc folder
+        folder = cfg.detector_dir(run_dir.name)
+        files = control_files(cfg, files) + (euxfel.run_files(folder, "CORR") if folder.is_dir() else [])
+    kind, folder = ("CORR", cfg.detector_dir(run_dir.name)) if det.corrected else ("RAW", run_dir)
+    for m in det.modules:
+        agg = det.aggregator_for(m)
         if not euxfel.files_of_aggregator(files, agg):
-            problems.append(f"module {m:02d} has no files (expected {run_dir}/RAW-R*-{agg}-S*.h5)")
+            problems.append(f"module {m:02d} has no files (expected {folder}/{kind}-R*-{agg}-S*.h5)")
     if not control_files(cfg, files):
         problems.append(f"no control-data file (RAW-R*-DA*-S*.h5) in {run_dir}")
     return files, problems
@@ -58,7 +63,7 @@ def expected_files_present(cfg: BeamtimeConfig, run_dir: Path) -> tuple[list[Pat
 def control_files(cfg: BeamtimeConfig, files: list[Path]) -> list[Path]:
     """The run's files that are not detector module files (the control data: DA aggregators)."""
     det_aggs = {cfg.detector.aggregator_for(m) for m in range(16)}
-    return [p for p in files if euxfel.FILE_RE.match(p.name).group(2) not in det_aggs]
+    return [p for p in files if euxfel.aggregator_of(p) not in det_aggs]
 
 
 def summarize_run(cfg: BeamtimeConfig, run: str):
@@ -77,7 +82,7 @@ def summarize_run(cfg: BeamtimeConfig, run: str):
         if src not in dc.instrument_sources:
             raise RunDataError(f"run {run}: no source {src!r} for module {m:02d} in "
                                f"{[str(p) for p in euxfel.files_of_aggregator(files, cfg.detector.aggregator_for(m))]}")
-        frames = euxfel.module_frames(dc, src, m, cfg.detector.module_shape)
+        frames = open_module(dc, cfg.detector, m)
         mt, mc = frames.frames_per_train()
         pos = np.searchsorted(tids, mt)
         fpt[i, pos] = mc
@@ -88,6 +93,24 @@ def summarize_run(cfg: BeamtimeConfig, run: str):
         sources=sorted(dc.all_sources), suspect_trains=euxfel.suspect_train_count(dc),
     )
     return summary, dc
+
+
+def module_files(cfg: BeamtimeConfig, run: str, module: int) -> list[Path]:
+    """A module's files of a run: raw in the run folder, or corrected (``CORR-…``) in its proc folder; [] if
+    the folder is not there."""
+    folder = cfg.detector_dir(run)
+    if not folder.is_dir():
+        return []
+    kind = "CORR" if cfg.detector.corrected else "RAW"
+    return euxfel.files_of_aggregator(euxfel.run_files(folder, kind), cfg.detector.aggregator_for(module))
+
+
+def open_module(dc, det, module: int) -> euxfel.ModuleFrames:
+    """The module's frames in an opened run (``det``: the config's detector), found by EXtra-data's component
+    of the detector type."""
+    source = det.source_for(module)
+    euxfel.find_module(dc, det.kind, det.name, module, det.corrected, source)
+    return euxfel.module_frames(dc, source, module, det.module_shape, det.kind, det.corrected, det.mask_bits)
 
 
 def write_run_summary(path: Path, s: RunSummary, cfg: BeamtimeConfig, attrs: dict | None = None) -> None:

@@ -19,18 +19,23 @@ import numpy as np
 
 from ..exceptions import RunDataError
 
-FILE_RE = re.compile(r"^RAW-R(\d{4})-([A-Za-z0-9]+)-S(\d{5})\.h5$")
+FILE_RE = re.compile(r"^(?P<kind>RAW|CORR)-R(?P<run>\d{4})-(?P<agg>[A-Za-z0-9]+)-S(?P<seq>\d{5})\.h5$")
 
 
-def run_files(run_dir: Path) -> list[Path]:
-    """The raw sequence files of a run folder, sorted by name."""
+def run_files(run_dir: Path, kind: str = "RAW") -> list[Path]:
+    """The sequence files of a run folder, sorted by name: raw (``RAW-…``) or corrected (``CORR-…``, in proc)."""
     if not run_dir.is_dir():
         raise RunDataError(f"run folder {run_dir} does not exist")
-    return sorted(p for p in run_dir.iterdir() if FILE_RE.match(p.name))
+    return sorted(p for p in run_dir.iterdir() if (m := FILE_RE.match(p.name)) and m["kind"] == kind)
+
+
+def aggregator_of(path: Path) -> str:
+    """The aggregator part of a sequence file's name (``DSSC07``, ``JNGFR01``, ``DA01``)."""
+    return FILE_RE.match(path.name)["agg"]
 
 
 def files_of_aggregator(files: list[Path], aggregator: str) -> list[Path]:
-    return [p for p in files if FILE_RE.match(p.name).group(2) == aggregator]
+    return [p for p in files if aggregator_of(p) == aggregator]
 
 
 def sequence_gaps(files: list[Path]) -> dict[str, list[int]]:
@@ -38,7 +43,7 @@ def sequence_gaps(files: list[Path]) -> dict[str, list[int]]:
     seqs: dict[str, set[int]] = {}
     for p in files:
         m = FILE_RE.match(p.name)
-        seqs.setdefault(m.group(2), set()).add(int(m.group(3)))
+        seqs.setdefault(m["agg"], set()).add(int(m["seq"]))
     return {agg: sorted(set(range(max(s) + 1)) - s) for agg, s in sorted(seqs.items()) if len(s) <= max(s)}
 
 
@@ -131,17 +136,25 @@ def suspect_train_count(dc) -> int:
 
 @dataclass
 class FrameSegment:
-    """Frames of one source stored contiguously in one file: ``dataset[first:first+total]``."""
+    """Entries of one source stored contiguously in one file: ``dataset[first:first+total]``.
+
+    An entry holds ``frames_per_entry`` frames (JUNGFRAU: the memory cells of a train; else 1)."""
 
     path: str
     dataset: str
     first: int
     train_ids: np.ndarray  # (trains,)
-    counts: np.ndarray  # (trains,) frames per train
+    counts: np.ndarray  # (trains,) entries per train
+    frames_per_entry: int = 1
 
     @property
     def total(self) -> int:
+        """Entries in the segment."""
         return int(self.counts.sum())
+
+    @property
+    def frames(self) -> int:
+        return self.total * self.frames_per_entry
 
 
 @dataclass
@@ -149,7 +162,9 @@ class ModuleFrames:
     """Where every frame of one detector module is, and its train, position and memory cell.
 
     Per-frame arrays are in reading order (trains ascending): ``train_id``, ``position``
-    (0 for the first frame of its train) and ``cell_id`` (the DSSC memory cell).
+    (0 for the first frame of its train) and ``cell_id`` (the memory cell).
+    A frame's ``npixels`` pixels lie contiguous in its entry (of ``entry_shape`` as stored: the signal
+    plane first for AGIPD raw data, the memory cells along the first axis for JUNGFRAU).
     """
 
     module: int
@@ -158,9 +173,14 @@ class ModuleFrames:
     train_id: np.ndarray
     position: np.ndarray
     cell_id: np.ndarray
-    entry_shape: tuple[int, ...]  # one frame as stored, e.g. (1, 128, 512)
+    entry_shape: tuple[int, ...]  # one entry as stored, e.g. (1, 128, 512); (2, 512, 128) AGIPD raw
     dtype: np.dtype
     files: list[str] = field(default_factory=list)
+    frames_per_entry: int = 1
+    #: Dataset of the per-pixel mask (corrected data; 0: good pixel), or None.
+    mask_dataset: str | None = None
+    #: The mask bits that exclude a pixel (None: any nonzero value).
+    mask_bits: int | None = None
 
     @property
     def nframes(self) -> int:
@@ -168,68 +188,123 @@ class ModuleFrames:
 
     @property
     def npixels(self) -> int:
+        return int(np.prod(self.entry_shape[-2:]))
+
+    @property
+    def entry_elements(self) -> int:
         return int(np.prod(self.entry_shape))
+
+    def mask_dtype(self, seg: FrameSegment) -> np.dtype:
+        with h5py.File(seg.path, "r") as f:
+            return f[self.mask_dataset].dtype
+
+    def mask_bits_or_all(self) -> int:
+        """The bits of the mask that exclude a pixel: ``mask_bits``, or all of them."""
+        return 0xFFFFFFFF if self.mask_bits is None else int(self.mask_bits)
 
     def frames_per_train(self) -> tuple[np.ndarray, np.ndarray]:
         """(train ids, frame counts) of the trains this module has in the run."""
         tids = np.concatenate([s.train_ids for s in self.segments]) if self.segments else np.zeros(0, np.uint64)
         counts = np.concatenate([s.counts for s in self.segments]) if self.segments else np.zeros(0, np.uint64)
-        return tids, counts
+        return tids, counts * self.frames_per_entry
 
 
-def module_frames(dc, source: str, module: int, frame_shape: tuple[int, int]) -> ModuleFrames:
-    """Locate the frames of one module source in an opened run, checking the files agree."""
+def find_module(dc, kind_, name: str, module: int, corrected: bool, source: str) -> None:
+    """Check with EXtra-data's component of the detector type that the run has this module, raw or corrected,
+    under ``source``; else a RunDataError naming the detector, the module and the sources there are."""
+    from extra_data import SourceNameError
+
+    from ..euxfel.detectors import component
+
+    what = f"{kind_.name} {'corrected' if corrected else 'raw'} module {module:02d} ({source})"
+    try:
+        det = component(kind_)(dc, detector_name=name, modules=[module], raw=not corrected)
+    except (SourceNameError, ValueError) as e:
+        raise RunDataError(f"no {what} in {[fa.filename for fa in dc.files][:4]}: {e}; sources there: "
+                           f"{sorted(dc.instrument_sources)[:8]} (check detector.type, name and data)") from None
+    found = set(det.source_to_modno)
+    if source not in found:
+        raise RunDataError(f"no {what}: EXtra-data finds {sorted(found)} for detector {name!r} "
+                           "(check detector.source)")
+
+
+def module_frames(dc, source: str, module: int, frame_shape: tuple[int, int], kind_=None,
+                  corrected: bool = False, mask_bits: int | None = None) -> ModuleFrames:
+    """Locate the frames of one module source in an opened run, checking the files agree.
+
+    ``kind_``: the detector's entry of :mod:`xfel_core.euxfel.detectors` (default DSSC1M); ``corrected``:
+    CORR files (float32 with a per-pixel mask, which must be there)."""
+    from ..euxfel.detectors import KINDS
+
+    kind_ = kind_ or KINDS["DSSC1M"]
+    group = kind_.group
     if source not in dc.instrument_sources:
         raise RunDataError(f"run has no detector source {source!r}; sources: {sorted(dc.instrument_sources)}")
-    kd = dc[source, "image.data"]
-    if tuple(kd.entry_shape[-2:]) != tuple(frame_shape) or int(np.prod(kd.entry_shape)) != int(np.prod(frame_shape)):
+    kd = dc[source, f"{group}.{kind_.data_key}"]
+    entry = tuple(kd.entry_shape)
+    fpe = entry[0] if kind_.cells_in_entry and len(entry) == 3 else 1
+    planes = 1 if corrected else kind_.raw_planes
+    expected = (fpe,) + tuple(frame_shape) if kind_.cells_in_entry else \
+        (tuple(frame_shape) if corrected else (planes,) + tuple(frame_shape))
+    if entry != expected and not (planes == 1 and not kind_.cells_in_entry and entry == tuple(frame_shape)):
         raise RunDataError(
-            f"{source}: frames are {kd.entry_shape} in {kd.files[0].filename}, but the config's "
-            f"detector.module_shape is {tuple(frame_shape)}"
+            f"{source}: frames are {entry} in {kd.files[0].filename}, but the config's detector.module_shape is "
+            f"{tuple(frame_shape)}: a {kind_.name} {'corrected' if corrected else 'raw'} module's entries would be "
+            f"{expected} (check detector.type, data and module_shape)"
         )
+    mask_ds = None
+    if corrected:
+        mask_key = f"{group}.{kind_.mask_key}"
+        if mask_key not in dc[source].keys():
+            raise RunDataError(f"{kd.files[0].filename}: corrected data of {source} without a mask ({mask_key}): "
+                               "masked pixels would be summed as data; use the correction's output with its mask")
+        mask_ds = f"INSTRUMENT/{source}/{group}/{kind_.mask_key}"
     wanted = np.asarray(dc.train_ids, dtype=np.uint64)
     segments: list[FrameSegment] = []
     for fa in kd.files:
         if len(fa.train_ids) == 0:
             continue
-        firsts, counts = fa.get_index(source, "image")
+        firsts, counts = fa.get_index(source, group)
         include = np.isin(fa.train_ids, wanted) & fa.validity_flag
         # Contiguous runs of included trains become one segment each.
         edges = np.flatnonzero(np.diff(np.concatenate([[0], include.astype(np.int8), [0]])))
         for a, b in zip(edges[::2], edges[1::2]):
             seg = FrameSegment(fa.filename, kd.hdf5_data_path, int(firsts[a]),
-                               fa.train_ids[a:b].astype(np.uint64), counts[a:b].astype(np.int64))
-            _check_segment(seg, fa.filename, source)
+                               fa.train_ids[a:b].astype(np.uint64), counts[a:b].astype(np.int64), fpe)
+            _check_segment(seg, fa.filename, source, kind_)
             segments.append(seg)
     segments.sort(key=lambda s: int(s.train_ids[0]))
 
     tids, positions, cells = [], [], []
     for seg in segments:
-        counts = seg.counts
+        counts = seg.counts * fpe
         tids.append(np.repeat(seg.train_ids, counts))
         starts = np.repeat(np.cumsum(counts) - counts, counts)
-        positions.append((np.arange(seg.total) - starts).astype(np.int32))
+        positions.append((np.arange(seg.frames) - starts).astype(np.int32))
         with h5py.File(seg.path, "r") as f:
-            cell_ds = f[seg.dataset.rsplit("/", 1)[0] + "/cellId"]
-            cells.append(np.asarray(cell_ds[seg.first: seg.first + seg.total]).reshape(seg.total, -1)[:, 0])
+            cell_ds = f[seg.dataset.rsplit("/", 1)[0] + "/" + kind_.cell_key]
+            cell = np.asarray(cell_ds[seg.first: seg.first + seg.total])
+            cells.append(cell.reshape(seg.frames) if fpe > 1 else cell.reshape(seg.total, -1)[:, 0])
     cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
     return ModuleFrames(
         module=module, source=source, segments=segments,
         train_id=cat(tids, np.uint64), position=cat(positions, np.int32), cell_id=cat(cells, np.int64),
-        entry_shape=tuple(kd.entry_shape), dtype=np.dtype(kd.dtype),
-        files=sorted({fa.filename for fa in kd.files}),
+        entry_shape=entry, dtype=np.dtype(kd.dtype),
+        files=sorted({fa.filename for fa in kd.files}), frames_per_entry=fpe, mask_dataset=mask_ds,
+        mask_bits=mask_bits,
     )
 
 
-def _check_segment(seg: FrameSegment, filename: str, source: str) -> None:
+def _check_segment(seg: FrameSegment, filename: str, source: str, kind_) -> None:
+    cell_path = seg.dataset.rsplit("/", 1)[0] + "/" + kind_.cell_key
     with h5py.File(filename, "r") as f:
         n = f[seg.dataset].shape[0]
-        ncell = f[seg.dataset.rsplit("/", 1)[0] + "/cellId"].shape[0]
+        ncell = f[cell_path].shape[0]
     end = seg.first + seg.total
     if end > n or end > ncell:
         raise RunDataError(
-            f"{filename}: INDEX of {source} points to frames up to {end}, but image.data holds {n} "
-            f"and image.cellId {ncell}; the file is truncated or inconsistent"
+            f"{filename}: INDEX of {source} points to entries up to {end}, but {seg.dataset} holds {n} "
+            f"and {cell_path} {ncell}; the file is truncated or inconsistent"
         )
 
 
@@ -239,35 +314,43 @@ def iter_frame_blocks(
     """Yield ``(start, stop, block)``: frames ``start:stop`` (reading order) as (n, pixels).
 
     Only blocks holding a wanted frame are read, and each is trimmed to its first and last
-    wanted frame. ``block`` is a view of one buffer reused for every block: use it before
-    asking for the next.
+    wanted frame. ``block`` is a view of one buffer reused for every block (a copy where the
+    frames are not contiguous, AGIPD raw): use it before asking for the next.
     """
-    buf = np.empty((block_frames,) + frames.entry_shape, dtype=frames.dtype)
+    fpe, npix = frames.frames_per_entry, frames.npixels
+    per = max(1, block_frames // fpe)
+    buf = np.empty((per,) + frames.entry_shape, dtype=frames.dtype)
     offset = 0
     for seg in frames.segments:
-        for a, b, block in iter_segment_blocks(seg, buf, wanted[offset: offset + seg.total]):
+        w = wanted[offset: offset + seg.frames]
+        ranges = [(a + int(h[0]), a + int(h[-1]) + 1) for a in range(0, seg.frames, per * fpe)
+                  if (h := np.flatnonzero(w[a:a + per * fpe])).size]
+        for (a, b), (data, elements) in zip(ranges, read_entry_blocks(seg, seg.dataset, ranges, fpe, buf)):
+            if frames.entry_elements == npix * fpe:  # frames contiguous: a view
+                block = data[elements[0]: elements[0] + (b - a) * npix].reshape(b - a, npix)
+            else:
+                block = data[elements[:, None] + np.arange(npix)]
             yield offset + a, offset + b, block
-        offset += seg.total
+        offset += seg.frames
 
 
-def iter_segment_blocks(seg: FrameSegment, buf: np.ndarray, wanted: np.ndarray):
-    """Like :func:`iter_frame_blocks` for one segment, reading into ``buf`` (block frames, *entry)."""
-    block_frames = len(buf)
-    flat = buf.reshape(block_frames, -1)
+def read_entry_blocks(seg: FrameSegment, dataset: str, ranges: list[tuple[int, int]], fpe: int, buf: np.ndarray):
+    """For each frame range [lo, hi) of a segment (frames numbered within it): (flat data, element offset of
+    each frame lo..hi-1 in it) of the entries holding them, read by h5py into ``buf`` (entries, *entry);
+    ``dataset``: the frames' or another of the same entries (the mask)."""
+    npix = int(np.prod(buf.shape[-2:]))
+    entry_elements = int(np.prod(buf.shape[1:]))
     with h5py.File(seg.path, "r") as f:
-        ds = f[seg.dataset]
-        for a in range(0, seg.total, block_frames):
-            b = min(a + block_frames, seg.total)
-            hit = np.flatnonzero(wanted[a:b])
-            if hit.size == 0:
-                continue
-            lo, hi = a + int(hit[0]), a + int(hit[-1]) + 1
+        ds = f[dataset]
+        for lo, hi in ranges:
+            elo, ehi = lo // fpe, (hi - 1) // fpe + 1
             try:
-                ds.read_direct(buf, np.s_[seg.first + lo: seg.first + hi], np.s_[0: hi - lo])
-            except OSError as e:
-                raise RunDataError(f"{seg.path}: reading frames {seg.first + lo}-{seg.first + hi} "
-                                   f"of {seg.dataset} failed ({e}); the file is corrupt") from None
-            yield lo, hi, flat[: hi - lo]
+                ds.read_direct(buf, np.s_[seg.first + elo: seg.first + ehi], np.s_[0: ehi - elo])
+            except (OSError, ValueError) as e:
+                raise RunDataError(f"{seg.path}: reading entries {seg.first + elo}-{seg.first + ehi} "
+                                   f"of {dataset} failed ({e}); the file is corrupt") from None
+            rel = np.arange(lo, hi) - elo * fpe
+            yield buf.reshape(-1), (rel // fpe) * entry_elements + (rel % fpe) * npix
 
 
 def train_values(dc, source: str, key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,8 @@ from ..euxfel.gain import read_gain_map
 from ..hashing import digest, files_fingerprint
 from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Job, Partitioning, Scope, Source, Workflow, register
 from ..lineage.versions import NO_DARK, NO_GAIN
-from ..readers import euxfel
 from ..rois import rois_version, section_rois
-from ..euxfel.run_summary import data_runs
+from ..euxfel.run_summary import data_runs, module_files
 
 
 def run_keys(cfg: BeamtimeConfig, scope: Scope) -> list[str]:
@@ -43,11 +42,13 @@ def has_dark(cfg: BeamtimeConfig) -> bool:
 
 
 def raw_run_version(cfg: BeamtimeConfig, run: str) -> str:
-    """Source version of a raw run: its folder's files (names, sizes, modification times)."""
+    """Source version of a raw run: its folder's files (names, sizes, modification times), and with corrected
+    data its proc folder's (a new correction of the run is a new version)."""
     run_dir = cfg.run_dir(run)
     if not run_dir.is_dir():
         return digest("missing", run)
-    return files_fingerprint([p for p in run_dir.iterdir() if p.is_file()])
+    folders = {run_dir, cfg.detector_dir(run)}
+    return files_fingerprint([p for d in sorted(folders) if d.is_dir() for p in d.iterdir() if p.is_file()])
 
 
 def dark_source_version(cfg: BeamtimeConfig, module: str) -> str:
@@ -59,10 +60,7 @@ def dark_source_version(cfg: BeamtimeConfig, module: str) -> str:
     if cfg.dark_run is None:
         return NO_DARK
     run = cfg.dark_run_key
-    run_dir = cfg.run_dir(run)
-    files = euxfel.files_of_aggregator(euxfel.run_files(run_dir), cfg.detector.aggregator_for(int(module))) \
-        if run_dir.is_dir() else []
-    return digest(run, files_fingerprint(files))
+    return digest(run, files_fingerprint(module_files(cfg, run, int(module))))
 
 
 def gain_version(cfg: BeamtimeConfig, module: str) -> str:

@@ -1,0 +1,148 @@
+"""Every European XFEL imaging detector, raw and corrected, written by EXtra-data's mock writer: the binned
+cube against a plain loop over EXtra-data's own arrays (its masked_data for corrected data), and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from xfel_core.config import load_beamtime
+from xfel_core.demo.beamtime import write_config
+from xfel_core.demo.detectors import MOTOR_KEY, MOTOR_SOURCE, write_mock_run
+from xfel_core.euxfel import pipeline
+from xfel_core.exceptions import RunDataError
+
+PATTERN = ["pumped", "unpumped"]
+CASES = [("AGIPD1M", [0, 1], 4), ("AGIPD500K", [2], 4), ("LPD1M", [3], 4), ("DSSC1M", [0], 4), ("JUNGFRAU", [1], 4)]
+
+
+def beamtime(tmp_path, kind: str, modules: list[int], corrected: bool, **detector):
+    cfg = {"name": "det", "raw_root": "raw", "processed_root": "processed", "proc_root": "proc",
+           "detector": {"type": kind, "data": "corrected" if corrected else "raw", "modules": modules, **detector},
+           "scan_variable": {"source": MOTOR_SOURCE, "key": MOTOR_KEY, "units": "mm", "binning": {"bin_width": 1.0}},
+           "frame_pattern": PATTERN, "framemask": {"xgm_source": None}, "dark_run": None, "chunk_frames": 3}
+    return load_beamtime(write_config(tmp_path, cfg))
+
+
+def cube_of(cfg, run: str = "r0002") -> xr.Dataset:
+    pipeline.make_raw_run(cfg, run)
+    pipeline.make_scan_variable(cfg, run)
+    pipeline.make_framemask(cfg, run)
+    for m in cfg.detector.modules:
+        pipeline.make_preprocessed_module(cfg, run, m)
+    pipeline.make_binned_cube(cfg, run)
+    with xr.open_dataset(cfg.output_path(run, "binned_cube"), engine="h5netcdf") as ds:
+        return ds.load()
+
+
+def reference(cfg, kind: str, corrected: bool, motor: np.ndarray):
+    """(mean, count per pixel) (points, frame types, modules, y, x) by a loop over EXtra-data's arrays."""
+    import extra_data
+    from extra_data import components
+
+    folder = cfg.detector_dir("r0002")
+    det = getattr(components, kind)(extra_data.RunDirectory(str(folder)), raw=not corrected)
+    key = "data.adc" if kind == "JUNGFRAU" else "image.data"
+    arr = det.masked_data().ndarray() if corrected else det[key].ndarray().astype(np.float64)
+    if kind == "JUNGFRAU":  # (modules, trains, cells, y, x) -> (modules, frames, y, x)
+        arr = arr.reshape((arr.shape[0], -1) + arr.shape[-2:])
+    elif not corrected and arr.ndim == 5:  # AGIPD raw: (modules, frames, data / gain, y, x)
+        arr = arr[:, :, 0]
+    per_train = arr.shape[1] // len(motor)
+    points = np.round(motor)  # bin_width 1: centres 0, 1, 2
+    centres = np.unique(points)
+    nmod = arr.shape[0]
+    total = np.zeros((len(centres), 2, nmod) + arr.shape[-2:])
+    count = np.zeros_like(total)
+    for f in range(arr.shape[1]):
+        t, pos = divmod(f, per_train)
+        i = int(np.searchsorted(centres, points[t]))
+        for m in range(nmod):
+            frame = arr[m, f].astype(np.float64)
+            good = np.isfinite(frame)
+            total[i, pos % 2, m] += np.where(good, frame, 0)
+            count[i, pos % 2, m] += good
+    with np.errstate(invalid="ignore"):
+        return total / count, count
+
+
+@pytest.mark.parametrize("corrected", [False, True], ids=["raw", "corrected"])
+@pytest.mark.parametrize("kind,modules,fpt", CASES, ids=[c[0] for c in CASES])
+def test_cube_equals_a_loop_over_extra_data_arrays(tmp_path, kind, modules, fpt, corrected):
+    run = write_mock_run(tmp_path / "raw", tmp_path / "proc", kind, 2, modules, ntrains=6, frames_per_train=fpt,
+                         corrected=corrected)
+    cfg = beamtime(tmp_path, kind, modules, corrected)
+    ds = cube_of(cfg)
+    mean, count = reference(cfg, kind, corrected, run.motor)
+    assert ds["mean"].shape == mean.shape
+    np.testing.assert_allclose(ds["mean"].values, mean, rtol=1e-5, equal_nan=True)
+    assert ds["count"].values.tolist() == count.max(axis=(-2, -1)).astype(int).tolist()
+    if corrected:  # masked pixels are left out of each pixel's count, and the counts differ from pixel to pixel
+        assert (ds["pixel_count"].values == count).all()
+        assert ds["pixel_count"].values.min() < ds["count"].values.max()
+    else:
+        assert "pixel_count" not in ds
+    # The science: pumped minus unpumped is the 5 ADU written, at every scan point.
+    diff = ds["difference"].values
+    assert abs(float(np.nanmean(diff)) - 5.0) < 0.2
+
+
+def test_mask_bits_choose_the_bad_pixel_reasons(tmp_path):
+    run = write_mock_run(tmp_path / "raw", tmp_path / "proc", "AGIPD1M", 2, [0], corrected=True)
+    every = cube_of(beamtime(tmp_path, "AGIPD1M", [0], True))
+    (tmp_path / "processed").rename(tmp_path / "processed_all")
+    bit3 = cube_of(beamtime(tmp_path, "AGIPD1M", [0], True, mask_bits=8))
+    assert run.corrected
+    # Only the pixels with bit 3 are left out: more frames per pixel than with every bit.
+    assert bit3["pixel_count"].sum() > every["pixel_count"].sum()
+    assert (bit3["pixel_count"] >= every["pixel_count"]).all()
+
+
+def test_corrected_file_without_a_mask_is_named(tmp_path):
+    write_mock_run(tmp_path / "raw", tmp_path / "proc", "LPD1M", 2, [0], corrected=True, with_mask=False)
+    cfg = beamtime(tmp_path, "LPD1M", [0], True)
+    with pytest.raises(RunDataError, match=r"CORR-R0002-LPD00-S00000.h5: corrected data of .* without a mask"):
+        cube_of(cfg)
+
+
+def test_wrong_detector_name_is_named(tmp_path):
+    write_mock_run(tmp_path / "raw", tmp_path / "proc", "AGIPD1M", 2, [0])
+    cfg = beamtime(tmp_path, "AGIPD1M", [0], False, name="MID_DET_AGIPD1M-1")
+    with pytest.raises(RunDataError, match=r"no source 'MID_DET_AGIPD1M-1/DET/0CH0:xtdf' for module 00"):
+        pipeline.make_raw_run(cfg, "r0002")
+
+
+def test_modules_of_two_detectors_mixed_are_named(tmp_path):
+    # An LPD module's file where the AGIPD module 1's should be: the same aggregator, another detector.
+    write_mock_run(tmp_path / "raw", tmp_path / "proc", "AGIPD1M", 2, [0])
+    write_mock_run(tmp_path / "other", tmp_path / "proc", "LPD1M", 2, [1], detector_name="SPB_DET_AGIPD1M-1")
+    lpd = tmp_path / "other" / "r0002" / "RAW-R0002-LPD01-S00000.h5"
+    lpd.rename(tmp_path / "raw" / "r0002" / "RAW-R0002-AGIPD01-S00000.h5")
+    cfg = beamtime(tmp_path, "AGIPD1M", [0, 1], False)
+    with pytest.raises(RunDataError, match=r"frames are \(1, 256, 256\) .* AGIPD1M raw module's entries would be "
+                                           r"\(2, 512, 128\)"):
+        pipeline.make_raw_run(cfg, "r0002")
+
+
+def test_the_type_gives_the_defaults():
+    from xfel_core.config import DetectorConfig
+
+    jf = DetectorConfig(type="JUNGFRAU", data="corrected")
+    assert (jf.source_for(1), jf.aggregator_for(1), jf.modules, jf.module_shape) == \
+        ("SPB_IRDA_JF4M/CORR/JNGFR01:output", "JNGFR01", list(range(1, 9)), (512, 1024))
+    # The DSSC default is unchanged: nothing of an existing config's versions moves.
+    assert DetectorConfig().model_dump(exclude_defaults=True) == {}
+
+
+def test_a_new_correction_of_a_run_is_a_new_version(tmp_path):
+    """Corrected data: the run's version follows its CORR files too, so a recalibrated run's outputs are stale."""
+    import os
+
+    from xfel_core.workflows.euxfel import raw_run_version
+
+    run = write_mock_run(tmp_path / "raw", tmp_path / "proc", "AGIPD1M", 2, [0], corrected=True)
+    cfg = beamtime(tmp_path, "AGIPD1M", [0], True)
+    before = raw_run_version(cfg, "r0002")
+    os.utime(run.files[0], (1, 1))  # the correction pipeline wrote the file again
+    assert raw_run_version(cfg, "r0002") != before
