@@ -158,6 +158,26 @@ class FramemaskConfig(_Strict):
     exclude_frames: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
 
 
+class BunchPatternConfig(_Strict):
+    """Where the timeserver's bunch pattern is, and how its pulses map to detector frames (``frame_pattern: auto``)."""
+
+    #: The timeserver (control data) or its pulse-pattern output (instrument data) holding the table.
+    source: str
+    #: Its key: ``bunchPatternTable`` (control) or ``data.bunchPatternTable`` (instrument).
+    key: str = "bunchPatternTable"
+    #: Which SASE's X-ray pulses the detector sees (1, 2 or 3).
+    sase: int = Field(ge=1, le=3)
+    #: The pump-probe laser seed (``LP_SCS``, ``LP_SPB``, ``LP_FXE``, ``LP_SQS``, ``LP_SASE2``...); auto: the
+    #: instrument's, from the source name (EXtra's rule).
+    laser: str = "auto"
+    #: The laser's first pulse is this many FEL pulse spacings after the first FEL pulse (EXtra's pulse_offset).
+    laser_offset: float = 0.0
+    #: Bunch position of a train's first detector frame; null: the train's first FEL pulse.
+    first_frame: int | None = Field(default=None, ge=0, lt=2700)
+    #: Bunch positions between detector frames; null: the FEL pulse spacing (a frame per FEL pulse).
+    frame_stride: int | None = Field(default=None, ge=1)
+
+
 class GainMapConfig(_Strict):
     """A per-pixel gain or flat-field map per module, applied after the dark subtraction."""
 
@@ -721,8 +741,11 @@ class BeamtimeConfig(_Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     #: The scan variable of the DSSC runs; null (with frame_pattern) for a beamtime without them.
     scan_variable: ScanVariableConfig | None = None
-    #: Frame names repeating within each train; names containing "dark" are dark frames.
-    frame_pattern: list[str] | None = Field(default=None, min_length=1)
+    #: Frame names repeating within each train; names containing "dark" are dark frames. ``auto``: each frame
+    #: pumped, unpumped or dark from the machine's bunch pattern (see ``bunch_pattern``).
+    frame_pattern: list[str] | Literal["auto"] | None = Field(default=None, min_length=1)
+    #: The timeserver's bunch pattern, for ``frame_pattern: auto``.
+    bunch_pattern: BunchPatternConfig | None = None
     framemask: FramemaskConfig = Field(default_factory=FramemaskConfig)
     #: At most this many frames of each train are used; null: all.
     maxframes: int | None = Field(default=None, ge=1)
@@ -760,8 +783,8 @@ class BeamtimeConfig(_Strict):
 
     @field_validator("frame_pattern")
     @classmethod
-    def _unique_names(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and len(set(v)) != len(v):
+    def _unique_names(cls, v: list[str] | str | None) -> list[str] | str | None:
+        if isinstance(v, list) and len(set(v)) != len(v):
             raise ValueError(f"frame names repeat: {v}")
         return v
 
@@ -771,6 +794,8 @@ class BeamtimeConfig(_Strict):
             given, missing = ("scan_variable", "frame_pattern") if self.frame_pattern is None \
                 else ("frame_pattern", "scan_variable")
             raise ValueError(f"{missing}: required key is missing ({given} is set; the DSSC runs need both)")
+        if self.frame_pattern == "auto" and self.bunch_pattern is None:
+            raise ValueError("bunch_pattern: required key is missing (frame_pattern is auto)")
         if self.compute == "slurm" and self.slurm is None:
             raise ValueError("slurm: required key is missing (compute is slurm)")
         if self.scan_variable is None and self.insitu is None and self.events is None:
@@ -782,6 +807,13 @@ class BeamtimeConfig(_Strict):
     def has_dssc(self) -> bool:
         """True if the beamtime has DSSC runs to reduce (scan_variable and frame_pattern are set)."""
         return self.frame_pattern is not None
+
+    @property
+    def frame_types(self) -> list[str]:
+        """The frame types of the cube: the frame pattern's names, or with ``auto`` pumped, unpumped and dark."""
+        from .euxfel.bunch_pattern import AUTO_TYPES
+
+        return list(AUTO_TYPES) if self.frame_pattern == "auto" else list(self.frame_pattern or [])
 
     def resolved_max_concurrent(self) -> int:
         """Steps (and Dagster runs) at once: execution.max_concurrent, at least slurm.max_jobs in SLURM mode

@@ -21,7 +21,22 @@ from ..euxfel.detectors import KINDS, DetectorKind
 
 MOTOR_SOURCE = "SA1_XTD9_MONO/MDL/PHOTON_ENERGY_MOTOR"  # any motor: its actualPosition is the scan
 MOTOR_KEY = "actualPosition"
+TIMESERVER = "SCS_RR_UTC/TSYS/TIMESERVER"  # the bunch pattern's control source
 FIRST_TRAIN = 10000
+
+
+def pump_probe_table(ntrains: int, fel_pulses: int, first: int = 200, spacing: int = 4, laser_every: int = 2,
+                     sase: int = 3, laser: str = "LP_SCS") -> np.ndarray:
+    """(trains, 2700) uint32 bunch pattern tables as the timeserver writes them: ``fel_pulses`` X-ray pulses to
+    ``sase`` from position ``first``, ``spacing`` apart, and the pump-probe laser on every ``laser_every``-th
+    of them (its bits written from position 0, as the timing system does)."""
+    from euxfel_bunch_pattern import DESTINATION_T4D, DESTINATION_T5D, PHOTON_LINE_DEFLECTION, PPL_BITS
+
+    table = np.zeros((ntrains, 2700), np.uint32)
+    dest = {1: DESTINATION_T4D, 2: DESTINATION_T5D, 3: DESTINATION_T4D | PHOTON_LINE_DEFLECTION}[sase]
+    table[:, first:first + fel_pulses * spacing:spacing] |= np.uint32(dest)
+    table[:, 0:fel_pulses * spacing:spacing * laser_every] |= np.uint32(PPL_BITS[laser])
+    return table
 
 
 @dataclass
@@ -58,14 +73,19 @@ def _jungfrau_module(cells: int):
 def write_mock_run(raw_root: Path, proc_root: Path, kind: str, run: int, modules: list[int], ntrains: int = 6,
                    frames_per_train: int = 4, corrected: bool = False, detector_name: str | None = None,
                    positions: tuple[float, ...] = (0.0, 1.0, 2.0), seed: int = 0,
-                   with_mask: bool = True) -> MockRun:
+                   with_mask: bool = True, bunch_pattern: np.ndarray | None = None) -> MockRun:
     """Write one run of the detector type ``kind`` with EXtra-data's mock writer, filled with known values.
 
     JUNGFRAU keeps ``frames_per_train`` memory cells per train in one entry; the XTDF detectors
-    ``frames_per_train`` frames. ``with_mask=False``: corrected files without their mask (bad input)."""
+    ``frames_per_train`` frames. ``with_mask=False``: corrected files without their mask (bad input).
+    ``bunch_pattern`` (trains, 2700): the timeserver's tables, written with the control data."""
     from extra_data.tests.mockdata import write_file
+    from extra_data.tests.mockdata.base import DeviceBase
     from extra_data.tests.mockdata.detectors import AGIPDModule, DSSCModule, LPDModule
     from extra_data.tests.mockdata.motor import Motor
+
+    class Timeserver(DeviceBase):
+        control_keys = [("bunchPatternTable", "u4", (2700,))]
 
     k = KINDS[kind]
     name = detector_name or k.detector_name
@@ -76,9 +96,12 @@ def write_mock_run(raw_root: Path, proc_root: Path, kind: str, run: int, modules
     motor = motor + np.random.default_rng((seed, run)).normal(0, 1e-3, ntrains)  # the motor's jitter at rest
     control = raw_dir / f"RAW-R{run:04d}-DA01-S00000.h5"
     if not control.exists():  # (a run's corrected files are written after its raw ones)
-        write_file(str(control), [Motor(MOTOR_SOURCE)], ntrains, firsttrain=FIRST_TRAIN, format_version="1.0")
+        devices = [Motor(MOTOR_SOURCE)] + ([Timeserver(TIMESERVER)] if bunch_pattern is not None else [])
+        write_file(str(control), devices, ntrains, firsttrain=FIRST_TRAIN, format_version="1.0")
         with h5py.File(control, "r+") as f:
             f[f"CONTROL/{MOTOR_SOURCE}/{MOTOR_KEY}/value"][:ntrains] = motor
+            if bunch_pattern is not None:
+                f[f"CONTROL/{TIMESERVER}/bunchPatternTable/value"][:ntrains] = bunch_pattern
     classes = {"AGIPD1M": AGIPDModule, "AGIPD500K": AGIPDModule, "LPD1M": LPDModule, "DSSC1M": DSSCModule}
     files = {}
     for m in modules:

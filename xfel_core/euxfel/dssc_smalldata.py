@@ -33,8 +33,9 @@ from ..scan import lookup_rows
 ASSET = "dssc_smalldata"
 
 
-def pulse_energy_per_frame(cfg: BeamtimeConfig, run: str, train_id: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """The gas monitor's energy (uJ) of the pulse each frame saw; NaN for dark frames and missing data."""
+def pulse_energy_per_frame(cfg: BeamtimeConfig, run: str, train_id: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """The gas monitor's energy (uJ) of the pulse each frame saw (``slot``: its pulse slot, -1 for a dark frame);
+    NaN for dark frames and missing data."""
     out = np.full(len(train_id), np.nan)
     rules = cfg.framemask
     if not rules.xgm_source:
@@ -43,12 +44,10 @@ def pulse_energy_per_frame(cfg: BeamtimeConfig, run: str, train_id: np.ndarray, 
         ptids, energy = euxfel.train_values(euxfel.open_run(cfg.run_dir(run)), rules.xgm_source, rules.xgm_key)
     except RunDataError:
         return out
-    xray = framemask.xray_frames(cfg.frame_pattern, int(position.max()) + 1 if len(position) else 0)
-    slot = np.cumsum(xray) - 1
     order = np.argsort(ptids)
     row = lookup_rows(ptids[order].astype(np.uint64), train_id, order)
-    ok = (row >= 0) & xray[position] & (slot[position] < energy.shape[1])
-    out[ok] = energy[row[ok], slot[position[ok]]]
+    ok = (row >= 0) & (slot >= 0) & (slot < energy.shape[1])
+    out[ok] = energy[row[ok], slot[ok]]
     return out
 
 
@@ -107,11 +106,14 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
         if radial is not None:
             profile[start:stop] = radial.profiles(imgs)
 
-    names = cfg.frame_pattern
-    ftype = pos % len(names)
+    names = cfg.frame_types
+    ftype = np.zeros(n, np.int64)
+    ftype[wanted] = fm.types_of(row[wanted], pos[wanted], len(names))
     laser = np.array([1 if names[t] == "pumped" else 0 if names[t] == "unpumped" else -1 for t in range(len(names))],
                      dtype=np.int8)[ftype]
-    energy = pulse_energy_per_frame(cfg, run, frames.train_id, pos)
+    slot = np.full(n, -1)
+    slot[wanted] = fm.pulse_slots(names)[row[wanted], pos[wanted]]
+    energy = pulse_energy_per_frame(cfg, run, frames.train_id, slot)
     w = np.flatnonzero(wanted)
     scan_value = np.full(n, np.nan)
     has = point >= 0

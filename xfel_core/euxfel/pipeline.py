@@ -25,6 +25,7 @@ from .preprocess import (
 )
 from ..readers import euxfel
 from ..rois import section_rois
+from ..scan import lookup_rows
 from .run_summary import control_files, module_files, open_module, read_frames_per_train, summarize_run, write_run_summary
 
 
@@ -100,29 +101,58 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     rules = cfg.framemask
     ptids = energy = None
     inputs: list[str] = []
+    run_dir = cfg.run_dir(run)
     if rules.xgm_source and rules.min_pulse_energy_uj is not None:
-        run_dir = cfg.run_dir(run)
         dc = euxfel.open_run(run_dir)
         ptids, energy = euxfel.train_values(dc, rules.xgm_source, rules.xgm_key)
         if energy.ndim != 2:
             raise RunDataError(f"run {run}: {rules.xgm_source} / {rules.xgm_key} must be (trains, pulses), "
                                f"got shape {energy.shape}")
         inputs = [str(p) for p in euxfel.run_files(run_dir)]
-    fm = framemask.build_framemask(tids, nframes, cfg.frame_pattern, rules, ptids, energy)
+    types = no_pattern = None
+    if cfg.frame_pattern == "auto":
+        types, no_pattern = frame_types_of_run(cfg, run, tids, nframes)
+        inputs = [str(p) for p in euxfel.run_files(run_dir)]
+    fm = framemask.build_framemask(tids, nframes, cfg.frame_types, rules, ptids, energy, types, no_pattern)
     kept = float(fm.mask.mean()) if fm.mask.size else 0.0
     checks = {"kept_fraction": quality.kept_fraction(kept, cfg.checks.min_kept_fraction)}
     path = cfg.output_path(run, "framemask")
     # The run's mean pulse energy (uJ) over its trains and the pulse slots its X-ray frames see, for the run table.
-    pulses = int(framemask.xray_frames(cfg.frame_pattern, nframes).sum())
+    pulses = int(framemask.xray_frames(cfg.frame_types, nframes).sum()) if types is None else \
+        int((types != cfg.frame_types.index("dark")).sum(axis=1).max(initial=0))
     energy_attrs = {} if energy is None or not pulses else \
         {"mean_pulse_energy_uj": float(np.nanmean(energy[:, :pulses]))}
     framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers, **energy_attrs,
                                                    **quality.check_attrs(checks)))
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
-    return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
+    type_counts = {} if types is None else \
+        {"frames_by_type": {n: int((types == i).sum()) for i, n in enumerate(cfg.frame_types)}}
+    return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()), **type_counts,
                      frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
                      kept_fraction=kept, kept_fraction_per_train=per_train, train_ids=tids, checks=checks,
                      **vers)
+
+
+def frame_types_of_run(cfg: BeamtimeConfig, run: str, tids: np.ndarray, nframes: int) -> tuple[np.ndarray, np.ndarray]:
+    """((trains, frames) index of each frame's type in ``cfg.frame_types``, (trains,) trains without a bunch
+    pattern) from the run's bunch pattern (``frame_pattern: auto``)."""
+    from . import bunch_pattern
+
+    bp = cfg.bunch_pattern
+    run_dir = cfg.run_dir(run)
+    btids, table = euxfel.train_values(euxfel.open_run(run_dir), bp.source, bp.key)
+    if table.ndim != 2:
+        raise RunDataError(f"run {run}: {bp.source} / {bp.key} must be (trains, 2700) bunch pattern tables, "
+                           f"got shape {table.shape}")
+    order = np.argsort(btids)
+    row = lookup_rows(np.asarray(btids, np.uint64)[order], tids, order)
+    types = np.full((len(tids), nframes), cfg.frame_types.index("dark"), np.int8)
+    has = row >= 0
+    if has.any():
+        types[has] = bunch_pattern.frame_types(
+            table[row[has]], nframes, bp.sase, bunch_pattern.laser_bit(bp.laser, bp.source), bp.laser_offset,
+            bp.first_frame, bp.frame_stride, what=f"run {run} ({run_dir}): {bp.source} / {bp.key}")
+    return types, ~has
 
 
 def module_frames_of(cfg: BeamtimeConfig, run: str, module: int) -> euxfel.ModuleFrames:
@@ -180,7 +210,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     gain_version = gain.version if gain is not None else versions.NO_GAIN
     vers = versions.made_from(cfg, "preprocessed_module", run_module_key(run, module))
     frames = module_frames_of(cfg, run, module)
-    ntypes = len(cfg.frame_pattern)
+    ntypes = len(cfg.frame_types)
     group, stats = assign_groups(frames, bins, fm, ntypes)
     sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
                                         threads=cfg.execution.kernel_threads)
@@ -194,7 +224,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                        dark_run=cfg.dark_run_key, gain_version=gain_version,
                        gain_map=gain.source if gain is not None else None,
                        frames_total=stats.total, frames_kept=stats.kept, **vers, **quality.check_attrs(checks))
-    write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_pattern, cfg.detector.module_shape, units, attrs,
+    write_module_sums(path, sums, sumsq, counts, bins, cfg.frame_types, cfg.detector.module_shape, units, attrs,
                       pixel_counts)
     return done_info(path, t0, frames_total=stats.total, frames_kept=stats.kept, rejected=stats.rejected,
                      kernel_seconds=stats.seconds, bytes_read=stats.bytes_read, read_paths=stats.read_paths,
@@ -237,6 +267,6 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
     write_png(path.with_suffix(".png"), png)  # the run table's thumbnail
     counts = ds["count"].sum("module").values  # (scan points, frame types)
     return done_info(path, t0, scan_points=len(bins.centres), centres=bins.centres, units=units,
-                     frame_types=list(cfg.frame_pattern), modules=len(files), frames_kept=kept,
+                     frame_types=cfg.frame_types, modules=len(files), frames_kept=kept,
                      counts=counts, has_difference="difference" in ds, checks=checks, png=png,
                      nan_fraction=float(np.isnan(ds["mean"].values).mean()), **calibration, **vers)

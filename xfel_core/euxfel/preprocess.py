@@ -83,7 +83,9 @@ def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: i
     reason = np.full(n, 255, np.uint8)  # 255: outside the framemask
     reason[in_mask] = fm.reason[row[in_mask], pos[in_mask]]
     keep = (reason == 0) & (bins >= 0)
-    group = np.where(keep, bins * ntypes + pos % ntypes, -1)
+    ftype = np.zeros(n, np.int64)
+    ftype[in_mask] = fm.types_of(row[in_mask], pos[in_mask], ntypes)
+    group = np.where(keep, bins * ntypes + ftype, -1)
 
     stats = FrameStats(total=n, kept=int(keep.sum()))
     rejected = {"no scan value": int(((bins < 0) & in_mask).sum()),

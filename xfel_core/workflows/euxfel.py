@@ -107,7 +107,7 @@ WORKFLOW = register(Workflow("euxfel", "European XFEL detector runs (DSSC): modu
     AssetSpec("scan_variable", RUN, pipeline.make_scan_variable, _run_path("scan_variable"),
               inputs=(Input("raw_run"),), config=("scan_variable",), kinds=KINDS, enabled=has_dssc, job="run_inputs_job"),
     AssetSpec("framemask", RUN, pipeline.make_framemask, _run_path("framemask"),
-              inputs=(Input("raw_run"),), config=("framemask", "maxframes", "frame_pattern"), kinds=KINDS,
+              inputs=(Input("raw_run"),), config=("framemask", "maxframes", "frame_pattern", "bunch_pattern"), kinds=KINDS,
               enabled=has_dssc, job="run_inputs_job",
               checks=(Check("kept_fraction", "The framemask keeps at least checks.min_kept_fraction of the run's "
                             "frames.", blocking=True),)),

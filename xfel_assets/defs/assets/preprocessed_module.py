@@ -14,7 +14,7 @@ def preprocessed_module(context: dg.AssetExecutionContext, beamtime: BeamtimeRes
     cfg = beamtime.load()
     check_modules_match(cfg)
     info = make(context, cfg, compute=compute)
-    frame_types = list(cfg.frame_pattern)
+    frame_types = cfg.frame_types
     return materialized("preprocessed_module", info, {
         **scalars(info, "frames_total", "frames_kept", "kernel_seconds"),
         "read_from_disk": size_md(info["bytes_read"]),
