@@ -1,9 +1,10 @@
 """PNG previews for the web UI: the binned cubes' pump-probe picture (DSSC and event files), scan points, kept frames.
 
-matplotlib Figures rendered by its Agg canvas (no pyplot); figures are small (well under 1 MB). The DSSC image is
-assembled with extra-geom's DSSC 1M geometry from approximate quadrant positions (the
-instrument's own geometry file is not part of a raw run); modules of another shape than
-128 x 512 are tiled in the DSSC's 4 x 4 module order instead.
+matplotlib Figures rendered by its Agg canvas (no pyplot); figures are small (well under 1 MB). A European XFEL
+detector's image is assembled with extra-geom: the DSSC 1M from approximate quadrant positions, the AGIPD,
+LPD and JUNGFRAU from extra-geom's example geometries (the instrument's own geometry file is not part of
+a run; the picture shows where the signal is, not calibrated positions); modules of another shape than
+the detector's are tiled in a 4-column grid instead.
 """
 
 from __future__ import annotations
@@ -18,28 +19,37 @@ from .plots import png as _png, subplots
 
 #: Approximate DSSC 1M quadrant positions (mm), as in extra-geom's examples.
 DSSC_QUAD_POSITIONS = [(-130, 5), (-130, -125), (5, -125), (5, 5)]
-DSSC_MODULE_SHAPE = (128, 512)
 
 
-@lru_cache(maxsize=1)
-def _dssc_geometry():
-    """extra-geom's DSSC 1M geometry from the approximate quadrant positions (made once per process)."""
-    from extra_geom import DSSC_1MGeometry
+@lru_cache(maxsize=4)
+def _geometry(detector: str):
+    """extra-geom's geometry of the detector type (made once per process)."""
+    import extra_geom
 
-    return DSSC_1MGeometry.from_quad_positions(DSSC_QUAD_POSITIONS)
+    from .euxfel.detectors import KINDS
+
+    cls = getattr(extra_geom, KINDS[detector].geometry)
+    if detector == "DSSC1M":
+        return cls.from_quad_positions(DSSC_QUAD_POSITIONS)
+    return cls.example(KINDS[detector].modules) if detector == "JUNGFRAU" else cls.example()
 
 
-def assemble(modules: dict[int, np.ndarray]) -> np.ndarray:
-    """One 2-D image of the modules {number: (y, x)} in their approximate places; NaN where no module."""
+def assemble(modules: dict[int, np.ndarray], detector: str = "DSSC1M") -> np.ndarray:
+    """One 2-D image of the modules {number: (y, x)} of a detector type in their approximate places; NaN where
+    no module."""
+    from .euxfel.detectors import KINDS
+
+    kind = KINDS.get(detector)
     shape = next(iter(modules.values())).shape
-    if shape == DSSC_MODULE_SHAPE:
-        stack = np.full((16,) + shape, np.nan, dtype=np.float32)
+    if kind is not None and shape == kind.module_shape:
+        stack = np.full((kind.modules,) + shape, np.nan, dtype=np.float32)
         for m, img in modules.items():
-            stack[m] = img
-        image, _ = _dssc_geometry().position_modules(stack)
+            stack[m - kind.first_module] = img
+        image, _ = _geometry(detector).position_modules(stack)
         return image
     ny, nx = shape
-    out = np.full((4 * ny, 4 * nx), np.nan, dtype=np.float32)
+    rows = max(modules) // 4 + 1
+    out = np.full((rows * ny, 4 * nx), np.nan, dtype=np.float32)
     for m, img in modules.items():
         r, c = divmod(m, 4)
         out[r * ny:(r + 1) * ny, c * nx:(c + 1) * nx] = img
@@ -163,7 +173,7 @@ def _show(fig, ax, image: np.ndarray, window: tuple[slice, slice], outline: np.n
     ax.set_title(f"{title}\n{scale}", fontsize=8)
 
 
-def cube_png(ds: xr.Dataset, title: str, roi: Rect | None = None) -> bytes:
+def cube_png(ds: xr.Dataset, title: str, roi: Rect | None = None, detector: str = "DSSC1M") -> bytes:
     """The pump-probe picture of a binned cube: the ROI's mean per scan value (each frame type, with standard
     errors) and the pumped - unpumped difference; beside it the assembled mean image and the difference image,
     zoomed to the modules present, at the scan point where the ROI's difference is largest."""
@@ -179,7 +189,7 @@ def cube_png(ds: xr.Dataset, title: str, roi: Rect | None = None) -> bytes:
     ftype = str(ds["frame_type"].values[0])
 
     def assembled(values: np.ndarray) -> np.ndarray:
-        return assemble({m: values[i] for i, m in enumerate(modules)})
+        return assemble({m: values[i] for i, m in enumerate(modules)}, detector)
 
     mean_img = assembled(ds["mean"].values[point, 0])
     outline = assembled(mask.astype(np.float32))

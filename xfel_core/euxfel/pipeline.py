@@ -261,7 +261,7 @@ def make_binned_cube(cfg: BeamtimeConfig, run: str) -> dict:
                           **quality.check_attrs(checks))
     # Everything that can fail comes before the write: a failed step leaves the previous cube.
     roi = previews.first_intensity_roi(section_rois(cfg.smalldata)) if cfg.smalldata is not None else None
-    png = previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames", roi)
+    png = previews.cube_png(ds, f"{cfg.name} {run}: {kept} frames", roi, cfg.detector.type)
     path = cfg.output_path(run, "binned_cube")
     write_cube(path, ds)
     write_png(path.with_suffix(".png"), png)  # the run table's thumbnail
