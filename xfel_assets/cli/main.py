@@ -51,6 +51,16 @@ def cmd_demo_events(args) -> int:
     return 0
 
 
+def cmd_demo_detector(args) -> int:
+    from xfel_core.demo.detectors import write_demo_detector
+
+    path = write_demo_detector(Path(args.dir), kind=args.type, corrected=not args.raw, runs=args.runs,
+                               trains=args.trains, frames=args.frames)
+    print(f"wrote {args.type} runs ({'raw' if args.raw else 'raw and corrected'}, from r0002) under "
+          f"{Path(args.dir).resolve()}; config {path}")
+    return 0
+
+
 def cmd_demo_insitu(args) -> int:
     from xfel_core.demo.insitu import write_demo_insitu
 
@@ -544,6 +554,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-transmission", action="store_true",
                    help="leave Filter_transmission out of the headers (changes are then found as steps)")
     p.set_defaults(func=cmd_demo_insitu)
+
+    p = sub.add_parser("demo-detector", help="write runs of one European XFEL detector (EXtra-data's mock writer: "
+                       "raw, and corrected in proc/) with a bunch pattern, and their config")
+    p.add_argument("dir", help="folder for the beamtime (raw/, proc/, processed/, beamtime.yaml)")
+    p.add_argument("--type", choices=["AGIPD1M", "AGIPD500K", "LPD1M", "JUNGFRAU", "DSSC1M"], default="AGIPD1M")
+    p.add_argument("--raw", action="store_true", help="raw data only (default: the corrected files are used)")
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--trains", type=int, default=12)
+    p.add_argument("--frames", type=int, default=4, help="frames (JUNGFRAU: memory cells) per train")
+    p.set_defaults(func=cmd_demo_detector)
 
     p = sub.add_parser("demo-events", help="write runs of event files (PAL-XFEL layout or a generic HDF5 file) and their config")
     p.add_argument("dir", help="folder for the beamtime (raw/events/, processed/, beamtime.yaml)")

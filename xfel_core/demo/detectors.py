@@ -152,3 +152,34 @@ def _fill(path: Path, source: str, k: DetectorKind, corrected: bool, motor: np.n
                 mask[a:a + n] = np.where(bad, rng.choice(np.array([2, 8], np.uint32), bad.shape), 0)
             if not with_mask:
                 del f[mask_path]
+
+
+def write_demo_detector(root: Path, kind: str = "AGIPD1M", corrected: bool = True, runs: int = 2, trains: int = 12,
+                        frames: int = 4, modules: list[int] | None = None, seed: int = 0) -> Path:
+    """A beamtime of ``runs`` scans (r0002, r0003, ...) of one European XFEL detector, written by EXtra-data's mock
+    writer, with the timeserver's bunch pattern (``frame_pattern: auto``); its beamtime.yaml (kept if present)."""
+    from .config import write_config
+
+    root = Path(root)
+    k = KINDS[kind]
+    modules = list(range(k.first_module, k.first_module + 2)) if modules is None else list(modules)
+    # Frames: one per X-ray pulse, the laser on every second; a detector frame more than there are pulses (dark).
+    table = pump_probe_table(trains, max(1, frames - 1))
+    for r in range(runs):
+        write_mock_run(root / "raw", root / "proc", kind, 2 + r, modules, ntrains=trains, frames_per_train=frames,
+                       corrected=False, seed=seed + r, bunch_pattern=table)
+        if corrected:
+            write_mock_run(root / "raw", root / "proc", kind, 2 + r, modules, ntrains=trains,
+                           frames_per_train=frames, corrected=True, seed=seed + r)
+    path = root / "beamtime.yaml"
+    if path.exists():
+        return path
+    return write_config(root, {
+        "name": root.name, "raw_root": "raw", "processed_root": "processed", "proc_root": "proc",
+        "detector": {"type": kind, "data": "corrected" if corrected else "raw", "modules": modules},
+        "scan_variable": {"source": MOTOR_SOURCE, "key": MOTOR_KEY, "units": "mm", "binning": {"auto": True}},
+        "frame_pattern": "auto",
+        "bunch_pattern": {"source": TIMESERVER, "sase": 3, "laser": "LP_SCS"},
+        "framemask": {"xgm_source": None},
+        "dark_run": None,
+    })
