@@ -11,6 +11,9 @@ fresh process so its memory is its own):
 4. our kernel, one process, warm page cache; and cold (after posix_fadvise DONTNEED) beside a cold
    read ceiling (the two alternated, median of 5);
 5. our kernel, one process per module file, two files at once;
+6. a corrected (CORR) module file of float32 frames with gzip-compressed uint32 masks: the h5py read of
+   both, and our reduction (frames memory-mapped, masks read and inflated by zlib, in threads with
+   more than one, masked pixels left out per pixel);
 and the end-to-end figure: one run of 16 modules materialized through Dagster.
 
 Usage: python benchmarks/bench_reduce.py [--size-gb 4] [--workdir DIR] [--e2e-gb 1] [--keep]
@@ -68,6 +71,44 @@ def make_module_file(path: Path, size_gb: float, seed: int = 0) -> None:
         chunks={"data": (1, 1) + SHAPE}, lazy={"data": ((n, 1) + SHAPE, "uint16", fill)},
     )
     write_raw_file(path, train_ids=tids, instrument=[src], run_number=1)
+
+
+CORR_SOURCE = "SCS_DET_DSSC1M-1/CORR/0CH0:output"
+CORR_FRAME_BYTES = SHAPE[0] * SHAPE[1] * 4
+
+
+def make_corr_file(path: Path, size_gb: float, seed: int = 2) -> None:
+    """A corrected module file of about ``size_gb`` GB of float32 frames, as the correction pipeline writes it:
+    ``image.data`` uncompressed, one chunk per frame, ``image.mask`` uint32 gzip-compressed (about 2 % bad)."""
+    import h5py
+
+    from xfel_core.demo.euxfel_writer import InstrumentSource, write_raw_file
+
+    ntrains = max(SCAN_POINTS, int(size_gb * 1e9 / CORR_FRAME_BYTES / FRAMES_PER_TRAIN))
+    n = ntrains * FRAMES_PER_TRAIN
+    rng = np.random.default_rng(seed)
+    bank = rng.normal(30, 6, (64,) + SHAPE).astype(np.float32)  # photons, corrected ADU
+    masks = np.where(rng.random((64,) + SHAPE) < 0.02, 2, 0).astype(np.uint32)
+
+    def fill(ds):
+        for a in range(0, n, 2048):
+            b = min(n, a + 2048)
+            ds[a:b] = bank[(np.arange(a, b) * 7) % len(bank)]
+
+    tids = np.arange(10_000, 10_000 + ntrains, dtype=np.uint64)
+    cells = np.tile(np.arange(FRAMES_PER_TRAIN, dtype=np.uint16), ntrains)
+    src = InstrumentSource(
+        CORR_SOURCE, "image", np.full(ntrains, FRAMES_PER_TRAIN),
+        {"cellId": cells, "pulseId": cells.astype(np.uint64), "trainId": np.repeat(tids, FRAMES_PER_TRAIN)},
+        chunks={"data": (1,) + SHAPE}, lazy={"data": ((n,) + SHAPE, "float32", fill)},
+    )
+    write_raw_file(path, train_ids=tids, instrument=[src], run_number=1)
+    with h5py.File(path, "r+") as f:
+        m = f.create_dataset(f"INSTRUMENT/{CORR_SOURCE}/image/mask", (n,) + SHAPE, np.uint32, chunks=(1,) + SHAPE,
+                             compression="gzip", compression_opts=1)
+        for a in range(0, n, 2048):
+            b = min(n, a + 2048)
+            m[a:b] = masks[(np.arange(a, b) * 5) % len(masks)]
 
 
 def scan_and_mask(train_ids: np.ndarray, seed: int = 1):
@@ -179,6 +220,45 @@ def worker_kernel(path: Path, cold: bool, threads: int, wait_for_go: bool = Fals
             "wall_start": wall_start, "wall_end": wall_start + seconds,
             "bytes": frames.nframes * FRAME_BYTES, "peak_anon": mem.peak,
             "paths": sorted(set(stats.read_paths.values()))}
+
+
+def worker_corr(path: Path, threads: int) -> dict:
+    """Our reduction of a corrected module file: float32 frames (memory-mapped) and their masks (h5py, gzip)."""
+    from xfel_core.binning_kernel import Accumulators
+    from xfel_core.euxfel.detectors import KINDS
+    from xfel_core.euxfel.preprocess import assign_groups, reduce_frames
+    from xfel_core.readers import euxfel
+
+    warm_acc = Accumulators(1, 8, threads, per_pixel=True)  # the compiled kernel loaded first
+    warm_acc.add(np.zeros(8, np.float32), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                 mask=(np.zeros(8, np.uint32), np.zeros(1, np.int64), 0xFFFFFFFF))
+    with PeakAnon() as mem:
+        t0 = time.perf_counter()
+        dc = euxfel.open_run(path.parent, [path])
+        frames = euxfel.module_frames(dc, CORR_SOURCE, 0, SHAPE, KINDS["DSSC1M"], corrected=True)
+        scan, fm = scan_and_mask(np.asarray(dc.train_ids))
+        group, stats = assign_groups(frames, scan, fm, len(PATTERN))
+        reduce_frames(frames, group, scan.nbins * len(PATTERN), None, 256, stats, threads=threads)
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "frames": frames.nframes, "bytes": frames.nframes * CORR_FRAME_BYTES,
+            "peak_anon": mem.peak, "paths": sorted(set(stats.read_paths.values()))}
+
+
+def worker_corr_read(path: Path) -> dict:
+    """The h5py read ceiling of a corrected file: its float32 frames and their gzip masks, 2,000-frame blocks."""
+    import h5py
+
+    with PeakAnon() as mem, h5py.File(path, "r") as f:
+        data, mask = f[f"INSTRUMENT/{CORR_SOURCE}/image/data"], f[f"INSTRUMENT/{CORR_SOURCE}/image/mask"]
+        n = data.shape[0]
+        buf, mbuf = np.empty((2000,) + SHAPE, np.float32), np.empty((2000,) + SHAPE, np.uint32)
+        t0 = time.perf_counter()
+        for a in range(0, n, 2000):
+            b = min(n, a + 2000)
+            data.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
+            mask.read_direct(mbuf, np.s_[a:b], np.s_[0:b - a])
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "frames": n, "bytes": n * CORR_FRAME_BYTES, "peak_anon": mem.peak}
 
 
 def worker_read_ceiling(path: Path, cold: bool) -> dict:
@@ -371,6 +451,7 @@ def main() -> int:
     p.add_argument("--baseline-gb", type=float, default=0.5, help="part of the file the slow baseline reduces")
     p.add_argument("--e2e-gb", type=float, default=1.0, help="total size of the 16-module end-to-end run (0: skip)")
     p.add_argument("--threads", type=int, default=1, help="kernel threads per process")
+    p.add_argument("--corr-gb", type=float, default=1.0, help="size of the corrected (CORR) module file (0: skip)")
     p.add_argument("--workdir", type=Path, default=None, help="where to write the files (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -388,6 +469,10 @@ def main() -> int:
             res = worker_check(Path(rest[0]))
         elif kind == "e2e":
             res = worker_e2e(Path(rest[0]))
+        elif kind == "corr":
+            res = worker_corr(Path(rest[0]), int(rest[1]))
+        elif kind == "corr_read":
+            res = worker_corr_read(Path(rest[0]))
         print(json.dumps(res))
         return 0
 
@@ -405,7 +490,12 @@ def main() -> int:
         if not other.exists():
             other.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(big, other)
-        for path in (big, other, small):
+        corr = work / "d" / "CORR-R0001-DSSC00-S00000.h5"
+        if args.corr_gb > 0 and not corr.exists():
+            t0 = time.perf_counter()
+            make_corr_file(corr, args.corr_gb)
+            print(f"wrote {corr} ({corr.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s", flush=True)
+        for path in (big, other, small) + ((corr,) if args.corr_gb > 0 else ()):
             cache_as_read(path)
 
         check = run_worker("check", big)
@@ -431,6 +521,11 @@ def main() -> int:
                                                                    lambda: run_worker("kernel", big, 1, t))
         cache_as_read(big)  # the cold runs left it cached as the kernel read it
         res["two"] = median_of(3, lambda: two_processes(big, other, t))
+        if args.corr_gb > 0:
+            res["corr_read"] = median_of(3, lambda: run_worker("corr_read", corr))
+            res["corr"] = median_of(3, lambda: run_worker("corr", corr, t))
+            if ncpu > 1 and t == 1:
+                res["corr_threads"] = median_of(3, lambda: run_worker("corr", corr, ncpu))
 
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
         print(f"\nmachine: {os.cpu_count()} cores, {cpu}, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB; module file {big.stat().st_size / 1e9:.2f} GB, "
@@ -448,12 +543,22 @@ def main() -> int:
         print(row("h5py read ceiling, cold cache", res["cold_read"]))
         print(row("our kernel, 1 process, cold cache", res["cold_kernel"]))
         print(row("our kernel, 2 processes on 2 module files, warm", res["two"]))
+        if "corr" in res:
+            print(row("CORR file (float32 + gzip uint32 mask): h5py read ceiling of both, warm", res["corr_read"]))
+            print(row(f"CORR file: our kernel with the masks, 1 process, warm ({', '.join(res['corr']['paths'])})",
+                      res["corr"]))
+            if "corr_threads" in res:
+                print(row(f"CORR file: the same, {ncpu} threads (inflating the masks)", res["corr_threads"]))
         gb = lambda r: r["bytes"] / r["seconds"]  # noqa: E731
         print(f"\nratios kernel/memcpy={gb(res['kernel']) / gb(res['memcpy']):.2f} "
               f"kernel/read_ceiling={gb(res['kernel']) / gb(res['read']):.2f} "
               f"kernel/baseline={gb(res['kernel']) / gb(res['baseline']):.1f} "
               f"cold_kernel/cold_read={gb(res['cold_kernel']) / gb(res['cold_read']):.2f} "
-              f"two_processes/one={gb(res['two']) / gb(res['kernel']):.2f}", flush=True)
+              f"two_processes/one={gb(res['two']) / gb(res['kernel']):.2f}"
+              + (f" corr/corr_read_ceiling={gb(res['corr']) / gb(res['corr_read']):.2f}" if "corr" in res else "")
+              + (f" corr_threads/corr_read_ceiling={gb(res['corr_threads']) / gb(res['corr_read']):.2f}"
+                 if "corr_threads" in res else ""),
+              flush=True)
         e2e = end_to_end(work, args.e2e_gb) if args.e2e_gb > 0 else None
         if e2e:
             overhead = e2e["module_wall"] - e2e["step_seconds"] / e2e["workers"]

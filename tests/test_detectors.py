@@ -171,3 +171,14 @@ def test_demo_detector_through_dagster(tmp_path):
         counts = ds["count"].values.sum(axis=(0, 2))  # 2 X-ray pulses for 3 cells: pumped, unpumped, dark
         assert counts[0] == counts[1] == counts[2] > 0
         assert abs(float(ds["difference"].mean()) - 5.0) < 0.5
+
+
+def test_masks_inflated_in_threads_give_the_same_cube(tmp_path):
+    """Two kernel threads: the masks are inflated by a pool of threads, a block ahead; the cube is the same."""
+    write_mock_run(tmp_path / "raw", tmp_path / "proc", "AGIPD1M", 2, [0], ntrains=9, corrected=True)
+    one = cube_of(beamtime(tmp_path, "AGIPD1M", [0], True))
+    (tmp_path / "processed").rename(tmp_path / "processed_one")
+    cfg = beamtime(tmp_path, "AGIPD1M", [0], True)
+    two = cube_of(cfg.model_copy(update={"execution": cfg.execution.model_copy(update={"kernel_threads": 2})}))
+    np.testing.assert_array_equal(one["pixel_count"].values, two["pixel_count"].values)
+    np.testing.assert_allclose(one["mean"].values, two["mean"].values, rtol=1e-12, equal_nan=True)

@@ -264,7 +264,7 @@ def accumulate(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, 
 
 
 def warm_up() -> None:
-    """Compile (or load from the disk cache) the serial kernel for 16-bit and float32 frames.
+    """Compile (or load from the disk cache) the serial kernels for 16-bit and float32 frames (and masked float32).
 
     Called in the executor's forkserver so forked steps inherit it. Only the serial kernel:
     numba's parallel machinery does not survive a fork.
@@ -275,6 +275,10 @@ def warm_up() -> None:
     for frame_type in (numba.uint16, numba.float32):
         _add_serial.compile((frame_type[::1], i8, i8, i8, numba.float32[:, ::1], numba.boolean, i8,
                              numba.float64[:, ::1], numba.float64[:, ::1]))
+    # Corrected data: float32 frames with the correction's uint32 masks.
+    _add_serial_masked.compile((numba.float32[::1], i8, numba.uint32[::1], i8, numba.uint32, i8, i8,
+                                numba.float32[:, ::1], numba.boolean, i8, numba.float64[:, ::1],
+                                numba.float64[:, ::1], numba.int64[:, ::1]))
 
 
 def finalize(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from ..exceptions import MissingInputError, RunDataError
 from .framemask import REASONS, FrameMask
 from ..outputs import atomic_h5
 from ..readers import frame_map
-from ..readers.euxfel import ModuleFrames, read_entry_blocks
+from ..readers.euxfel import ModuleFrames, read_entry_blocks, read_mask_blocks
 from ..scan import ScanBins, lookup_rows
 
 
@@ -115,7 +115,8 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
     """
     npix = frames.npixels
     masked = frames.mask_dataset is not None
-    acc = binning_kernel.Accumulators(ngroups, npix, threads, per_pixel=masked)
+    # With masks, inflating them is the slow part (zlib, ~2 GB/s a core): the threads inflate, one adds up.
+    acc = binning_kernel.Accumulators(ngroups, npix, 1 if masked else threads, per_pixel=masked)
     wanted = group >= 0
     dark_mean = dark_rows = None
     if dark is not None and wanted.any():
@@ -132,7 +133,7 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
     fpe = frames.frames_per_entry
     entry_bytes = frames.entry_elements * frames.dtype.itemsize
     block_entries = max(1, min(block_frames // fpe, BLOCK_BYTES // entry_bytes))
-    buf = mbuf = None
+    buf = None
     start = 0
     for seg in frames.segments:
         sl = slice(start, start + seg.frames)
@@ -148,8 +149,7 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
                   if (h := np.flatnonzero(w[a:a + per])).size]
         g, r = group[sl], dark_rows[sl]
         if masked:
-            mbuf = _buffer(mbuf, block_entries, frames.entry_shape, frames.mask_dtype(seg))
-            masks = read_entry_blocks(seg, frames.mask_dataset, ranges, fpe, mbuf)
+            masks = read_mask_blocks(seg, frames.mask_dataset, ranges, fpe, block_entries, frames.entry_shape, threads)
         if mapped:
             offsets, dtype = located
             offsets = offsets[seg.first: seg.first + seg.total]

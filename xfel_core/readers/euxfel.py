@@ -194,10 +194,6 @@ class ModuleFrames:
     def entry_elements(self) -> int:
         return int(np.prod(self.entry_shape))
 
-    def mask_dtype(self, seg: FrameSegment) -> np.dtype:
-        with h5py.File(seg.path, "r") as f:
-            return f[self.mask_dataset].dtype
-
     def mask_bits_or_all(self) -> int:
         """The bits of the mask that exclude a pixel: ``mask_bits``, or all of them."""
         return 0xFFFFFFFF if self.mask_bits is None else int(self.mask_bits)
@@ -332,6 +328,35 @@ def iter_frame_blocks(
                 block = data[elements[:, None] + np.arange(npix)]
             yield offset + a, offset + b, block
         offset += seg.frames
+
+
+def read_mask_blocks(seg: FrameSegment, dataset: str, ranges: list[tuple[int, int]], fpe: int, entries: int,
+                     entry_shape: tuple, threads: int = 1):
+    """:func:`read_entry_blocks` of a mask dataset, with blocks of at most ``entries`` entries: where it is
+    stored deflated one entry per chunk (the correction's output), read by ``pread`` and inflated by zlib in
+    ``threads`` threads, the next block while the caller works on this one; else through h5py."""
+    from .frame_map import Inflater, deflated_chunks
+
+    chunks = deflated_chunks(seg.path, dataset)
+    if isinstance(chunks, str):
+        with h5py.File(seg.path, "r") as f:
+            dtype = f[dataset].dtype
+        yield from read_entry_blocks(seg, dataset, ranges, fpe, np.empty((entries,) + tuple(entry_shape), dtype))
+        return
+    npix = int(np.prod(entry_shape[-2:]))
+    entry_elements = int(np.prod(entry_shape))
+    bufs = [np.empty((entries,) + tuple(entry_shape), chunks[3]) for _ in range(2)]  # one read, one in use
+    spans = [(lo // fpe, (hi - 1) // fpe + 1) for lo, hi in ranges]
+    with Inflater(seg.path, chunks, threads) as inflater:
+        pending = inflater.submit(seg.first + spans[0][0], seg.first + spans[0][1], bufs[0]) if spans else []
+        for k, ((lo, hi), (elo, _)) in enumerate(zip(ranges, spans)):
+            for fut in pending:
+                fut.result()
+            if k + 1 < len(spans):
+                a, b = spans[k + 1]
+                pending = inflater.submit(seg.first + a, seg.first + b, bufs[(k + 1) % 2])
+            rel = np.arange(lo, hi) - elo * fpe
+            yield bufs[k % 2].reshape(-1), (rel // fpe) * entry_elements + (rel % fpe) * npix
 
 
 def read_entry_blocks(seg: FrameSegment, dataset: str, ranges: list[tuple[int, int]], fpe: int, buf: np.ndarray):
