@@ -182,3 +182,44 @@ def test_masks_inflated_in_threads_give_the_same_cube(tmp_path):
     two = cube_of(cfg.model_copy(update={"execution": cfg.execution.model_copy(update={"kernel_threads": 2})}))
     np.testing.assert_array_equal(one["pixel_count"].values, two["pixel_count"].values)
     np.testing.assert_allclose(one["mean"].values, two["mean"].values, rtol=1e-12, equal_nan=True)
+
+
+def test_a_corrected_run_is_complete_once_its_corr_files_are_there_and_settled(tmp_path):
+    """Corrected data: the sensor's rule waits for the correction's files in the proc folder, and for them to
+    settle (a file the correction is still writing changes the proc folder, not the raw one)."""
+    import os
+    import shutil
+    import time
+
+    from xfel_core.completeness import run_completeness
+
+    run = write_mock_run(tmp_path / "raw", tmp_path / "proc", "AGIPD1M", 2, [0, 1], corrected=True)
+    cfg = beamtime(tmp_path, "AGIPD1M", [0, 1], True)
+    cfg = cfg.model_copy(update={"completeness": cfg.completeness.model_copy(
+        update={"settle_seconds": 1.0, "content_wait_seconds": 0})})
+    proc = tmp_path / "proc" / "r0002"
+    later = max(os.stat(p).st_ctime for p in [*proc.iterdir(), proc, *(tmp_path / "raw" / "r0002").iterdir()])
+    assert run_completeness(cfg, "r0002", now=later + 2) is None
+    aside = tmp_path / "aside"
+    shutil.move(str(run.files[1]), aside)  # the correction has not written module 1 yet
+    why = run_completeness(cfg, "r0002", now=later + 2)
+    assert why is not None and "module 01 has no files" in why and "CORR-R*-AGIPD01-S*.h5" in why
+    time.sleep(1.1)  # the raw folder has settled ...
+    shutil.move(str(aside), run.files[1])  # ... when the correction writes module 1: the proc folder has not
+    why = run_completeness(cfg, "r0002", now=os.stat(proc).st_ctime + 0.5)
+    assert why is not None and "settling" in why
+
+
+def test_a_truncated_corr_file_is_named(tmp_path):
+    from xfel_core.exceptions import XfelError
+
+    run = write_mock_run(tmp_path / "raw", tmp_path / "proc", "DSSC1M", 2, [0], corrected=True)
+    cfg = beamtime(tmp_path, "DSSC1M", [0], True)
+    pipeline.make_raw_run(cfg, "r0002")
+    pipeline.make_scan_variable(cfg, "r0002")
+    pipeline.make_framemask(cfg, "r0002")
+    path = run.files[0]
+    with open(path, "r+b") as f:  # a copy cut short
+        f.truncate(path.stat().st_size * 2 // 3)
+    with pytest.raises(XfelError, match=path.name):
+        pipeline.make_preprocessed_module(cfg, "r0002", 0)

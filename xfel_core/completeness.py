@@ -104,7 +104,8 @@ def run_completeness(cfg: BeamtimeConfig, run: str, now: float | None = None) ->
         files, problems = expected_files_present(cfg, run_dir)
         if problems:
             return "; ".join(problems)
-        quiet = now - _newest_change(run_dir)
+        # With corrected data the correction writes the modules' files into the run's proc folder: it settles too.
+        quiet = now - max(_newest_change(d) for d in {run_dir, cfg.detector_dir(run)} if d.is_dir())
         if quiet < c.settle_seconds:
             return f"last change {quiet:.0f} s ago: settling for {c.settle_seconds:g} s (completeness.settle_seconds)"
         for p in files:
