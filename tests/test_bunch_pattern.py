@@ -27,7 +27,8 @@ def types_by_loop(table, nframes, sase, laser, laser_offset=0.0, first_frame=Non
         first, spacing = anchor
         ppl = [p + first + int(np.floor(spacing * laser_offset)) for p in indices_at_laser(row, laser)]
         for i in range(nframes):
-            pos = (first if first_frame is None else first_frame) + i * (spacing if frame_stride is None else frame_stride)
+            stride = spacing if frame_stride is None else frame_stride
+            pos = (first if first_frame is None else first_frame) + i * stride
             out[t, i] = 2 if pos not in fel else 0 if pos in ppl else 1
     return out
 

@@ -136,13 +136,51 @@ class Binning(_Strict):
         return self
 
 
-class ScanVariableConfig(_Strict):
-    """The per-train scan variable (for example the pump-probe delay) and its binning."""
+class LaserDelayConfig(_Strict):
+    """The pump-probe delay as EXtra's OpticalLaserDelay builds it, in ps: (stage - ref_stage) x 2 mm of light
+    path per mm - (trigger - ref_trigger) + (BAM - ref_bam) - ref_delay; with a BAM, per X-ray pulse."""
 
-    source: str
-    key: str
+    #: The optical delay line's motor (its position in mm; the light passes twice).
+    stage_source: str | None = None
+    stage_key: str = "actualPosition"
+    ref_stage: float = 0.0
+    #: The laser's electronic trigger delay (ps), subtracted.
+    trigger_source: str | None = None
+    trigger_key: str = "currentOpticalDelay"
+    ref_trigger: float = 0.0
+    #: The bunch arrival monitor (fs, two values per bunch position): each X-ray pulse's own arrival time.
+    bam_source: str | None = None
+    bam_key: str = "data.absoluteTD"
+    ref_bam: float = 0.0
+    #: Subtracted from the total (ps): the delay at time zero.
+    ref_delay: float = 0.0
+
+    @model_validator(mode="after")
+    def _some_source(self) -> LaserDelayConfig:
+        if not (self.stage_source or self.trigger_source or self.bam_source):
+            raise ValueError("give at least one of stage_source, trigger_source and bam_source")
+        return self
+
+
+class ScanVariableConfig(_Strict):
+    """The per-train scan variable (for example the pump-probe delay) and its binning: a key of a source, or
+    the laser delay built from the machine's data (``delay``)."""
+
+    source: str | None = None
+    key: str | None = None
+    #: The optical laser delay (ps) from the delay stage, the trigger and the BAM, instead of source and key.
+    delay: LaserDelayConfig | None = None
     units: str = ""
     binning: Binning
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScanVariableConfig:
+        if (self.delay is None) == (self.source is None or self.key is None):
+            raise ValueError("give either source and key, or delay")
+        if self.delay is not None and self.delay.bam_source and self.binning.auto:
+            raise ValueError("binning: auto finds steps of a motor; per-pulse delays (delay.bam_source) need "
+                             "bin_width, nbins, edges or values")
+        return self
 
 
 class FramemaskConfig(_Strict):

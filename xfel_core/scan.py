@@ -11,12 +11,15 @@ from .config import Binning
 
 @dataclass
 class ScanBins:
-    """Per train (``train_id`` ascending): the value and its scan point (-1: not used)."""
+    """Per train (``train_id`` ascending): the value and its scan point (-1: not used); with per-pulse values
+    (the laser delay corrected by the BAM) also per X-ray pulse of each train."""
 
     train_id: np.ndarray  # (trains,) uint64
     value: np.ndarray  # (trains,) float64, in the scan variable's units
     bin_index: np.ndarray  # (trains,) int64, -1 where the value fits no scan point
     centres: np.ndarray  # (scan points,) float64
+    pulse_value: np.ndarray | None = None  # (trains, X-ray pulses) float64; NaN: no such pulse
+    pulse_bin: np.ndarray | None = None  # (trains, X-ray pulses) int64, -1: no scan point
 
     @property
     def nbins(self) -> int:
@@ -26,9 +29,18 @@ class ScanBins:
         b = self.bin_index[self.bin_index >= 0]
         return np.bincount(b, minlength=self.nbins)
 
-    def bins_of(self, train_ids: np.ndarray) -> np.ndarray:
-        """Scan point of each given train; -1 for trains without a (binned) value."""
-        return lookup_rows(self.train_id, train_ids, self.bin_index)
+    def bins_of(self, train_ids: np.ndarray, slot: np.ndarray | None = None) -> np.ndarray:
+        """Scan point of each given frame's train, -1 for trains without a (binned) value; with per-pulse
+        values and ``slot`` (each frame's X-ray pulse, -1: a dark frame), of its pulse (a dark frame: its train's)."""
+        train = lookup_rows(self.train_id, train_ids, self.bin_index)
+        if self.pulse_bin is None or slot is None:
+            return train
+        row = lookup_rows(self.train_id, train_ids, np.arange(len(self.train_id)))
+        slot = np.asarray(slot, np.int64)
+        pulsed = (row >= 0) & (slot >= 0) & (slot < self.pulse_bin.shape[1])
+        out = np.where(slot >= 0, -1, train)
+        out[pulsed] = self.pulse_bin[row[pulsed], slot[pulsed]]
+        return out
 
 
 def lookup_rows(sorted_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, missing=-1) -> np.ndarray:
@@ -55,6 +67,13 @@ def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning)
     order = np.argsort(train_ids, kind="stable")
     tids = np.asarray(train_ids, dtype=np.uint64)[order]
     v = np.asarray(values, dtype=np.float64)[order]
+    idx, centres = bin_values(v, binning)
+    return ScanBins(tids, v, idx, centres)
+
+
+def bin_values(v: np.ndarray, binning: Binning) -> tuple[np.ndarray, np.ndarray]:
+    """(scan point of each value, -1: none; the scan points) of values in time order, as
+    :func:`bin_scan_values` says."""
     finite = np.isfinite(v)
     idx = np.full(len(v), -1, dtype=np.int64)
     if binning.auto:
@@ -86,7 +105,16 @@ def bin_scan_values(train_ids: np.ndarray, values: np.ndarray, binning: Binning)
         best = near.argmin(axis=1)
         ok = near[np.arange(len(best)), best] <= binning.tolerance
         idx[np.flatnonzero(finite)[ok]] = best[ok]
-    return ScanBins(tids, v, idx, np.asarray(centres, dtype=np.float64))
+    return idx, np.asarray(centres, dtype=np.float64)
+
+
+def bin_pulses(scan: ScanBins, pulse_value: np.ndarray, binning: Binning) -> ScanBins:
+    """The scan points of per-pulse values (trains, pulses) beside the trains' values: both binned together
+    (the scan points are those of all values), the trains' for the frames without a pulse."""
+    v = np.concatenate([scan.value, pulse_value.ravel()])
+    idx, centres = bin_values(v, binning)
+    n = len(scan.value)
+    return ScanBins(scan.train_id, scan.value, idx[:n], centres, pulse_value, idx[n:].reshape(pulse_value.shape))
 
 
 def guess_resolution(values: np.ndarray) -> float | None:
@@ -172,6 +200,10 @@ def write_scan_bins(path, scan: ScanBins, units: str, attrs: dict) -> None:
         f["centres"] = scan.centres
         f["centres"].attrs["units"] = units
         f["trains_per_bin"] = scan.trains_per_bin()
+        if scan.pulse_bin is not None:
+            f["pulse_value"] = scan.pulse_value
+            f["pulse_value"].attrs.update(units=units, axes="train_id, X-ray pulse")
+            f["pulse_bin"] = scan.pulse_bin
         f.attrs.update(attrs)
         f.attrs["units"] = units
 
@@ -184,6 +216,8 @@ def read_scan_bins(path) -> tuple[ScanBins, str]:
 
     try:
         with h5py.File(path, "r") as f:
-            return ScanBins(f["train_id"][()], f["value"][()], f["bin_index"][()], f["centres"][()]), str(f.attrs["units"])
+            pulses = (f["pulse_value"][()], f["pulse_bin"][()]) if "pulse_bin" in f else (None, None)
+            return ScanBins(f["train_id"][()], f["value"][()], f["bin_index"][()], f["centres"][()],
+                            *pulses), str(f.attrs["units"])
     except FileNotFoundError:
         raise MissingInputError(f"{path} does not exist: materialize scan_variable for this run first") from None

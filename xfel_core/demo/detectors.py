@@ -22,6 +22,9 @@ from ..euxfel.detectors import KINDS, DetectorKind
 MOTOR_SOURCE = "SA1_XTD9_MONO/MDL/PHOTON_ENERGY_MOTOR"  # any motor: its actualPosition is the scan
 MOTOR_KEY = "actualPosition"
 TIMESERVER = "SCS_RR_UTC/TSYS/TIMESERVER"  # the bunch pattern's control source
+DELAY_STAGE = "SCS_ILH_LAS/MOTOR/DELAY_AX_800"  # the optical delay line (actualPosition, mm)
+TRIGGER = "SCS_ILH_LAS/CTRL/PPL_DELAY"  # the laser's trigger delay (currentOpticalDelay, ps)
+BAM = "XFEL_SDIAG_BAM/DOOCS/1932M_TL:output"  # the bunch arrival monitor (data.absoluteTD, fs)
 FIRST_TRAIN = 10000
 
 
@@ -73,12 +76,14 @@ def _jungfrau_module(cells: int):
 def write_mock_run(raw_root: Path, proc_root: Path, kind: str, run: int, modules: list[int], ntrains: int = 6,
                    frames_per_train: int = 4, corrected: bool = False, detector_name: str | None = None,
                    positions: tuple[float, ...] = (0.0, 1.0, 2.0), seed: int = 0,
-                   with_mask: bool = True, bunch_pattern: np.ndarray | None = None) -> MockRun:
+                   with_mask: bool = True, bunch_pattern: np.ndarray | None = None,
+                   laser: dict[str, np.ndarray] | None = None) -> MockRun:
     """Write one run of the detector type ``kind`` with EXtra-data's mock writer, filled with known values.
 
     JUNGFRAU keeps ``frames_per_train`` memory cells per train in one entry; the XTDF detectors
     ``frames_per_train`` frames. ``with_mask=False``: corrected files without their mask (bad input).
-    ``bunch_pattern`` (trains, 2700): the timeserver's tables, written with the control data."""
+    ``bunch_pattern`` (trains, 2700): the timeserver's tables, written with the control data; ``laser``: the
+    delay's sources, ``stage`` (trains,) mm, ``trigger`` (trains,) ps, ``bam`` (trains, 5400) fs."""
     from extra_data.tests.mockdata import write_file
     from extra_data.tests.mockdata.base import DeviceBase
     from extra_data.tests.mockdata.detectors import AGIPDModule, DSSCModule, LPDModule
@@ -86,6 +91,15 @@ def write_mock_run(raw_root: Path, proc_root: Path, kind: str, run: int, modules
 
     class Timeserver(DeviceBase):
         control_keys = [("bunchPatternTable", "u4", (2700,))]
+
+    class Trigger(DeviceBase):
+        control_keys = [("currentOpticalDelay", "f8", ())]
+
+    class Bam(DeviceBase):
+        output_channels = ("output/data",)
+        instrument_keys = [("absoluteTD", "f4", (5400,))]
+
+    laser = laser or {}
 
     k = KINDS[kind]
     name = detector_name or k.detector_name
@@ -96,12 +110,19 @@ def write_mock_run(raw_root: Path, proc_root: Path, kind: str, run: int, modules
     motor = motor + np.random.default_rng((seed, run)).normal(0, 1e-3, ntrains)  # the motor's jitter at rest
     control = raw_dir / f"RAW-R{run:04d}-DA01-S00000.h5"
     if not control.exists():  # (a run's corrected files are written after its raw ones)
-        devices = [Motor(MOTOR_SOURCE)] + ([Timeserver(TIMESERVER)] if bunch_pattern is not None else [])
+        devices = [Motor(MOTOR_SOURCE)] + ([Timeserver(TIMESERVER)] if bunch_pattern is not None else []) \
+            + ([Motor(DELAY_STAGE)] if "stage" in laser else []) + ([Trigger(TRIGGER)] if "trigger" in laser else []) \
+            + ([Bam(BAM.split(":")[0])] if "bam" in laser else [])
         write_file(str(control), devices, ntrains, firsttrain=FIRST_TRAIN, format_version="1.0")
         with h5py.File(control, "r+") as f:
             f[f"CONTROL/{MOTOR_SOURCE}/{MOTOR_KEY}/value"][:ntrains] = motor
             if bunch_pattern is not None:
                 f[f"CONTROL/{TIMESERVER}/bunchPatternTable/value"][:ntrains] = bunch_pattern
+            for what, path in (("stage", f"CONTROL/{DELAY_STAGE}/actualPosition/value"),
+                               ("trigger", f"CONTROL/{TRIGGER}/currentOpticalDelay/value"),
+                               ("bam", f"INSTRUMENT/{BAM}/data/absoluteTD")):
+                if what in laser:
+                    f[path][:ntrains] = laser[what]
     classes = {"AGIPD1M": AGIPDModule, "AGIPD500K": AGIPDModule, "LPD1M": LPDModule, "DSSC1M": DSSCModule}
     files = {}
     for m in modules:

@@ -76,7 +76,8 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
     wanted = (row >= 0) & (pos < fm.mask.shape[1])
     reason = np.full(frames.nframes, 255, np.uint8)
     reason[wanted] = fm.reason[row[wanted], pos[wanted]]
-    point = bins.bins_of(frames.train_id)
+    slot = fm.slots_of(row, pos, cfg.frame_types)  # each frame's X-ray pulse in its train, -1: none
+    point = bins.bins_of(frames.train_id, slot)
     kept = wanted & (reason == 0) & (point >= 0)
 
     radial = None
@@ -111,8 +112,6 @@ def make_dssc_smalldata(cfg: BeamtimeConfig, run: str, module: int) -> dict:
     ftype[wanted] = fm.types_of(row[wanted], pos[wanted], len(names))
     laser = np.array([1 if names[t] == "pumped" else 0 if names[t] == "unpumped" else -1 for t in range(len(names))],
                      dtype=np.int8)[ftype]
-    slot = np.full(n, -1)
-    slot[wanted] = fm.pulse_slots(names)[row[wanted], pos[wanted]]
     energy = pulse_energy_per_frame(cfg, run, frames.train_id, slot)
     w = np.flatnonzero(wanted)
     scan_value = np.full(n, np.nan)

@@ -54,6 +54,16 @@ class FrameMask:
         return np.where(xray, np.cumsum(xray, axis=1) - 1, -1)
 
 
+    def slots_of(self, row: np.ndarray, position: np.ndarray, names: list[str]) -> np.ndarray:
+        """The pulse slot of frames at (framemask row, position in the train); -1 for dark frames and frames
+        outside the mask (row -1 or a position beyond it)."""
+        slots = self.pulse_slots(names)
+        inside = (row >= 0) & (position < slots.shape[1])
+        out = np.full(len(row), -1, np.int64)
+        out[inside] = slots[row[inside], position[inside]]
+        return out
+
+
 def xray_frames(pattern: list[str], nframes: int) -> np.ndarray:
     """(nframes,) bool: True for frames that see an X-ray pulse (names without "dark")."""
     return np.array(["dark" not in pattern[p % len(pattern)] for p in range(nframes)], dtype=bool)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import previews, quality, scan
-from . import framemask
+from . import framemask, laser_delay
 from ..config import BeamtimeConfig, module_key, run_key, run_module_key
 from ..cube import build_cube, write_cube
 from ..exceptions import RunDataError
@@ -67,22 +67,31 @@ def make_scan_variable(cfg: BeamtimeConfig, run: str) -> dict:
     vers = versions.made_from(cfg, "scan_variable", run)
     run_dir = cfg.run_dir(run)
     dc = euxfel.open_run(run_dir)
-    tids, values = euxfel.train_values(dc, sv.source, sv.key)
+    pulses = None
+    if sv.delay is not None:
+        tids, values, pulses = laser_delay.delays(cfg, dc, run)
+        what = "the laser delay (scan_variable.delay)"
+    else:
+        tids, values = euxfel.train_values(dc, sv.source, sv.key)
+        what = f"{sv.source} / {sv.key}"
     if values.ndim != 1:
-        raise RunDataError(f"run {run}: {sv.source} / {sv.key} has shape {values.shape[1:]} per train; "
+        raise RunDataError(f"run {run}: {what} has shape {values.shape[1:]} per train; "
                            "the scan variable must be one number per train")
     if not np.isfinite(values).any():
-        what = "has no finite value" if len(values) else "has no value in any train"
-        raise RunDataError(f"run {run}: the scan variable {sv.source} / {sv.key} {what} "
+        empty = "has no finite value" if len(values) else "has no value in any train"
+        raise RunDataError(f"run {run}: the scan variable {what} {empty} "
                            f"({len(values)} trains, all NaN or missing) in {run_dir}: no train can be put on a scan "
                            "point; check scan_variable.source and key, or leave the run out (ignore_runs)")
     bins = scan.bin_scan_values(tids, values, sv.binning)
+    if pulses is not None:  # the BAM's per-pulse delays, binned with the trains'
+        bins = scan.bin_pulses(bins, pulses[np.argsort(tids, kind="stable")], sv.binning)
     if not (bins.bin_index >= 0).any():
-        raise RunDataError(f"run {run}: no train's scan variable {sv.source} / {sv.key} falls on a scan point of "
+        raise RunDataError(f"run {run}: no train's scan variable {what} falls on a scan point of "
                            f"scan_variable.binning ({run_dir}): values {np.nanmin(values):g} to {np.nanmax(values):g}")
     path = cfg.output_path(run, "scan_variable")
     scan.write_scan_bins(path, bins, sv.units, provenance(
-        cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source, key=sv.key, **vers))
+        cfg.yaml_text(), [str(p) for p in euxfel.run_files(run_dir)], run=run, source=sv.source or "delay",
+        key=sv.key or "", **vers))
     run_trains = len(dc.train_ids)
     return done_info(path, t0, scan_points=bins.nbins, centres=bins.centres.tolist(), units=sv.units,
                      trains_per_point=bins.trains_per_bin().tolist(), trains_with_value=len(tids),
@@ -211,7 +220,7 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     vers = versions.made_from(cfg, "preprocessed_module", run_module_key(run, module))
     frames = module_frames_of(cfg, run, module)
     ntypes = len(cfg.frame_types)
-    group, stats = assign_groups(frames, bins, fm, ntypes)
+    group, stats = assign_groups(frames, bins, fm, ntypes, cfg.frame_types)
     sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
                                         threads=cfg.execution.kernel_threads)
     pixel_counts = counts if counts.ndim == 2 else None  # corrected data: per pixel, masked pixels left out

@@ -72,14 +72,16 @@ class FrameStats:
     read_paths: dict[str, str] = field(default_factory=dict)
 
 
-def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: int) -> tuple[np.ndarray, FrameStats]:
-    """Group of every frame (scan point x frame types + frame type), -1 if not used; and why."""
+def assign_groups(frames: ModuleFrames, scan: ScanBins, fm: FrameMask, ntypes: int,
+                  names: list[str] | None = None) -> tuple[np.ndarray, FrameStats]:
+    """Group of every frame (scan point x frame types + frame type), -1 if not used; and why. With per-pulse
+    scan values (``names``: the frame types) a frame's scan point is its X-ray pulse's."""
     n = frames.nframes
     pos = frames.position.astype(np.int64)
-    bins = scan.bins_of(frames.train_id)
     row = lookup_rows(fm.train_id, frames.train_id, np.arange(len(fm.train_id)))
     nfm = fm.mask.shape[1]
     in_mask = (row >= 0) & (pos < nfm)
+    bins = scan.bins_of(frames.train_id, None if names is None else fm.slots_of(row, pos, names))
     reason = np.full(n, 255, np.uint8)  # 255: outside the framemask
     reason[in_mask] = fm.reason[row[in_mask], pos[in_mask]]
     keep = (reason == 0) & (bins >= 0)

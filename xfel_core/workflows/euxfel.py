@@ -105,10 +105,11 @@ WORKFLOW = register(Workflow("euxfel", "European XFEL detector runs (DSSC): modu
               checks=(Check("modules_cover_run", "Every module has data in at least checks.min_module_coverage of the "
                             "control data's trains, and no sequence file is missing."),)),
     AssetSpec("scan_variable", RUN, pipeline.make_scan_variable, _run_path("scan_variable"),
-              inputs=(Input("raw_run"),), config=("scan_variable",), kinds=KINDS, enabled=has_dssc, job="run_inputs_job"),
+              inputs=(Input("raw_run"),), config=("scan_variable", "bunch_pattern"), kinds=KINDS, enabled=has_dssc,
+              job="run_inputs_job"),
     AssetSpec("framemask", RUN, pipeline.make_framemask, _run_path("framemask"),
-              inputs=(Input("raw_run"),), config=("framemask", "maxframes", "frame_pattern", "bunch_pattern"), kinds=KINDS,
-              enabled=has_dssc, job="run_inputs_job",
+              inputs=(Input("raw_run"),), config=("framemask", "maxframes", "frame_pattern", "bunch_pattern"),
+              kinds=KINDS, enabled=has_dssc, job="run_inputs_job",
               checks=(Check("kept_fraction", "The framemask keeps at least checks.min_kept_fraction of the run's "
                             "frames.", blocking=True),)),
     AssetSpec("dark", MODULE, pipeline.make_dark, lambda cfg, m: pipeline.dark_path(cfg, int(m)),
