@@ -248,3 +248,32 @@ def test_a_radial_integrator_without_some_pixels_equals_one_made_with_them_maske
     np.testing.assert_array_equal(derived.bin_of, made.bin_of)
     np.testing.assert_allclose(derived.norm, made.norm, rtol=1e-12, atol=1e-15)
     assert (derived.matrix != made.matrix).nnz == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_group_sums_equal_the_numpy_reference_and_a_direct_sum(dtype):
+    """The event cube's pass: weight x max(image - dark, 0), masked pixels 0, into each image's group."""
+    from xfel_core.frame_kernel import Frames, group_sums, group_sums_numpy
+
+    rng = np.random.default_rng(5)
+    k, shape, ngroups = 30, (12, 20), 4
+    images = (rng.normal(20, 15, (k,) + shape).clip(0, None)).astype(dtype)
+    dark = rng.normal(10, 2, shape).astype(np.float32).ravel()
+    masked = rng.random(shape[0] * shape[1]) < 0.1
+    weights = rng.uniform(0.5, 2.0, k)
+    groups = rng.integers(-1, ngroups, k)
+    flat = np.concatenate([np.zeros(7, dtype), images.ravel()])  # images in a flat array, as a memory map has them
+    frames = Frames(flat, 7 + np.arange(k) * shape[0] * shape[1], shape)
+    for d in (dark, None):
+        got = [np.zeros((ngroups, dark.size)), np.zeros((ngroups, dark.size)), np.zeros(ngroups, np.int64)]
+        ref = [np.zeros((ngroups, dark.size)), np.zeros((ngroups, dark.size)), np.zeros(ngroups, np.int64)]
+        group_sums(frames, d, masked, weights, groups, *got)
+        group_sums_numpy(images, d, masked, weights, groups, *ref)
+        for a, b in zip(got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+        sel = groups == 2
+        x = images[sel].reshape(sel.sum(), -1).astype(np.float64) - (d if d is not None else 0)
+        x = np.where(masked, 0, np.clip(x, 0, None)) * weights[sel, None]
+        np.testing.assert_allclose(got[0][2], x.sum(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(got[1][2], (x * x).sum(axis=0), rtol=1e-12)
+        assert got[2][2] == sel.sum()

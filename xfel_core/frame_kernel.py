@@ -145,6 +145,55 @@ if numba is not None:
                 acc[p] += v
 
 
+    @numba.njit(cache=True, nogil=True)
+    def _group_sums(data, starts, npix, dark, use_dark, masked, weights, groups, sums, sumsq):
+        for i in range(starts.shape[0]):
+            g = groups[i]
+            if g < 0:
+                continue
+            w = weights[i]
+            img = data[starts[i]:starts[i] + npix]
+            s = sums[g]
+            q = sumsq[g]
+            for p in range(npix):
+                v = np.float64(img[p])
+                if use_dark:
+                    v -= np.float64(dark[p])
+                v = 0.0 if (masked[p] or v < 0.0) else v * w
+                s[p] += v
+                q[p] += v * v
+
+
+def group_sums_numpy(images, dark, masked, weights, groups, sums, sumsq, counts) -> None:
+    """Reference: add each image's ``weight x max(image - dark, 0)`` (masked pixels 0) and its square into the
+    (groups, npix) float64 ``sums`` and ``sumsq`` of its group (-1: skipped); ``counts`` (groups,) the images."""
+    x = as_array(images).reshape(len(images), -1).astype(np.float64)
+    if dark is not None:
+        x -= dark
+    np.clip(x, 0, None, out=x)
+    x[:, np.asarray(masked, bool)] = 0
+    x *= np.asarray(weights, np.float64)[:, None]
+    groups = np.asarray(groups)
+    for g in np.unique(groups[groups >= 0]):
+        sel = groups == g
+        sums[g] += x[sel].sum(axis=0)
+        sumsq[g] += (x[sel] ** 2).sum(axis=0)
+        counts[g] += int(sel.sum())
+
+
+def group_sums(images, dark, masked, weights, groups, sums, sumsq, counts) -> None:
+    """:func:`group_sums_numpy` in one compiled pass over each image (an array or :class:`Frames`)."""
+    if numba is None:
+        return group_sums_numpy(images, dark, masked, weights, groups, sums, sumsq, counts)
+    data, starts, ny, nx = _flat(images)
+    npix = ny * nx
+    d, use_dark = _dark_arg(dark, npix)
+    groups = np.ascontiguousarray(groups, np.int64)
+    _group_sums(data, starts, npix, d, use_dark, np.ascontiguousarray(masked, np.bool_).reshape(npix),
+                np.ascontiguousarray(weights, np.float64), groups, sums, sumsq)
+    counts += np.bincount(groups[groups >= 0], minlength=len(counts))[: len(counts)]
+
+
 class Frames:
     """Images where they lie in a flat array (a memory map of the file): ``data[starts[i]:starts[i] + y * x]``."""
 
@@ -239,3 +288,5 @@ def warm_up() -> None:
         reduce_numba(images, None, np.zeros(4, bool), np.zeros(4, np.int32), 1, np.zeros((0, 4), np.int64),
                      np.zeros(1), np.zeros(1), np.zeros((1, 0)), np.zeros((1, 1)))
         sum_numba(images, None, np.zeros(4))
+        group_sums(images, None, np.zeros(4, bool), np.ones(1), np.zeros(1, np.int64), np.zeros((1, 4)),
+                   np.zeros((1, 4)), np.zeros(1, np.int64))

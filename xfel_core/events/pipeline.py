@@ -178,7 +178,8 @@ def make_event_cube(cfg: BeamtimeConfig, run: str) -> dict:
     groups = np.where(point >= 0, point * 2 + (1 - sd["laser"].values.astype(np.int64)), -1)
     dark = sd["dark"].values if ev.dark_run is not None else None
     sums, sumsq, counts = accumulate_groups(raw, np.flatnonzero(kept), groups, sd["norm_factor"].values,
-                                            2 * len(centres), dark, sd["mask"].values.astype(bool), ev.chunk_events)
+                                            2 * len(centres), dark, sd["mask"].values.astype(bool), ev.chunk_events,
+                                            cfg.execution.kernel_threads)
     ny, nx = raw.shape
     module = {"sum": sums.reshape(len(centres), 2, ny, nx), "sumsq": sumsq.reshape(len(centres), 2, ny, nx),
               "count": counts.reshape(len(centres), 2), "scan_variable": centres, "frame_type": FRAME_TYPES}

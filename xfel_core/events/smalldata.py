@@ -15,24 +15,10 @@ import numpy as np
 
 from ..config import GeometryConfig, Roi
 from ..azimuthal import RadialIntegrator, radial_integrator
-from ..binning_kernel import Accumulators
-from ..frame_kernel import reduce_frames, sum_frames
+from ..frame_kernel import group_sums, reduce_frames, sum_frames
 from ..readers.event_run import close_files
 from ..readers.events import EventRun
 from . import anomalies
-
-
-def prepare(images: np.ndarray, dark: np.ndarray | None, mask: np.ndarray, total: np.ndarray | None = None) -> np.ndarray:
-    """In place: images - dark, clipped at 0, masked pixels 0. ``total`` (if given) receives each image's
-    sum over unmasked pixels before the clipping (clipping the noise of an empty frame would add to it)."""
-    if dark is not None:
-        images -= dark
-    if total is not None:
-        images[:, mask] = 0
-        total[:] = images.sum(axis=(1, 2), dtype=np.float64)
-    np.clip(images, 0, None, out=images)
-    images[:, mask] = 0
-    return images
 
 
 def mean_image(run: EventRun, chunk: int, dark: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
@@ -165,19 +151,30 @@ def _add_back(red: _Reduction, pixels: np.ndarray, keep: np.ndarray, radial: Rad
         out["hist"][:, b[col]] += c[:, col]
 
 
+#: The event cube's threads each add into a private copy of the sums: at most this many bytes of them in all.
+PRIVATE_SUMS_BYTES = 1 << 30
+
+
 def accumulate_groups(run: EventRun, events: np.ndarray, groups: np.ndarray, weights: np.ndarray, ngroups: int,
-                      dark: np.ndarray | None, mask: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      dark: np.ndarray | None, mask: np.ndarray, chunk: int,
+                      threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Float64 sum and sum of squares (groups, y, x) and counts (groups,) of weight x prepared image, over ``events``.
 
-    ``groups`` and ``weights`` are per event of the run; the blocks go through the binning kernel
-    that makes the DSSC cubes (its numba path, tested against its numpy reference).
+    ``groups`` and ``weights`` are per event of the run. Each image is read where it lies (memory-mapped
+    where the layout allows) and added in one compiled pass (:func:`xfel_core.frame_kernel.group_sums`:
+    the dark subtracted, clipped at 0, masked pixels 0, times the weight), in ``threads`` threads with
+    sums of their own (as long as those stay within PRIVATE_SUMS_BYTES), added at the end.
     """
     npix = int(np.prod(run.shape))
-    acc = Accumulators(ngroups, npix)
-    for idx, imgs in run.iter_images(chunk, events):
-        imgs = prepare(imgs, dark, mask)
-        imgs *= weights[idx].astype(np.float32)[:, None, None]
-        acc.add(np.ascontiguousarray(imgs, np.float32).reshape(-1), np.arange(len(idx), dtype=np.int64) * npix,
-                np.asarray(groups[idx], np.int64))
-    sums, sumsq, counts = acc.result()
-    return sums.reshape((ngroups,) + run.shape), sumsq.reshape((ngroups,) + run.shape), counts
+    threads = max(1, min(threads, PRIVATE_SUMS_BYTES // max(1, 16 * ngroups * npix)))
+    sums, sumsq = np.zeros((threads, ngroups, npix)), np.zeros((threads, ngroups, npix))
+    counts = np.zeros((threads, ngroups), np.int64)
+    flat_mask = np.ascontiguousarray(mask, bool).reshape(-1)
+    groups, weights = np.asarray(groups, np.int64), np.asarray(weights, np.float64)
+
+    def add(worker: int, idx: np.ndarray, imgs) -> None:
+        group_sums(imgs, dark, flat_mask, weights[idx], groups[idx], sums[worker], sumsq[worker], counts[worker])
+
+    run.for_each_block(chunk, threads, add, events=events, mapped=True)
+    shape = (ngroups,) + run.shape
+    return sums.sum(axis=0).reshape(shape), sumsq.sum(axis=0).reshape(shape), counts.sum(axis=0)
