@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from test_science import run_all
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_config
 from xfel_core.demo.detectors import MOTOR_KEY, MOTOR_SOURCE, write_mock_run
@@ -28,13 +29,8 @@ def beamtime(tmp_path, kind: str, modules: list[int], corrected: bool, **detecto
 
 
 def cube_of(cfg, run: str = "r0002") -> xr.Dataset:
-    pipeline.make_raw_run(cfg, run)
-    pipeline.make_scan_variable(cfg, run)
-    pipeline.make_framemask(cfg, run)
-    for m in cfg.detector.modules:
-        pipeline.make_preprocessed_module(cfg, run, m)
-    pipeline.make_binned_cube(cfg, run)
-    with xr.open_dataset(cfg.output_path(run, "binned_cube"), engine="h5netcdf") as ds:
+    """The run's cube, every asset made in turn (test_science's run_all)."""
+    with next(run_all(cfg, [run])) as ds:
         return ds.load()
 
 
