@@ -21,6 +21,8 @@ from .exceptions import ConfigError
 ENV_VAR = "XFEL_BEAMTIME"
 DEFAULT_BEAMTIME = Path("demo") / "beamtime" / "beamtime.yaml"
 RUN_KEY_RE = re.compile(r"^r(\d{4})$")
+#: The frame types of ``frame_pattern: auto`` (from the bunch pattern: :mod:`xfel_core.euxfel.bunch_pattern`).
+AUTO_FRAME_TYPES = ("pumped", "unpumped", "dark")
 
 
 class _Strict(BaseModel):
@@ -849,9 +851,7 @@ class BeamtimeConfig(_Strict):
     @property
     def frame_types(self) -> list[str]:
         """The frame types of the cube: the frame pattern's names, or with ``auto`` pumped, unpumped and dark."""
-        from .euxfel.bunch_pattern import AUTO_TYPES
-
-        return list(AUTO_TYPES) if self.frame_pattern == "auto" else list(self.frame_pattern or [])
+        return list(AUTO_FRAME_TYPES) if self.frame_pattern == "auto" else list(self.frame_pattern or [])
 
     def resolved_max_concurrent(self) -> int:
         """Steps (and Dagster runs) at once: execution.max_concurrent, at least slurm.max_jobs in SLURM mode

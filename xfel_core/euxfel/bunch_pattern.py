@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import AUTO_FRAME_TYPES, BeamtimeConfig
 from ..exceptions import RunDataError
+from ..readers import euxfel
+from ..scan import lookup_rows
 
 #: The frame types of ``frame_pattern: auto``, in the cube's order (indices of :func:`frame_types`).
-AUTO_TYPES = ["pumped", "unpumped", "dark"]
+AUTO_TYPES = list(AUTO_FRAME_TYPES)
 #: The pump-probe laser seed of each instrument (EXtra's OpticalLaserPulses), for ``bunch_pattern.laser: auto``.
 INSTRUMENT_SEEDS = {"FXE": "LP_FXE", "SPB": "LP_SPB", "MID": "LP_SASE2", "HED": "LP_SASE2", "SCS": "LP_SCS",
                     "SQS": "LP_SQS"}
@@ -88,3 +91,24 @@ def frame_types(table: np.ndarray, nframes: int, sase: int, laser: int, laser_of
     lpos = pos - anchor[:, None]
     ppl_at = (lpos >= 0) & (lpos < npos) & ppl[rows, np.clip(lpos, 0, npos - 1)]
     return np.where(fel_at, np.where(ppl_at, 0, 1), 2).astype(np.int8)
+
+
+def frame_types_of_run(cfg: BeamtimeConfig, run: str, tids: np.ndarray,
+                       nframes: int) -> tuple[np.ndarray, np.ndarray]:
+    """((trains, frames) index of each frame's type in ``cfg.frame_types``, (trains,) trains without a bunch
+    pattern) from the run's bunch pattern (``frame_pattern: auto``)."""
+    bp = cfg.bunch_pattern
+    run_dir = cfg.run_dir(run)
+    btids, table = euxfel.train_values(euxfel.open_run(run_dir), bp.source, bp.key)
+    if table.ndim != 2:
+        raise RunDataError(f"run {run}: {bp.source} / {bp.key} must be (trains, 2700) bunch pattern tables, "
+                           f"got shape {table.shape}")
+    order = np.argsort(btids)
+    row = lookup_rows(np.asarray(btids, np.uint64)[order], tids, order)
+    types = np.full((len(tids), nframes), cfg.frame_types.index("dark"), np.int8)
+    has = row >= 0
+    if has.any():
+        types[has] = frame_types(
+            table[row[has]], nframes, bp.sase, laser_bit(bp.laser, bp.source), bp.laser_offset,
+            bp.first_frame, bp.frame_stride, what=f"run {run} ({run_dir}): {bp.source} / {bp.key}")
+    return types, ~has

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import previews, quality, scan
-from . import framemask, laser_delay
+from . import bunch_pattern, framemask, laser_delay
 from ..config import BeamtimeConfig, module_key, run_key, run_module_key
 from ..cube import build_cube, write_cube
 from ..exceptions import RunDataError
@@ -25,8 +25,8 @@ from .preprocess import (
 )
 from ..readers import euxfel
 from ..rois import section_rois
-from ..scan import lookup_rows
-from .run_summary import control_files, module_files, open_module, read_frames_per_train, summarize_run, write_run_summary
+from .run_summary import (control_files, module_files, open_module, read_frames_per_train, summarize_run,
+                          write_run_summary)
 
 
 def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
@@ -120,7 +120,7 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
         inputs = [str(p) for p in euxfel.run_files(run_dir)]
     types = no_pattern = None
     if cfg.frame_pattern == "auto":
-        types, no_pattern = frame_types_of_run(cfg, run, tids, nframes)
+        types, no_pattern = bunch_pattern.frame_types_of_run(cfg, run, tids, nframes)
         inputs = [str(p) for p in euxfel.run_files(run_dir)]
     fm = framemask.build_framemask(tids, nframes, cfg.frame_types, rules, ptids, energy, types, no_pattern)
     kept = float(fm.mask.mean()) if fm.mask.size else 0.0
@@ -136,32 +136,10 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     per_train = fm.mask.mean(axis=1) if nframes else np.zeros(len(tids))
     type_counts = {} if types is None else \
         {"frames_by_type": {n: int((types == i).sum()) for i, n in enumerate(cfg.frame_types)}}
-    return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()), **type_counts,
-                     frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(),
+    return done_info(path, t0, trains=len(tids), frames_per_train=nframes, frames_kept=int(fm.mask.sum()),
+                     frames_rejected=int((~fm.mask).sum()), reasons=fm.reason_counts(), **type_counts,
                      kept_fraction=kept, kept_fraction_per_train=per_train, train_ids=tids, checks=checks,
                      **vers)
-
-
-def frame_types_of_run(cfg: BeamtimeConfig, run: str, tids: np.ndarray, nframes: int) -> tuple[np.ndarray, np.ndarray]:
-    """((trains, frames) index of each frame's type in ``cfg.frame_types``, (trains,) trains without a bunch
-    pattern) from the run's bunch pattern (``frame_pattern: auto``)."""
-    from . import bunch_pattern
-
-    bp = cfg.bunch_pattern
-    run_dir = cfg.run_dir(run)
-    btids, table = euxfel.train_values(euxfel.open_run(run_dir), bp.source, bp.key)
-    if table.ndim != 2:
-        raise RunDataError(f"run {run}: {bp.source} / {bp.key} must be (trains, 2700) bunch pattern tables, "
-                           f"got shape {table.shape}")
-    order = np.argsort(btids)
-    row = lookup_rows(np.asarray(btids, np.uint64)[order], tids, order)
-    types = np.full((len(tids), nframes), cfg.frame_types.index("dark"), np.int8)
-    has = row >= 0
-    if has.any():
-        types[has] = bunch_pattern.frame_types(
-            table[row[has]], nframes, bp.sase, bunch_pattern.laser_bit(bp.laser, bp.source), bp.laser_offset,
-            bp.first_frame, bp.frame_stride, what=f"run {run} ({run_dir}): {bp.source} / {bp.key}")
-    return types, ~has
 
 
 def module_frames_of(cfg: BeamtimeConfig, run: str, module: int) -> euxfel.ModuleFrames:

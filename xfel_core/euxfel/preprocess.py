@@ -21,7 +21,7 @@ from ..exceptions import MissingInputError, RunDataError
 from .framemask import REASONS, FrameMask
 from ..outputs import atomic_h5
 from ..readers import frame_map
-from ..readers.euxfel import ModuleFrames, read_entry_blocks, read_mask_blocks
+from ..readers.euxfel import ModuleFrames, frame_ranges, read_entry_blocks, read_mask_blocks
 from ..scan import ScanBins, lookup_rows
 
 
@@ -111,9 +111,10 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
     Where the layout allows (``direct``: uncompressed frames whose file offsets HDF5's chunk index
     gives) the kernel reads the frames from a memory map of the file, window by window, each once a
     thread (reading up to two windows ahead) has brought it into the page cache; else h5py reads
-    blocks of at most ``block_frames`` frames into one reused buffer. With corrected data, the masks
-    of the same frames (compressed in the facility's files) are read by h5py block by block, and
-    ``counts`` is per group and pixel (the frames each pixel was added from).
+    blocks of at most ``block_frames`` frames into one reused buffer. With corrected data the masks of
+    the same frames (compressed in the facility's files) come block by block beside them
+    (:func:`~xfel_core.readers.euxfel.read_mask_blocks`), and ``counts`` is per group and pixel (the
+    frames each pixel was added from).
     """
     npix = frames.npixels
     masked = frames.mask_dataset is not None
@@ -145,13 +146,11 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
             continue
         located = frame_map.frame_byte_offsets(seg.path, seg.dataset) if direct else "direct reads disabled"
         mapped = isinstance(located, tuple)
-        # Frame ranges [lo, hi) of whole entries, trimmed to their wanted frames.
-        per = (frame_map.WINDOW_FRAMES // fpe if mapped and not masked else block_entries) * fpe
-        ranges = [(a + int(h[0]), a + int(h[-1]) + 1) for a in range(0, seg.frames, per)
-                  if (h := np.flatnonzero(w[a:a + per])).size]
+        ranges = frame_ranges(w, (frame_map.WINDOW_FRAMES // fpe if mapped and not masked else block_entries) * fpe)
         g, r = group[sl], dark_rows[sl]
         if masked:
-            masks = read_mask_blocks(seg, frames.mask_dataset, ranges, fpe, block_entries, frames.entry_shape, threads)
+            masks = read_mask_blocks(seg, frames.mask_dataset, ranges, fpe, block_entries, frames.entry_shape,
+                                     threads)
         if mapped:
             offsets, dtype = located
             offsets = offsets[seg.first: seg.first + seg.total]
@@ -169,7 +168,8 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
             del data, mmapped
             paths[seg.path] = DIRECT_PATH
         else:
-            buf = _buffer(buf, block_entries, frames.entry_shape, frames.dtype)
+            if buf is None:
+                buf = np.empty((block_entries,) + frames.entry_shape, dtype=frames.dtype)
             for (lo, hi), (block, offs) in zip(ranges, read_entry_blocks(seg, seg.dataset, ranges, fpe, buf)):
                 mask = (*next(masks), frames.mask_bits_or_all()) if masked else None
                 acc.add(block, offs, g[lo:hi], r[lo:hi], dark_mean, mask=mask)
@@ -181,13 +181,6 @@ def reduce_frames(frames: ModuleFrames, group: np.ndarray, ngroups: int, dark: D
         stats.bytes_read = nbytes
         stats.read_paths = paths
     return sums, sumsq, (acc.pixel_counts if masked else counts)
-
-
-def _buffer(buf: np.ndarray | None, entries: int, entry_shape: tuple, dtype) -> np.ndarray:
-    """A reused read buffer of ``entries`` entries (made once per reduction, again only for another dtype)."""
-    if buf is None or buf.dtype != np.dtype(dtype):
-        buf = np.empty((entries,) + tuple(entry_shape), dtype=dtype)
-    return buf
 
 
 def compute_dark(frames: ModuleFrames, block_frames: int) -> DarkConstants:

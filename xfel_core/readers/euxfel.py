@@ -318,9 +318,7 @@ def iter_frame_blocks(
     buf = np.empty((per,) + frames.entry_shape, dtype=frames.dtype)
     offset = 0
     for seg in frames.segments:
-        w = wanted[offset: offset + seg.frames]
-        ranges = [(a + int(h[0]), a + int(h[-1]) + 1) for a in range(0, seg.frames, per * fpe)
-                  if (h := np.flatnonzero(w[a:a + per * fpe])).size]
+        ranges = frame_ranges(wanted[offset: offset + seg.frames], per * fpe)
         for (a, b), (data, elements) in zip(ranges, read_entry_blocks(seg, seg.dataset, ranges, fpe, buf)):
             if frames.entry_elements == npix * fpe:  # frames contiguous: a view
                 block = data[elements[0]: elements[0] + (b - a) * npix].reshape(b - a, npix)
@@ -328,6 +326,18 @@ def iter_frame_blocks(
                 block = data[elements[:, None] + np.arange(npix)]
             yield offset + a, offset + b, block
         offset += seg.frames
+
+
+def frame_ranges(wanted: np.ndarray, per: int) -> list[tuple[int, int]]:
+    """The reads of a segment's wanted frames: [lo, hi) within each ``per`` frames (a whole number of entries),
+    trimmed to its first and last wanted frame; none where no frame is wanted."""
+    return [(a + int(h[0]), a + int(h[-1]) + 1) for a in range(0, len(wanted), per)
+            if (h := np.flatnonzero(wanted[a:a + per])).size]
+
+
+def _offsets(rel: np.ndarray, fpe: int, entry_elements: int, npix: int) -> np.ndarray:
+    """Element offset of frames (numbered from the first entry read) in the entries read."""
+    return (rel // fpe) * entry_elements + (rel % fpe) * npix
 
 
 def read_mask_blocks(seg: FrameSegment, dataset: str, ranges: list[tuple[int, int]], fpe: int, entries: int,
@@ -355,8 +365,7 @@ def read_mask_blocks(seg: FrameSegment, dataset: str, ranges: list[tuple[int, in
             if k + 1 < len(spans):
                 a, b = spans[k + 1]
                 pending = inflater.submit(seg.first + a, seg.first + b, bufs[(k + 1) % 2])
-            rel = np.arange(lo, hi) - elo * fpe
-            yield bufs[k % 2].reshape(-1), (rel // fpe) * entry_elements + (rel % fpe) * npix
+            yield bufs[k % 2].reshape(-1), _offsets(np.arange(lo, hi) - elo * fpe, fpe, entry_elements, npix)
 
 
 def read_entry_blocks(seg: FrameSegment, dataset: str, ranges: list[tuple[int, int]], fpe: int, buf: np.ndarray):
@@ -374,8 +383,7 @@ def read_entry_blocks(seg: FrameSegment, dataset: str, ranges: list[tuple[int, i
             except (OSError, ValueError) as e:
                 raise RunDataError(f"{seg.path}: reading entries {seg.first + elo}-{seg.first + ehi} "
                                    f"of {dataset} failed ({e}); the file is corrupt") from None
-            rel = np.arange(lo, hi) - elo * fpe
-            yield buf.reshape(-1), (rel // fpe) * entry_elements + (rel % fpe) * npix
+            yield buf.reshape(-1), _offsets(np.arange(lo, hi) - elo * fpe, fpe, entry_elements, npix)
 
 
 def train_values(dc, source: str, key: str) -> tuple[np.ndarray, np.ndarray]:
