@@ -47,11 +47,8 @@ class FrameMask:
     def pulse_slots(self, names: list[str]) -> np.ndarray:
         """(trains, frames) the pulse slot each X-ray frame sees (the k-th X-ray frame of a train: slot k); -1 for
         dark frames (``names``: the frame types)."""
-        ntrains, nframes = self.mask.shape
-        types = self.frame_type if self.frame_type is not None else \
-            np.broadcast_to(np.arange(nframes) % len(names), (ntrains, nframes))
-        xray = ~np.array(["dark" in n for n in names], bool)[types]
-        return np.where(xray, np.cumsum(xray, axis=1) - 1, -1)
+        xray, slot = _pulse_slots(self.frame_type, names, *self.mask.shape)
+        return np.where(xray, slot, -1)
 
 
     def slots_of(self, row: np.ndarray, position: np.ndarray, names: list[str]) -> np.ndarray:
@@ -62,6 +59,16 @@ class FrameMask:
         out = np.full(len(row), -1, np.int64)
         out[inside] = slots[row[inside], position[inside]]
         return out
+
+
+def _pulse_slots(frame_type: np.ndarray | None, names: list[str], ntrains: int,
+                 nframes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(trains, frames): whether each frame sees an X-ray pulse (its type's name has no "dark"), and the count
+    of X-ray frames before it in its train (its pulse slot); types from ``frame_type`` or the pattern repeating."""
+    types = frame_type if frame_type is not None else np.broadcast_to(np.arange(nframes) % len(names),
+                                                                      (ntrains, nframes))
+    xray = ~np.array(["dark" in n for n in names], bool)[types]
+    return xray, np.cumsum(xray, axis=1) - 1
 
 
 def xray_frames(pattern: list[str], nframes: int) -> np.ndarray:
@@ -88,13 +95,9 @@ def build_framemask(
     """
     tids = np.sort(np.asarray(train_ids, dtype=np.uint64))
     reason = np.zeros((len(tids), nframes), dtype=np.uint8)
-    dark_type = np.array(["dark" in name for name in pattern], bool)
-    types = frame_type if frame_type is not None else \
-        np.broadcast_to(np.arange(nframes) % len(pattern), (len(tids), nframes))
-    xray = ~dark_type[types]  # (trains, frames)
+    xray, slot = _pulse_slots(frame_type, pattern, len(tids), nframes)  # (trains, frames)
 
     if rules.min_pulse_energy_uj is not None and pulse_energy_uj is not None:
-        slot = np.cumsum(xray, axis=1) - 1  # pulse slot of each X-ray frame
         ptids = np.asarray(pulse_train_ids, dtype=np.uint64)
         order = np.argsort(ptids)
         row = lookup_rows(ptids[order], tids, order)  # gas-monitor row of each train, -1: none

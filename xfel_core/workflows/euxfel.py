@@ -1,4 +1,5 @@
-"""European XFEL detector runs (DSSC): the assets of a raw run, its modules and the dark, declared once."""
+"""European XFEL detector runs (DSSC, AGIPD, LPD, JUNGFRAU; raw or corrected): the assets of a raw run, its modules
+and the dark, declared once."""
 
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ RUN_INPUTS = (Input("raw_run"), Input("scan_variable"), Input("framemask"))
 DARK = Input("dark", when=has_dark, otherwise=NO_DARK)
 KINDS = ("hdf5",)
 
-WORKFLOW = register(Workflow("euxfel", "European XFEL detector runs (DSSC): modules reduced per scan point, the binned cube", sources=[
+WORKFLOW = register(Workflow("euxfel", "European XFEL detector runs (DSSC, AGIPD, LPD, JUNGFRAU): modules reduced "
+                            "per scan point, the binned cube", sources=[
     Source("raw_run_files", RUN, raw_run_version, "The raw files of each run (European XFEL run folder); version: "
            "file names, sizes, modification times.", enabled=has_dssc, job="observe_raw_runs_job"),
     Source("dark_run_files", MODULE, dark_source_version, "Each module's files in the configured dark run; version: "
