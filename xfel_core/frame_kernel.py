@@ -33,6 +33,10 @@ bytes are read once. Per image row, one vectorised loop (subtract, mean image, m
 order as integers: an integer reduction vectorises, a float maximum does not), then the histogram's
 scatter and the ROI sums.
 Values are float64 from the first subtraction on (ADU, as the images).
+
+The event cube's pass over the kept shots is here too (:func:`group_sums`, with :func:`group_sums_numpy`
+its reference): each image's ``weight x max(image - dark, 0)``, masked pixels 0, added into its group's
+sums and sums of squares in one pass.
 """
 
 from __future__ import annotations
