@@ -49,17 +49,23 @@ def laser_bit(laser: str, source: str) -> int:
                            f"{[b.name for b in PPL_BITS]}") from None
 
 
+def xray_pulses(table: np.ndarray, sase: int) -> np.ndarray:
+    """(trains, 2700) bool: the bunch positions with an X-ray pulse to ``sase`` (the facility's ``is_sase``)."""
+    from euxfel_bunch_pattern import is_sase
+
+    return np.asarray(is_sase(np.asarray(table, np.uint32), sase), bool)
+
+
 def frame_types(table: np.ndarray, nframes: int, sase: int, laser: int, laser_offset: float = 0.0,
                 first_frame: int | None = None, frame_stride: int | None = None, what: str = "") -> np.ndarray:
     """(trains, nframes) int8 index into :data:`AUTO_TYPES` of each frame, from (trains, 2700) bunch pattern tables.
 
     ``laser``: the PPL seed's bit; ``laser_offset``, ``first_frame`` and ``frame_stride``: see the module
     docstring. ``what`` names the data in errors."""
-    from euxfel_bunch_pattern import is_laser, is_sase
+    from euxfel_bunch_pattern import is_laser
 
-    table = np.asarray(table, np.uint32)
-    fel = np.asarray(is_sase(table, sase), bool)  # (trains, positions)
-    ppl = np.asarray(is_laser(table, laser), bool)
+    fel = xray_pulses(table, sase)  # (trains, positions)
+    ppl = np.asarray(is_laser(np.asarray(table, np.uint32), laser), bool)
     ntrains, npos = fel.shape
     if not fel.any():
         raise RunDataError(f"{what}: no X-ray pulse of SASE {sase} in any train's bunch pattern "
@@ -93,13 +99,13 @@ def frame_types(table: np.ndarray, nframes: int, sase: int, laser: int, laser_of
     return np.where(fel_at, np.where(ppl_at, 0, 1), 2).astype(np.int8)
 
 
-def frame_types_of_run(cfg: BeamtimeConfig, run: str, tids: np.ndarray,
+def frame_types_of_run(cfg: BeamtimeConfig, dc, run: str, tids: np.ndarray,
                        nframes: int) -> tuple[np.ndarray, np.ndarray]:
     """((trains, frames) index of each frame's type in ``cfg.frame_types``, (trains,) trains without a bunch
-    pattern) from the run's bunch pattern (``frame_pattern: auto``)."""
+    pattern) from the bunch pattern of the run opened as ``dc`` (``frame_pattern: auto``)."""
     bp = cfg.bunch_pattern
     run_dir = cfg.run_dir(run)
-    btids, table = euxfel.train_values(euxfel.open_run(run_dir), bp.source, bp.key)
+    btids, table = euxfel.train_values(dc, bp.source, bp.key)
     if table.ndim != 2:
         raise RunDataError(f"run {run}: {bp.source} / {bp.key} must be (trains, 2700) bunch pattern tables, "
                            f"got shape {table.shape}")

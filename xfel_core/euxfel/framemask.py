@@ -71,11 +71,6 @@ def _pulse_slots(frame_type: np.ndarray | None, names: list[str], ntrains: int,
     return xray, np.cumsum(xray, axis=1) - 1
 
 
-def xray_frames(pattern: list[str], nframes: int) -> np.ndarray:
-    """(nframes,) bool: True for frames that see an X-ray pulse (names without "dark")."""
-    return np.array(["dark" not in pattern[p % len(pattern)] for p in range(nframes)], dtype=bool)
-
-
 def build_framemask(
     train_ids: np.ndarray,
     nframes: int,

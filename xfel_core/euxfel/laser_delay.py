@@ -21,6 +21,7 @@ from ..config import BeamtimeConfig
 from ..exceptions import ConfigError, RunDataError
 from ..readers import euxfel
 from ..scan import lookup_rows
+from .bunch_pattern import xray_pulses
 
 #: Picoseconds of delay per millimetre of stage travel: 2 mm of light path (c = 299,792,458 m/s).
 PS_PER_MM = 2e-3 / 299_792_458.0 * 1e12
@@ -68,15 +69,13 @@ def _bam_per_pulse(cfg: BeamtimeConfig, dc, run: str, tids: np.ndarray, bam_tids
                    bam: np.ndarray) -> np.ndarray:
     """(trains, X-ray pulses) the BAM's arrival time (ps, less ref_bam) of each train's X-ray pulses; NaN past
     a train's last pulse."""
-    from euxfel_bunch_pattern import is_sase
-
     bp, d = cfg.bunch_pattern, cfg.scan_variable.delay
     if bp is None:
         raise ConfigError(f"{cfg.source_file}: scan_variable.delay.bam_source needs bunch_pattern (which bunch "
                           "positions carry the X-ray pulses the BAM times)")
     ttids, table = euxfel.train_values(dc, bp.source, bp.key)
-    fel = np.asarray(is_sase(np.asarray(table, np.uint32), bp.sase), bool)
-    fel = fel[lookup_rows(np.asarray(ttids, np.uint64), tids, np.arange(len(ttids)))]  # trains without one: -1
+    # (trains without a table take row -1: has_table leaves them out)
+    fel = xray_pulses(table, bp.sase)[lookup_rows(np.asarray(ttids, np.uint64), tids, np.arange(len(ttids)))]
     has_table = np.isin(tids, np.asarray(ttids, np.uint64))
     npulses = int(fel[has_table].sum(axis=1).max(initial=0))
     if npulses == 0:

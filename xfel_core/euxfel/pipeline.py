@@ -111,24 +111,24 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
     ptids = energy = None
     inputs: list[str] = []
     run_dir = cfg.run_dir(run)
-    if rules.xgm_source and rules.min_pulse_energy_uj is not None:
-        dc = euxfel.open_run(run_dir)
+    use_xgm = bool(rules.xgm_source) and rules.min_pulse_energy_uj is not None
+    dc = euxfel.open_run(run_dir) if use_xgm or cfg.frame_pattern == "auto" else None  # the control data
+    if use_xgm:
         ptids, energy = euxfel.train_values(dc, rules.xgm_source, rules.xgm_key)
         if energy.ndim != 2:
             raise RunDataError(f"run {run}: {rules.xgm_source} / {rules.xgm_key} must be (trains, pulses), "
                                f"got shape {energy.shape}")
-        inputs = [str(p) for p in euxfel.run_files(run_dir)]
     types = no_pattern = None
     if cfg.frame_pattern == "auto":
-        types, no_pattern = bunch_pattern.frame_types_of_run(cfg, run, tids, nframes)
+        types, no_pattern = bunch_pattern.frame_types_of_run(cfg, dc, run, tids, nframes)
+    if dc is not None:
         inputs = [str(p) for p in euxfel.run_files(run_dir)]
     fm = framemask.build_framemask(tids, nframes, cfg.frame_types, rules, ptids, energy, types, no_pattern)
     kept = float(fm.mask.mean()) if fm.mask.size else 0.0
     checks = {"kept_fraction": quality.kept_fraction(kept, cfg.checks.min_kept_fraction)}
     path = cfg.output_path(run, "framemask")
     # The run's mean pulse energy (uJ) over its trains and the pulse slots its X-ray frames see, for the run table.
-    pulses = int(framemask.xray_frames(cfg.frame_types, nframes).sum()) if types is None else \
-        int((types != cfg.frame_types.index("dark")).sum(axis=1).max(initial=0))
+    pulses = int(fm.pulse_slots(cfg.frame_types).max(initial=-1)) + 1
     energy_attrs = {} if energy is None or not pulses else \
         {"mean_pulse_energy_uj": float(np.nanmean(energy[:, :pulses]))}
     framemask.write_framemask(path, fm, provenance(cfg.yaml_text(), inputs, run=run, **vers, **energy_attrs,

@@ -8,7 +8,7 @@
 
 What every reader offers, in the names of its format: the files behind a run (``run_files``: what
 the completeness rule, the raw versions and the provenance are made from) and its frames read in
-blocks into a preallocated buffer (``iter_frame_blocks``, ``EventRun.iter_images``,
+blocks into a preallocated buffer (``iter_frame_blocks``, ``EventRun.for_each_block``,
 ``read_frames_into``). A new format is a new module here and, for a new layout of a workflow, a
 line in that workflow's dispatcher (``events.LAYOUTS``).
 """

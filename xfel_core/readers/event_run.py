@@ -1,14 +1,15 @@
 """The events of a run, whatever the event-file layout: per-event arrays and where each image is.
 
 The layout readers (:mod:`.pal`, :mod:`.event_h5`) make an :class:`EventRun`; the reductions read
-its images block by block into a reused buffer (:meth:`EventRun.iter_images`).
+its images block by block, in threads, each into a reused buffer or from a memory map
+(:meth:`EventRun.for_each_block`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,16 +126,6 @@ class EventRun:
             raise RawFileChangedError(f"{block.path}: the file was truncated while it was read (now {size} bytes, "
                                       f"the images being read end at byte {end})")
         return Frames(data, elements[rows], self.shape)
-
-    def iter_images(self, chunk: int, events: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(event indices, float32 images (k, y, x)) in blocks of up to ``chunk`` events; only ``events`` if given."""
-        buf = np.empty((chunk,) + self.shape, dtype=np.float32)  # reused
-        files: dict = {}
-        try:
-            for block, part in self.read_plan(chunk, events):
-                yield self.read(block, part, buf, files)
-        finally:
-            close_files(files)
 
     def for_each_block(self, chunk: int, threads: int, fn: Callable[[int, np.ndarray, np.ndarray], None],
                        events: np.ndarray | None = None, plan: list | None = None, mapped: bool = False) -> None:

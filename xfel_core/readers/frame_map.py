@@ -17,6 +17,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import zlib
 from pathlib import Path
 
 import h5py
@@ -226,8 +227,6 @@ class Inflater:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="inflate") if threads > 1 else None
 
     def _one(self, entry: int, out: np.ndarray) -> None:
-        import zlib
-
         raw = os.pread(self._fd, int(self.sizes[entry]), int(self.offsets[entry]))
         if len(raw) < self.sizes[entry]:
             raise RawFileChangedError(f"{self.path}: the file ends before chunk {entry} of its masks (truncated)")
