@@ -160,11 +160,13 @@ def _show(fig, ax, image: np.ndarray, window: tuple[slice, slice], outline: np.n
         im = ax.imshow(shown, cmap="viridis", norm=AsinhNorm(linear_width=width, vmin=low, vmax=high),
                        extent=extent, interpolation="nearest")
         scale = "colour: 1st-99.99th percentile, asinh"
-        # Ticks at 0 and the decades well above the noise (matplotlib's asinh ticks crowd the linear part).
+        # Ticks at the ends, 0 and the decades well above the noise (matplotlib's asinh ticks crowd the linear
+        # part), none closer than a tenth of the bar to the one below it (labels would overlap).
         decades = [10.0**k for k in range(int(np.ceil(np.log10(10 * width))), int(np.floor(np.log10(high))) + 1)]
-        ticks = [t for t in [low, 0.0, *decades] if low <= t <= high]
-        if not decades or decades[-1] < high / 2:
-            ticks.append(high)
+        ticks, norm = [], im.norm
+        for t in sorted({low, high, 0.0, *decades}, reverse=True):  # from the top: the largest value keeps its label
+            if low <= t <= high and all(abs(float(norm(t)) - float(norm(u))) >= 0.1 for u in ticks):
+                ticks.append(t)
     if outline.any():
         edge, _ = _binned(np.nan_to_num(outline[window]), DISPLAY_PIXELS)
         ax.contour(x0 + (np.arange(edge.shape[1]) + 0.5) * step - 0.5, y0 + (np.arange(edge.shape[0]) + 0.5) * step - 0.5,
