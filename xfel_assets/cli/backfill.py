@@ -165,6 +165,23 @@ def failed_since_materialized(instance: dg.DagsterInstance, every: dict[str, lis
     return out
 
 
+#: Dagster refuses a backfill title longer than this (``dagster._core.definitions.utils.MAX_TITLE_LENGTH``).
+MAX_TITLE = 100
+
+
+def backfill_title(stale_only: bool, covered: str, counts: str) -> str:
+    """The backfill's title in Dagster's list: the command and what it covers, within Dagster's 100 characters.
+
+    ``covered`` names the runs ("3 runs (r0002-r0004), ..."); where that is too long, ``counts`` ("3 runs,
+    2 event runs, 1 samples") stands in, cut if even that is too long.
+    """
+    head = f"xfel-assets backfill{' --stale-only' if stale_only else ''}: "
+    for tail in (covered, counts):
+        if len(head + tail) <= MAX_TITLE:
+            return head + tail
+    return (head + counts)[:MAX_TITLE - 3] + "..."
+
+
 def launch_params(keys: dict[str, list[str]], title: str) -> dict:
     """LaunchBackfillParams selecting exactly these partitions (one single-key range each)."""
     return {

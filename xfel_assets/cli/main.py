@@ -296,11 +296,18 @@ def _scope(args, cfg):
     return Scope(runs=runs, samples=samples, event_runs=ev)
 
 
+def _counted(scope) -> str:
+    """The runs and samples a command covers, counted: "3 runs, 2 event runs, 1 samples"."""
+    parts = [f"{len(ks)} {what}" for what, ks in (("runs", scope.runs), ("event runs", scope.event_runs),
+                                                  ("samples", scope.samples)) if ks]
+    return ", ".join(parts) or "nothing"
+
+
 def _covered(scope) -> str:
     """The runs and samples a command covers, in words."""
     def span(keys: list[str]) -> str:
         numbers = [int(k[1:]) for k in keys] if all(RUN_KEY_RE.match(k) for k in keys) else []
-        if len(keys) > 2 and numbers == list(range(numbers[0], numbers[0] + len(keys))):
+        if len(keys) > 2 and numbers and numbers == list(range(numbers[0], numbers[0] + len(keys))):
             return f"{keys[0]}-{keys[-1]}"
         return ",".join(keys) if len(keys) <= 6 else ",".join(keys[:3]) + ",...," + ",".join(keys[-2:])
     parts = [f"{len(ks)} {what} ({span(ks)})" for what, ks in (("runs", scope.runs), ("event runs", scope.event_runs),
@@ -401,7 +408,7 @@ def cmd_backfill(args) -> int:
           + ", ".join(f"{a} {len(k)}" for a, k in keys.items())
           + f") over {_covered(scope)}; at most {slots} module steps at once; Dagster home {home}")
     workspace = home / "workspace.yaml"
-    title = f"xfel-assets backfill{' --stale-only' if args.stale_only else ''}: {_covered(scope)}"
+    title = bf.backfill_title(args.stale_only, _covered(scope), _counted(scope))
     try:
         with daemon_if_needed(instance, workspace, home / "daemon.log") as daemon:
             with GraphQL(instance, workspace, args.url) as gql:
