@@ -483,45 +483,11 @@ def cmd_dagster_home(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    """The Dagster web server and our daemon (1 s sensor loop, 5 s daemon rounds) on one home, until Ctrl-C.
-
-    Both are in this command's process group: Ctrl-C and a signal to the group reach them, and when
-    this command ends (SIGTERM too) it ends them.
-    """
-    import shutil
-    import signal
-    import subprocess
-    import time
-
-    from xfel_assets.runtime.daemon_control import daemon_command
-    from xfel_assets.runtime.daemon import running_daemon
+    """The Dagster web server and our daemon (1 s sensor loop, 5 s daemon rounds) on one home, until Ctrl-C."""
+    from xfel_assets.cli.ui import serve
 
     _, home = _setup(args)
-    workspace = home / "workspace.yaml"
-    webserver = shutil.which("dagster-webserver", path=str(Path(sys.executable).parent)) or "dagster-webserver"
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    procs = [subprocess.Popen([webserver, "-h", args.host, "-p", str(args.port), "-w", str(workspace)])]
-    held = running_daemon(home)
-    if held:
-        print(f"xfel-assets ui: the Dagster daemon of {home} already runs (pid {held[0]}); using it", file=sys.stderr)
-    else:
-        procs.append(subprocess.Popen(daemon_command(workspace)))
-    print(f"xfel-assets ui: http://{args.host}:{args.port} (Dagster home {home}); Ctrl-C stops it", file=sys.stderr)
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-        return next(p.returncode for p in procs if p.poll() is not None) or 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    return serve(home, args.host, args.port, allow_remote=args.no_login_ok)
 
 
 def cmd_demo(args) -> int:
@@ -646,8 +612,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("ui", help="the Dagster web UI and the daemon (sensors, backfills) on the beamtime's Dagster home")
     p.add_argument("--beamtime", help=f"beamtime.yaml (default: ${ENV_VAR}, else demo/beamtime/beamtime.yaml)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on; Dagster's UI has no login, so only a loopback address unless --no-login-ok")
     p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--no-login-ok", action="store_true",
+                   help="serve on a non-loopback --host although anyone who reaches it can launch and delete runs")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("demo", help="write the demo beamtime (if absent) and materialize all its runs and samples")

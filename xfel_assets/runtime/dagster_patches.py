@@ -15,14 +15,14 @@ the GraphQL schema and an in-process code location), the stage chains (:mod:`xfe
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 from pathlib import Path
 
 import dagster as dg
-import yaml
+
+from xfel_assets.runtime.launcher import workspace_fingerprint
 
 _applied: set[str] = set()
 
@@ -96,28 +96,6 @@ def patch_sensor_instance() -> None:
 
 
 # --- The daemon ---------------------------------------------------------------------------------
-
-def workspace_fingerprint(beamtime: str | None) -> str:
-    """A hash of what the code location loads: our packages' source, the beamtime file and its workflow files."""
-    from xfel_assets.runtime.launcher import source_fingerprint
-
-    h = hashlib.sha1(source_fingerprint().encode())
-    if beamtime:
-        path = Path(beamtime)
-        try:
-            h.update(f"{path.stat().st_mtime_ns}".encode())
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:  # the code location reports the file's problem itself
-            h.update(repr(e).encode())
-            data = {}
-        workflows = data.get("workflows") if isinstance(data, dict) else None
-        for w in workflows if isinstance(workflows, list) else []:
-            try:
-                h.update(f"{w}:{(path.parent / str(w)).stat().st_mtime_ns}".encode())
-            except OSError:
-                h.update(f"{w}:missing".encode())
-    return h.hexdigest()
-
 
 class _RoundInterval(float):
     """The backfill loop's interval, which waits ``max(0, interval - round_duration)`` after each round:

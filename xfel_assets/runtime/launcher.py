@@ -8,8 +8,10 @@ thousands of such runs. This launcher keeps a forkserver that has imported all o
 (`_execute_run_command_body`, as `dagster api execute_run` calls it), with its events, logs,
 cancellation and failure handling unchanged.
 
-When the source of xfel_core or xfel_assets changes, the forkserver is restarted before the next
-run, so runs always execute the code on disk (and record its code versions).
+When the source of xfel_core or xfel_assets changes, or a file of the beamtime's that the
+definitions load (beamtime.yaml, its variables file and workflow files), the forkserver is
+restarted before the next run, so runs always execute the code and configuration on disk (and
+record their code versions).
 
 Select it in dagster.yaml (``xfel-assets`` writes this into new Dagster homes)::
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
@@ -50,16 +53,45 @@ def source_fingerprint() -> str:
     return h.hexdigest()
 
 
+def beamtime_files(beamtime: str | Path | None) -> list[Path]:
+    """The files of a beamtime that the definitions load: beamtime.yaml, its variables file and its workflow files."""
+    if not beamtime:
+        return []
+    path = Path(beamtime)
+    files = [path]
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):  # the code location reports the file's problem itself
+        return files
+    if not isinstance(data, dict):
+        return files
+    named = data.get("workflows") if isinstance(data.get("workflows"), list) else []
+    if isinstance(data.get("variables"), str):
+        named = [*named, data["variables"]]
+    return files + [path.parent / str(f) for f in named]
+
+
+def workspace_fingerprint(beamtime: str | Path | None) -> str:
+    """A hash of what the code location loads: our packages' source and the beamtime's files (a missing one too)."""
+    h = hashlib.sha1(source_fingerprint().encode())
+    for f in beamtime_files(beamtime):
+        try:
+            h.update(f"{f}:{f.stat().st_mtime_ns}:{f.stat().st_size};".encode())
+        except OSError:
+            h.update(f"{f}:missing;".encode())
+    return h.hexdigest()
+
+
 _server_lock = threading.Lock()
-#: The source fingerprint of the code that this process's forkserver imported (None: not started by us).
+#: The fingerprint of the code and beamtime files that this process's forkserver imported (None: not started by us).
 _server_fingerprint: str | None = None
 
 
 def forkserver_context(preload: list[str]):
-    """The forkserver context, (re)started with ``preload`` if our source files changed since it started."""
+    """The forkserver context, (re)started with ``preload`` if our source or the beamtime's files changed since it started."""
     global _server_fingerprint
     with _server_lock:
-        fp = source_fingerprint()
+        fp = workspace_fingerprint(os.environ.get("XFEL_BEAMTIME"))
         if fp != _server_fingerprint:
             server = multiprocessing.forkserver._forkserver
             server._stop()  # private since 3.8, the only way to restart it; the next fork starts a new one

@@ -1,0 +1,185 @@
+"""One `xfel-assets ui` kept running while a beamtime happens to it, as at a beamline: nothing is restarted between steps.
+
+The module starts `xfel-assets ui` (web server and daemon) on a small demo beamtime and leaves it up; the tests, in
+order: the sensor takes the runs; variables.py is edited (a changed variable, a new one) and the README's
+`xfel-assets backfill --stale-only` then computes them with the new code through the running daemon; a second UI on
+the home takes over the daemon when the first ends; `kill -9` of a UI leaves nothing of it serving.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import xarray as xr
+import yaml
+
+from xfel_core.config import load_beamtime
+from xfel_core.demo.beamtime import write_demo_beamtime
+from xfel_core.lineage import staleness
+from xfel_core.variables import read_value
+from xfel_core.workflows import variables as declared
+
+from xfel_assets.cli.home import ensure_dagster_home
+from xfel_assets.runtime.daemon import running_daemon
+from xfel_assets.runtime.daemon_control import stop_process_group
+
+pytestmark = pytest.mark.daemon
+
+CLI = str(Path(sys.executable).parent / "xfel-assets")
+TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, ok, timeout_s: float = TIMEOUT_S, log: Path | None = None, every_s: float = 1.0):
+    """Poll ``ok()`` until it returns something true; fail naming ``what`` (and the log's tail) after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = ok()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout_s} s" + (f"\n{log.read_text()[-4000:]}" if log else ""))
+        time.sleep(every_s)
+
+
+def answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url + "/server_info", timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def start_ui(config: Path, home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config))
+    with open(log, "a") as f:
+        proc = subprocess.Popen([CLI, "ui", "--port", str(port)], env=env, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_for("the web server answers", lambda: answers(url) or proc.poll() is not None, log=log)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    return proc, url
+
+
+def cli(config: Path, home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """A command exactly as the README writes it: the beamtime and home from the environment."""
+    env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config))
+    out = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    print(out.stdout[-3000:], out.stderr[-3000:])
+    return out
+
+
+@pytest.fixture(scope="module")
+def beamtime(tmp_path_factory):
+    """(config, home, ui log, ui process, url): `xfel-assets ui` running on a small demo beamtime."""
+    root = tmp_path_factory.mktemp("live")
+    config = write_demo_beamtime(root / "beamtime", runs=2, trains=12, frames=4, modules=2, module_shape=(16, 32),
+                                 insitu=False)
+    data = yaml.safe_load(config.read_text())
+    data.setdefault("completeness", {})["settle_seconds"] = 2
+    data["completeness"]["refresh_interval_s"] = 5
+    data["completeness"]["content_wait_seconds"] = 3  # the demo's modules lack a train each, on purpose
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    home = ensure_dagster_home(root / "home", max_runs=2)
+    log = root / "ui.log"
+    proc, url = start_ui(config, home, log)
+    try:
+        yield config, home, log, proc, url
+    finally:
+        stop_process_group(proc)
+
+
+def stale_now(config: Path) -> list:
+    declared.load(None)  # the variables file as it is now
+    return staleness.find_stale(load_beamtime(config))
+
+
+def value(config: Path, name: str, run: str):
+    cfg = load_beamtime(config)
+    var = next(v for v in declared.variables() if v.name == name)
+    return read_value(declared.output_path(cfg, var, run)).value
+
+
+def test_the_sensor_takes_every_run_and_the_variables_follow(beamtime):
+    config, home, log, proc, url = beamtime
+    wait_for("every output of every run made by the running daemon (xfel-assets stale lists nothing)",
+             lambda: not stale_now(config), timeout_s=420, log=log, every_s=5)
+
+
+def test_an_edited_variables_file_is_used_by_the_running_ui_and_the_readme_backfill(beamtime):
+    """A changed variable and a new one, edited while the UI runs: `backfill --stale-only` (as the README writes it)
+    computes both with the new code through the UI's daemon; nothing is left stale."""
+    config, home, log, proc, url = beamtime
+    path = config.parent / "variables.py"
+    text = path.read_text()
+    old = "return float(delays.max() - delays.min())"
+    assert old in text
+    path.write_text(text.replace(old, "return float(delays.max() - delays.min()) + 1000.0") + '''
+
+@variable(title="Twice the delay range", units="ps")
+def twice_span(delay_span):
+    return 2 * delay_span
+''')
+    wait_for("the UI says it reloaded the code location", lambda: "variables.py changed: code location reloaded"
+             in log.read_text(), timeout_s=60, log=log)
+    stale = {(s.asset, s.key) for s in stale_now(config)}
+    assert {("delay_span", "r0002"), ("twice_span", "r0002")} <= stale, stale
+    out = cli(config, home, "backfill", "--stale-only")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "using the running Dagster daemon" in out.stdout
+    cfg = load_beamtime(config)
+    for run in ("r0002", "r0003"):
+        with xr.open_dataset(cfg.output_path(run, "binned_cube"), engine="h5netcdf") as ds:
+            span = float(ds["scan_variable"].max() - ds["scan_variable"].min())
+        assert value(config, "delay_span", run) == pytest.approx(span + 1000.0)
+        assert value(config, "twice_span", run) == pytest.approx(2 * (span + 1000.0))
+    assert stale_now(config) == []
+
+
+def test_a_syntax_error_in_variables_is_said_in_the_terminal(beamtime):
+    config, home, log, proc, url = beamtime
+    path = config.parent / "variables.py"
+    good = path.read_text()
+    path.write_text(good + "\n@variable()\ndef oops(run:\n")
+    wait_for("the UI says the variables file does not load", lambda: "NOT taken as it is" in log.read_text()
+             and "SyntaxError" in log.read_text(), timeout_s=60, log=log)
+    path.write_text(good)
+    wait_for("the UI takes the mended file", lambda: log.read_text().count("variables.py changed: code location "
+                                                                           "reloaded") >= 2, timeout_s=60, log=log)
+
+
+def test_a_second_ui_takes_over_the_daemon_and_kill_9_leaves_nothing_serving(beamtime, tmp_path):
+    config, home, log, proc, url = beamtime
+    first_daemon = running_daemon(home)
+    assert first_daemon is not None
+    second_log = tmp_path / "second-ui.log"
+    second, second_url = start_ui(config, home, second_log)
+    try:
+        wait_for("the second UI uses the first's daemon", lambda: "already runs" in second_log.read_text(),
+                 timeout_s=30, log=second_log)
+        os.kill(proc.pid, signal.SIGKILL)  # the command alone, not its process group
+        wait_for("the first UI's web server ends with it", lambda: not answers(url), timeout_s=60, log=log)
+        wait_for("the second UI starts a daemon of its own",
+                 lambda: (running_daemon(home) or (None,))[0] not in (None, first_daemon[0]), timeout_s=120,
+                 log=second_log)
+        assert "has ended; starting one" in second_log.read_text()
+        assert answers(second_url)
+    finally:
+        os.kill(second.pid, signal.SIGKILL)
+    wait_for("the second UI's web server and daemon end with it",
+             lambda: not answers(second_url) and running_daemon(home) is None, timeout_s=90, log=second_log)
