@@ -183,3 +183,26 @@ def test_a_second_ui_takes_over_the_daemon_and_kill_9_leaves_nothing_serving(bea
         os.kill(second.pid, signal.SIGKILL)
     wait_for("the second UI's web server and daemon end with it",
              lambda: not answers(second_url) and running_daemon(home) is None, timeout_s=90, log=second_log)
+
+
+def test_the_daemon_a_killed_backfill_started_ends_by_itself(tmp_path):
+    """`kill -9` of a `backfill` client left the daemon it had started (850 MB) idling for ever."""
+    config = write_demo_beamtime(tmp_path / "bt", runs=1, trains=8, frames=4, modules=1, module_shape=(16, 32),
+                                 insitu=False, variables=False)
+    home = ensure_dagster_home(tmp_path / "home", max_runs=1)
+    env = dict(os.environ, DAGSTER_HOME=str(home), XFEL_BEAMTIME=str(config))
+    log = tmp_path / "backfill.log"
+    with open(log, "w") as f:
+        client = subprocess.Popen([CLI, "backfill"], env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        started = wait_for("the backfill's daemon runs", lambda: running_daemon(home), timeout_s=120, log=log,
+                           every_s=0.2)
+        assert started[1] == "backfill"
+        client.kill()
+        client.wait()
+        wait_for("the orphaned daemon ends", lambda: running_daemon(home) is None, timeout_s=90,
+                 log=home / "daemon.log")
+        assert "no backfill uses this daemon any more" in (home / "daemon.log").read_text()
+    finally:
+        if client.poll() is None:
+            client.kill()

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from dagster._daemon.cli import main as dagster_daemon_main
@@ -69,9 +71,46 @@ def hold_lock(home: Path):
     return f
 
 
+#: Users of a daemon that backfills started: each backfill holds this file's lock shared while it runs.
+USERS_LOCK = ".xfel-daemon-users.lock"
+#: Held while a command starts a daemon or decides to use the running one.
+START_LOCK = ".xfel-daemon-start.lock"
+#: Seconds between a backfill-started daemon's looks for a backfill still using it.
+ORPHAN_CHECK_S = 10
+
+
+def end_when_unused(home: Path, check_s: float = ORPHAN_CHECK_S) -> None:
+    """A daemon that backfills started ends itself once none holds the users' lock (the last one was killed).
+
+    The backfill that ends last stops it; a backfill killed with SIGKILL cannot, and its daemon (several
+    hundred MB) would idle on. The start lock, held from the decision to the end of the process, keeps a
+    new backfill from taking this daemon as running while it stops.
+    """
+    def watch() -> None:
+        while True:
+            time.sleep(check_s)
+            start = open(home / START_LOCK, "a+")
+            fcntl.flock(start, fcntl.LOCK_EX)
+            with open(home / USERS_LOCK, "a+") as users:
+                try:
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # a backfill uses this daemon
+                    fcntl.flock(start, fcntl.LOCK_UN)
+                    start.close()
+                    continue
+            print(f"xfel_assets.daemon: no backfill uses this daemon any more (the one that started it ended "
+                  f"without stopping it); stopping", file=sys.stderr, flush=True)
+            os.killpg(os.getpgrp(), signal.SIGTERM)  # its session (code servers too); the start lock stays held to the end
+            return
+
+    threading.Thread(target=watch, name="end-when-unused", daemon=True).start()
+
+
 def main() -> None:
     home = os.environ.get("DAGSTER_HOME")
     _lock = hold_lock(Path(home)) if home else None  # noqa: F841  (held until the process ends)
+    if home and os.environ.get(OWNER_ENV) == "backfill":
+        end_when_unused(Path(home))
     patch_daemon(interval_s=float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S), sensor_loop_s=SENSOR_LOOP_S,
                  workspace_reload_s=WORKSPACE_RELOAD_S)
     from xfel_assets.runtime.launcher import warm_up

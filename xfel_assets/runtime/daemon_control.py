@@ -96,10 +96,10 @@ def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_pat
     starting together share one daemon.
     """
     home = log_path.parent
-    users = open(home / ".xfel-daemon-users.lock", "a+")
+    users = open(home / daemon_mod.USERS_LOCK, "a+")
     fcntl.flock(users, fcntl.LOCK_SH)
     try:
-        with flocked(home / ".xfel-daemon-start.lock", fcntl.LOCK_EX):
+        with flocked(home / daemon_mod.START_LOCK, fcntl.LOCK_EX):
             ours = daemon_mod.running_daemon(home)
             if ours is None and daemon_running(instance):
                 say("using the running Dagster daemon")
@@ -114,7 +114,7 @@ def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_pat
         yield watch
     finally:
         fcntl.flock(users, fcntl.LOCK_UN)
-        with flocked(home / ".xfel-daemon-start.lock", fcntl.LOCK_EX):
+        with flocked(home / daemon_mod.START_LOCK, fcntl.LOCK_EX):
             try:
                 fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken only if no other backfill uses it
             except BlockingIOError:
