@@ -22,6 +22,7 @@ from conftest import execute_requests, make_beamtime, new_run_sensor_tick, small
 from xfel_core.completeness import run_completeness
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_run
+from xfel_core.lineage import staleness
 
 LATER = 10_000.0  # seconds after the newest change: the folder has settled
 
@@ -207,6 +208,42 @@ def test_a_run_whose_raw_files_change_after_processing_is_redone_once_complete(t
         assert "r0002" in json.loads(cursor)["redone"]
         result, cursor = _tick(instance, config_path, cursor)
         assert isinstance(result, dg.SkipReason)  # asked once; raw_run is remade from the new files
+
+
+def test_a_run_deleted_and_copied_again_under_its_number_is_processed_again(tmp_path, monkeypatch):
+    """Raw and processed folders of a processed run deleted, the run written again: the sensor said "no new run
+    folders" for ever. It is taken once complete; a run whose processing failed is not retried on the same files."""
+    from xfel_assets.defs import sensors
+
+    monkeypatch.setattr(sensors, "REDO_CHECK_S", 0.0)
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2)], completeness={"settle_seconds": 0})
+    cfg = load_beamtime(config_path)
+    with dg.instance_for_test() as instance:
+        _, cursor = _tick(instance, config_path, None)
+        result, cursor = _tick(instance, config_path, cursor)
+        while isinstance(result, dg.SensorResult):
+            execute_requests(instance, config_path, result)
+            result, cursor = _tick(instance, config_path, cursor)
+        first = cfg.output_path("r0002", "binned_cube").stat().st_mtime_ns
+
+        shutil.rmtree(cfg.run_dir("r0002"))
+        shutil.rmtree(cfg.output_path("r0002", "binned_cube").parent)
+        result, cursor = _tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SkipReason) and "r0002" in result.skip_message  # its folder is gone: waits
+        write_run(cfg.raw_root, small_run(2, seed=7))
+        result, cursor = _tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SensorResult), result
+        assert [r.tags["xfel/run"] for r in result.run_requests] == ["r0002"]
+        while isinstance(result, dg.SensorResult):
+            execute_requests(instance, config_path, result)
+            result, cursor = _tick(instance, config_path, cursor)
+        assert cfg.output_path("r0002", "binned_cube").stat().st_mtime_ns != first
+        assert staleness.find_stale(cfg) == []
+
+        # Its processing fails (its outputs are removed as a failed step leaves none): not asked again for the same files.
+        shutil.rmtree(cfg.output_path("r0002", "binned_cube").parent)
+        result, cursor = _tick(instance, config_path, cursor)
+        assert isinstance(result, dg.SkipReason), result
 
 
 @pytest.mark.daemon

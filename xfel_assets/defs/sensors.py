@@ -71,14 +71,18 @@ def recorded_raw_version(cfg: BeamtimeConfig, run: str) -> str | None:
 
 
 def changed_runs(cfg: BeamtimeConfig, runs: list[str], redone: dict[str, str]) -> list[tuple[str, str]]:
-    """(run, new raw version) of processed runs whose raw files changed since, not yet asked to be redone."""
+    """(run, raw version now) of known runs whose raw files are not those their outputs were made from, and
+    not those the sensor last asked to process either.
+
+    That is a processed run whose files changed since (a late sequence file, a rewrite), and a run whose
+    outputs are gone or were never made (a run deleted and copied again under its number, a run whose
+    processing failed) once its files differ from those it was last asked for: a failed run is not
+    retried on the same files at every look, and a run still being processed is not asked for twice.
+    """
     out = []
     for run in runs:
-        made_from = recorded_raw_version(cfg, run)
-        if made_from is None:  # not processed (yet): the first backfill is still running, or failed
-            continue
         now = raw_run_version(cfg, run)
-        if now != made_from and redone.get(run) != now:
+        if now != recorded_raw_version(cfg, run) and redone.get(run) != now:
             out.append((run, now))
     return out
 
@@ -185,7 +189,7 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
                          if recheck else []):
         why = run_readiness(cfg, run)
         if why:
-            waiting.append(f"{run} (changed since it was processed): {why}")
+            waiting.append(f"{run} (its raw files are not those it was processed from): {why}")
         else:
             redo.append(run)
             redone[run] = version
@@ -200,13 +204,15 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
             (context.log.warning if ended else context.log.debug)(why)
         if ended:
             del chains[run]
+    for run in ready:  # the files they are taken with: a later change, or their outputs gone, redoes them
+        redone[run] = raw_run_version(cfg, run)
     if ready or redo:
         requests += start_runs(context, cfg, ready + redo, chains)
         events = observations(cfg, "euxfel", {RUNS_PARTITION_SET: ready + redo})
     if ready:
         context.log.info(f"new complete runs: {ready}")
     if redo:
-        context.log.info(f"runs whose raw files changed after they were processed, redone: {redo}")
+        context.log.info(f"runs whose raw files are not those they were processed from, redone: {redo}")
     cursor = json.dumps({**json.loads(new_cursor), "redone": redone, "chains": chains,
                          "redo_checked": state.get("redo_checked", 0.0)})
     if not requests and not ready:
