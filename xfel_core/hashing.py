@@ -25,6 +25,27 @@ def files_fingerprint(files: list[Path]) -> str:
     return digest(*parts)
 
 
+def file_states(files: list[Path]) -> dict[str, list[int]]:
+    """{file name: [size in bytes, modification time in ns]}: what a run's files were when a step took them."""
+    out = {}
+    for p in sorted(files, key=lambda p: p.name):
+        try:
+            st = Path(p).stat()
+        except FileNotFoundError:
+            continue
+        out[p.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def state_changes(before: dict[str, list[int]], after: dict[str, list[int]]) -> list[str]:
+    """What differs between two :func:`file_states`, file by file, in words ("RAW-…-S00001.h5 deleted")."""
+    out = [f"{n} deleted" for n in sorted(before.keys() - after.keys())]
+    out += [f"{n} added" for n in sorted(after.keys() - before.keys())]
+    out += [f"{n} rewritten ({before[n][0]} -> {after[n][0]} bytes)" for n in sorted(before.keys() & after.keys())
+            if list(before[n]) != list(after[n])]
+    return out
+
+
 def content_hash(path) -> str:
     """sha256 of a file's bytes ("" for no file; "unreadable": the error naming it comes where it is read).
 

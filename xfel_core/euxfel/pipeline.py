@@ -16,7 +16,8 @@ from .. import previews, quality, scan
 from . import bunch_pattern, framemask, laser_delay
 from ..config import BeamtimeConfig, module_key, run_key, run_module_key
 from ..cube import build_cube, write_cube
-from ..exceptions import RunDataError
+from ..exceptions import RawFileChangedError, RunDataError
+from ..hashing import file_states, state_changes
 from .gain import apply_gain, read_gain_map
 from ..lineage import versions
 from ..outputs import done_info, provenance, read_attrs, write_png
@@ -39,7 +40,8 @@ def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:
         raise RunDataError(f"run {run} ({s.path}) has no valid trains")
     checks = {"modules_cover_run": module_coverage_check(cfg, s)}
     path = cfg.output_path(run, "raw_run")
-    write_run_summary(path, s, cfg, {**vers, **quality.check_attrs(checks)})
+    write_run_summary(path, s, cfg, {**vers, **quality.check_attrs(checks),
+                                     RAW_FILES_ATTR: json.dumps(file_states(s.files))})
     missing = {f"{m:02d}": int((~s.present[i]).sum()) for i, m in enumerate(s.modules)}
     fpt = s.frames_per_train[s.present]
     return done_info(path, t0, trains=s.ntrains, first_train=int(s.train_ids[0]), last_train=int(s.train_ids[-1]),
@@ -142,12 +144,16 @@ def make_framemask(cfg: BeamtimeConfig, run: str) -> dict:
                      **vers)
 
 
-def module_frames_of(cfg: BeamtimeConfig, run: str, module: int) -> euxfel.ModuleFrames:
+#: The raw_run attribute with the run's files as it was taken: {name: [size, mtime_ns]}.
+RAW_FILES_ATTR = "raw_files"
+
+
+def module_frames_of(cfg: BeamtimeConfig, run: str, module: int, files: list[Path] | None = None) -> euxfel.ModuleFrames:
     """Where the frames of one module of a run are (only that module's files are opened): raw, or corrected
     from the run's proc folder, as ``detector`` says."""
     det = cfg.detector
     folder = cfg.detector_dir(run)
-    files = module_files(cfg, run, module)
+    files = module_files(cfg, run, module) if files is None else files
     if not files:
         raise RunDataError(f"run {run}: module {module:02d} has no files (expected {folder}/"
                            f"{'CORR' if det.corrected else 'RAW'}-R*-{det.aggregator_for(module)}-S*.h5)")
@@ -196,7 +202,10 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     gain = read_gain_map(cfg, module) if cfg.gain_map is not None else None
     gain_version = gain.version if gain is not None else versions.NO_GAIN
     vers = versions.made_from(cfg, "preprocessed_module", run_module_key(run, module))
-    frames = module_frames_of(cfg, run, module)
+    files = module_files(cfg, run, module)
+    at_start = file_states(files)
+    _require_files_as_taken(cfg, run, module, at_start)
+    frames = module_frames_of(cfg, run, module, files)
     ntypes = len(cfg.frame_types)
     group, stats = assign_groups(frames, bins, fm, ntypes, cfg.frame_types)
     sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
@@ -205,6 +214,10 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     counts = np.bincount(group[group >= 0], minlength=bins.nbins * ntypes)
     if gain is not None:
         apply_gain(sums, sumsq, gain)
+    changed = state_changes(at_start, file_states(module_files(cfg, run, module)))
+    if changed:
+        raise RawFileChangedError(f"run {run} module {module:02d}: its raw files changed while they were read "
+                                  f"({'; '.join(changed)}, in {cfg.detector_dir(run)}): nothing was written")
     checks = {"counts_add_up": quality.counts_add_up(counts, stats.kept, stats.total, stats.rejected)}
     path = cfg.output_path(run, "preprocessed_module", module)
     attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, dark_version=dversion,
@@ -219,6 +232,24 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
                      counts=counts.reshape(bins.nbins, ntypes), centres=bins.centres, units=units,
                      dark_run=cfg.dark_run_key, dark_version=dversion, gain_version=gain_version, checks=checks,
                      **vers)
+
+
+def _require_files_as_taken(cfg: BeamtimeConfig, run: str, module: int, now: dict[str, list[int]]) -> None:
+    """Fail unless the module's files are those the run was taken with (raw_run's record of them).
+
+    A file deleted, added or rewritten since gives half a run (or another run) that every check passes:
+    the run is processed again from raw_run on once it is complete again (the new-run sensor sees its
+    files changed)."""
+    taken = json.loads(read_attrs(cfg.output_path(run, "raw_run")).get(RAW_FILES_ATTR) or "null")
+    agg, kind = cfg.detector.aggregator_for(module), "CORR-" if cfg.detector.corrected else "RAW-"
+    ours = {n: st for n, st in (taken or {}).items() if n.startswith(kind) and euxfel.aggregator_of(Path(n)) == agg}
+    if not ours:  # a raw_run of an older version, or corrected files (not in the run folder)
+        return
+    changed = state_changes(ours, now)
+    if changed:
+        raise RunDataError(f"run {run} module {module:02d}: its raw files are not those the run was taken with by "
+                           f"raw_run ({'; '.join(changed)}, in {cfg.detector_dir(run)}); the run is processed again "
+                           "from raw_run once it is complete")
 
 
 def _calibration_of(module_attrs: dict[int, dict]) -> dict:
