@@ -71,3 +71,24 @@ def test_a_raw_file_changed_while_the_module_step_reads_fails_it_naming_the_file
                                                   rf"\({last.name} deleted"):
         pipeline.make_preprocessed_module(cfg, "r0002", 1)
     assert not cfg.output_path("r0002", "preprocessed_module", 1).exists()
+
+
+def test_materialize_says_which_checks_failed_and_exits_1(tmp_path):
+    """Seen: a module lacking a middle sequence file was flagged by modules_cover_run, `materialize` printed ok, exit 0."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import make_beamtime, small_run
+
+    config = make_beamtime(tmp_path / "bt", [small_run(2, ntrains=15, trains_per_sequence=5), small_run(3)])
+    sorted((tmp_path / "bt" / "raw" / "r0002").glob("RAW-R0002-DSSC00-S*.h5"))[1].unlink()
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), XFEL_BEAMTIME=str(config))
+    (tmp_path / "home").mkdir()
+    out = subprocess.run([str(Path(sys.executable).parent / "xfel-assets"), "materialize"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert re.search(r"^CHECK\s+r0002", out.stdout, re.M) and re.search(r"^ok\s+r0003", out.stdout, re.M), out.stdout
+    assert re.search(r"r0002: raw_run modules_cover_run failed: .*module 00 lacks sequence file\(s\) S00001", out.stdout)

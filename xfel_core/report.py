@@ -67,15 +67,31 @@ def event_run_rows(cfg: BeamtimeConfig, runs: list[str]) -> list[dict]:
     return rows
 
 
-def mark_failed(rows: list[dict], key: str, failed: set[str]) -> list[dict]:
-    """A status column first: FAILED for the rows whose key failed now; their outputs are the previous ones."""
+def failed_checks(cfg: BeamtimeConfig, partitioning, key: str) -> list[str]:
+    """The checks that failed on the outputs of one partition key (``asset check: what was found``), per the model."""
+    from .lineage import model
+
+    out = []
+    for asset in model.assets():
+        if asset.partitioning is not partitioning or not asset.checks or not asset.enabled(cfg):
+            continue
+        attrs = read_attrs(asset.output(cfg, key))
+        out += [f"{asset.name} {c.name} {attrs[f'check_{c.name}']}" for c in asset.checks
+                if str(attrs.get(f"check_{c.name}", "passed")) != "passed"]
+    return out
+
+
+def mark_failed(rows: list[dict], key: str, failed: set[str], checks: dict[str, list[str]] | None = None) -> list[dict]:
+    """A status column first: FAILED for the rows whose key failed now (their outputs are the previous ones),
+    CHECK for those whose outputs were made but a check of them failed (``checks``: key: what failed)."""
     out = []
     for row in rows:
         bad = row[key] in failed
         output = row.get("output", "")
         if bad and output and not output.startswith("("):
             output = f"previous, not current: {output}"
-        out.append({"status": "FAILED" if bad else "ok", **row, **({"output": output} if "output" in row else {})})
+        status = "FAILED" if bad else "CHECK" if (checks or {}).get(row[key]) else "ok"
+        out.append({"status": status, **row, **({"output": output} if "output" in row else {})})
     return out
 
 

@@ -180,7 +180,7 @@ def cmd_materialize(args) -> int:
 
     from xfel_core.insitu.layout import split_measurement_key
     from xfel_core.lineage import model
-    from xfel_core.report import event_run_rows, format_table, mark_failed, run_rows, sample_rows
+    from xfel_core.report import event_run_rows, failed_checks, format_table, mark_failed, run_rows, sample_rows
 
     from xfel_assets.cli.backfill import add_partitions, record_source_versions, set_pools
     from xfel_assets.runtime.liveness import fail_dead_runs
@@ -216,9 +216,10 @@ def cmd_materialize(args) -> int:
                                   max_concurrent)
     failed = [o for o in outcomes if not o.success]
     bad = _failed_rows(failed, runs, ev_runs, samples)
+    checks = {r: failed_checks(cfg, model.asset("binned_cube").partitioning, r) for r in runs}
     if runs:
         print()
-        print(format_table(mark_failed(run_rows(cfg, runs), "run", bad["runs"])))
+        print(format_table(mark_failed(run_rows(cfg, runs), "run", bad["runs"], checks)))
     if ev_runs:
         print()
         print(format_table(mark_failed(event_run_rows(cfg, ev_runs), "run", bad["event runs"])))
@@ -238,7 +239,12 @@ def cmd_materialize(args) -> int:
         for o in failed:
             print(f"  {o.job} [{o.partition}]: {o.error}")
         print(f"stack traces: {log} (and in the web UI, under Runs)")
-    return 1 if failed else 0
+    checked = {r: c for r, c in checks.items() if c and r not in bad["runs"]}
+    if checked:
+        print(f"\n{len(checked)} runs made, with failed checks (the outputs are current but not to be trusted as they are):")
+        for run, what in checked.items():
+            print(f"  {run}: " + "; ".join(what))
+    return 1 if failed or checked else 0
 
 
 def _say_variables_error() -> None:
