@@ -92,3 +92,23 @@ def test_materialize_says_which_checks_failed_and_exits_1(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert re.search(r"^CHECK\s+r0002", out.stdout, re.M) and re.search(r"^ok\s+r0003", out.stdout, re.M), out.stdout
     assert re.search(r"r0002: raw_run modules_cover_run failed: .*module 00 lacks sequence file\(s\) S00001", out.stdout)
+
+
+def test_files_of_another_run_in_a_run_folder_are_refused_naming_them(tmp_path):
+    """Seen: RAW-R0003-* files in r0008/ were processed as r0008 without a word."""
+    import shutil
+
+    from conftest import make_beamtime, small_run
+
+    from xfel_core.completeness import run_completeness
+    from xfel_core.config import load_beamtime
+    from xfel_core.euxfel import pipeline
+    from xfel_core.exceptions import RunDataError
+
+    cfg = load_beamtime(make_beamtime(tmp_path / "bt", [small_run(3)]))
+    shutil.copytree(cfg.run_dir("r0003"), cfg.raw_root / "r0008")
+    why = run_completeness(cfg, "r0008", now=1e12)
+    assert why is not None and "RAW-R0003-DA01-S00000.h5" in why and "not to r0008" in why, why
+    with pytest.raises(RunDataError, match=r"r0008: RAW-R0003-.* belong to another run .* not to r0008"):
+        pipeline.make_raw_run(cfg, "r0008")
+    assert run_completeness(cfg, "r0003", now=1e12) is None

@@ -19,6 +19,8 @@ import numpy as np
 
 from ..exceptions import RunDataError
 
+#: A run folder as the facility names it (raw/r0042, proc/r0042).
+RUN_DIR_RE = re.compile(r"^r(?P<run>\d{4})$")
 FILE_RE = re.compile(r"^(?P<kind>RAW|CORR)-R(?P<run>\d{4})-(?P<agg>[A-Za-z0-9]+)-S(?P<seq>\d{5})\.h5$")
 
 
@@ -26,7 +28,14 @@ def run_files(run_dir: Path, kind: str = "RAW") -> list[Path]:
     """The sequence files of a run folder, sorted by name: raw (``RAW-…``) or corrected (``CORR-…``, in proc)."""
     if not run_dir.is_dir():
         raise RunDataError(f"run folder {run_dir} does not exist")
-    return sorted(p for p in run_dir.iterdir() if (m := FILE_RE.match(p.name)) and m["kind"] == kind)
+    files = sorted(p for p in run_dir.iterdir() if (m := FILE_RE.match(p.name)) and m["kind"] == kind)
+    folder = RUN_DIR_RE.match(run_dir.name)
+    foreign = [p.name for p in files if folder and int(FILE_RE.match(p.name)["run"]) != int(folder["run"])]
+    if foreign:
+        raise RunDataError(f"{run_dir}: {', '.join(foreign[:4])}{' ...' if len(foreign) > 4 else ''} belong to another "
+                           f"run (the run number in their names), not to {run_dir.name}: move them to their own run "
+                           "folder")
+    return files
 
 
 def aggregator_of(path: Path) -> str:
