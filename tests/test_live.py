@@ -112,3 +112,75 @@ def test_files_of_another_run_in_a_run_folder_are_refused_naming_them(tmp_path):
     with pytest.raises(RunDataError, match=r"r0008: RAW-R0003-.* belong to another run .* not to r0008"):
         pipeline.make_raw_run(cfg, "r0008")
     assert run_completeness(cfg, "r0003", now=1e12) is None
+
+
+LIMITED_VARIABLES = '''
+import os
+import signal
+import time
+
+import numpy as np
+
+from xfel_core.variables import variable
+
+
+@variable(title="Hangs")
+def hangs(run_key):
+    time.sleep(3600)
+
+
+@variable(title="Allocates 2 GiB")
+def hog(run_key):
+    return float(np.ones(2**28).sum())
+
+
+@variable(title="Killed")
+def killed(run_key):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@variable(title="Fine", units="ADU")
+def fine(binned_cube):
+    return float(binned_cube["count"].sum())
+'''
+
+
+def test_a_hanging_or_greedy_variable_fails_alone_named_and_materialize_ends(tmp_path):
+    """Seen: a variable that hangs hung `materialize` for ever, printing nothing; one killed for memory took the
+    run's other variables down, naming none."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+    from conftest import make_beamtime, small_run
+
+    from xfel_core.config import load_beamtime
+    from xfel_core.lineage import model
+    from xfel_core.variables import read_value
+    from xfel_core.workflows import variables as declared
+
+    path = make_beamtime(tmp_path / "bt", [small_run(2)])
+    (tmp_path / "bt" / "variables.py").write_text(LIMITED_VARIABLES)
+    data = yaml.safe_load(path.read_text())
+    data.update(variables="variables.py", execution={"variable_timeout_s": 5, "variable_memory_gb": 0.5})
+    path.write_text(yaml.safe_dump(data))
+    (tmp_path / "home").mkdir()
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), XFEL_BEAMTIME=str(path))
+    t0 = time.monotonic()
+    out = subprocess.run([str(Path(sys.executable).parent / "xfel-assets"), "materialize"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1 and time.monotonic() - t0 < 300, out.stdout + out.stderr
+    text = out.stdout
+    assert re.search(r"hangs: (xfel_core\.limits\.)?LimitError: variable hangs \(.*variables\.py:\d+\) of r0002: no result after 5 s: "
+                     r"killed \(the limit is execution\.variable_timeout_s", text), text
+    assert re.search(r"hog: MemoryError: variable hog .* of r0002: over its memory limit of 0\.5 GiB "
+                     r"\(execution\.variable_memory_gb", text), text
+    assert re.search(r"killed: (xfel_core\.limits\.)?LimitError: variable killed .* of r0002: its process was killed by SIGKILL", text), text
+    cfg = load_beamtime(path)
+    model.load_files(cfg)
+    fine = next(v for v in declared.variables() if v.name == "fine")
+    assert read_value(declared.output_path(cfg, fine, "r0002")).value > 0  # the run's other variable is made

@@ -22,7 +22,7 @@ import yaml
 
 from xfel_core.config import load_beamtime
 from xfel_core.demo.beamtime import write_demo_beamtime
-from xfel_core.lineage import staleness
+from xfel_core.lineage import model, staleness
 from xfel_core.variables import read_value
 from xfel_core.workflows import variables as declared
 
@@ -105,8 +105,9 @@ def beamtime(tmp_path_factory):
 
 
 def stale_now(config: Path) -> list:
-    declared.load(None)  # the variables file as it is now
-    return staleness.find_stale(load_beamtime(config))
+    cfg = load_beamtime(config)
+    model.load_files(cfg)  # the variables file as it is now
+    return staleness.find_stale(cfg)
 
 
 def value(config: Path, name: str, run: str):

@@ -297,6 +297,12 @@ class ExecutionConfig(_Strict):
     #: modules, cube) as soon as the stage before has succeeded, seconds apart; "backfill": one
     #: asset backfill (listed under Backfills; one backfill-daemon round per stage).
     new_runs: Literal["stages", "backfill"] = "stages"
+    #: Seconds one user variable may take for one run (its own process, killed then: that variable's
+    #: partition fails, naming it and this limit; the run's other variables go on).
+    variable_timeout_s: float = Field(default=600.0, gt=0)
+    #: Memory one user variable may allocate for one run, in GiB, beyond what its process holds when it
+    #: starts (a variable over it fails alone with a MemoryError naming it and this limit).
+    variable_memory_gb: float = Field(default=8.0, gt=0)
 
     def resolved_max_module_steps(self) -> int:
         return self.max_module_steps or os.cpu_count() or 1

@@ -24,6 +24,7 @@ from typing import Any
 from .. import runtable
 from ..config import BeamtimeConfig
 from ..exceptions import ConfigError, MissingInputError
+from ..limits import run_limited
 from ..lineage import model, versions
 from ..lineage.model import BEAMTIME, AssetSpec, Input, Job, Partitioning, Scope, Source, Workflow
 from ..notes import notes_version
@@ -141,29 +142,38 @@ def raw_files(cfg: BeamtimeConfig, workflow: str, key: str) -> list[Path]:
 
 
 def make_variable(cfg: BeamtimeConfig, var: Variable, key: str) -> dict:
-    """Compute one variable for one run from the inputs it names; write its value (or its Skip) atomically."""
+    """Compute one variable for one run from the inputs it names (in a process of its own, under the time and
+    memory limits of ``execution``); write its value (or its Skip) atomically."""
     t0 = time.perf_counter()
     vers = versions.made_from(cfg, var.name, key)
     names = _user_variables()
-    args, inputs = {}, []
-    skip = None
-    try:
-        for p in var.inputs:
-            if p == RAW_INPUT:
-                inputs += raw_files(cfg, var.workflow, key)
-                args[p] = raw_data(cfg, var.workflow, key)
-            elif p == "run_key":
-                args[p] = key
-            elif p == "beamtime":
-                args[p] = cfg
-            else:
-                inputs.append(existing_output(cfg, p, key))
-                args[p] = variable_input(p, inputs[-1]) if p in names else asset_output(inputs[-1])
-        value = var.func(**args)
-        if value is None:
-            raise Skip("returned None")
-    except Skip as e:
-        skip = str(e) or "skipped"
+
+    def compute() -> tuple[list[Path], str | None, tuple | None]:
+        """(inputs read, the Skip reason or None, (dataset, kind, png, plain value))."""
+        args, inputs = {}, []
+        try:
+            for p in var.inputs:
+                if p == RAW_INPUT:
+                    inputs += raw_files(cfg, var.workflow, key)
+                    args[p] = raw_data(cfg, var.workflow, key)
+                elif p == "run_key":
+                    args[p] = key
+                elif p == "beamtime":
+                    args[p] = cfg
+                else:
+                    inputs.append(existing_output(cfg, p, key))
+                    args[p] = variable_input(p, inputs[-1]) if p in names else asset_output(inputs[-1])
+            value = var.func(**args)
+            if value is None:
+                raise Skip("returned None")
+        except Skip as e:
+            return inputs, str(e) or "skipped", None
+        ds, kind, png = as_dataset(value, var)
+        plain = (value.item() if hasattr(value, "item") else value) if kind in ("number", "string", "bool") else None
+        return inputs, None, (ds.load(), kind, png, plain)
+
+    inputs, skip, made = run_limited(compute, f"variable {var.name} ({var.where}) of {key}",
+                                     cfg.execution.variable_timeout_s, cfg.execution.variable_memory_gb)
     path = output_path(cfg, var, key)
     attrs = provenance(cfg.yaml_text(), [str(p) for p in inputs], run=key, title=var.title, units=var.units, description=var.description,
                        tags=list(var.tags), variable=var.name, **vers)
@@ -172,11 +182,11 @@ def make_variable(cfg: BeamtimeConfig, var: Variable, key: str) -> dict:
 
         write_value(path, xr.Dataset(), "skipped", {**attrs, "skip_reason": skip})
         return done_info(path, t0, title=var.title, skipped=skip, **vers)
-    ds, kind, png = as_dataset(value, var)
+    ds, kind, png, plain = made
     write_value(path, ds, kind, attrs, png)
     info = {"title": var.title, "units": var.units, "kind": kind}
     if kind in ("number", "string", "bool"):
-        info["value"] = value.item() if hasattr(value, "item") else value
+        info["value"] = plain
     elif kind != "dataset":
         info["shape"] = str(tuple(ds["value"].shape))
     if png is not None:
