@@ -184,3 +184,33 @@ def test_a_hanging_or_greedy_variable_fails_alone_named_and_materialize_ends(tmp
     model.load_files(cfg)
     fine = next(v for v in declared.variables() if v.name == "fine")
     assert read_value(declared.output_path(cfg, fine, "r0002")).value > 0  # the run's other variable is made
+
+
+@pytest.mark.parametrize("broken, message", [
+    ({"raw_root": "nowhere"}, r"raw_root .*/nowhere does not exist"),
+    ({"dark_run": 42}, r"dark_run: 42 has no run folder .*/r0042"),
+    ({"variables": "no_such_variables.py"}, r"variables: .*/no_such_variables\.py does not exist"),
+])
+def test_a_beamtime_naming_what_is_not_there_is_refused_by_the_commands_and_warned_by_the_ui(tmp_path, broken, message):
+    """Seen: a nonexistent raw_root, variables file or dark_run were not checked when the config loaded."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from conftest import make_beamtime, small_run
+
+    path = make_beamtime(tmp_path / "bt", [small_run(2)])
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **broken}))
+    (tmp_path / "home").mkdir()
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), XFEL_BEAMTIME=str(path))
+    cli = str(Path(sys.executable).parent / "xfel-assets")
+    out = subprocess.run([cli, "materialize"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and re.search(message, out.stderr), out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    # The UI only warns (started before the beamtime's first run, its sensors wait); here it then refuses the host.
+    out = subprocess.run([cli, "ui", "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=120)
+    assert re.search(message + r" \(yet\)", out.stderr), out.stderr
+    assert out.returncode != 0 and "--host 0.0.0.0 would let anyone who reaches this machine" in out.stderr, out.stderr

@@ -887,6 +887,21 @@ class BeamtimeConfig(_Strict):
                               "which this beamtime does not have")
         return self.insitu
 
+    def missing_paths(self) -> list[str]:
+        """The folders and files this beamtime names that are not there (raw roots, the dark run, the variables file)."""
+        out = []
+        if self.has_dssc:
+            if not self.raw_root.is_dir():
+                out.append(f"raw_root {self.raw_root} does not exist")
+            elif self.dark_run is not None and not self.run_dir(self.dark_run_key).is_dir():
+                out.append(f"dark_run: {self.dark_run} has no run folder {self.run_dir(self.dark_run_key)}")
+        for name, section in (("events", self.events), ("insitu", self.insitu)):
+            if section is not None and not section.raw_root.is_dir():
+                out.append(f"{name}.raw_root {section.raw_root} does not exist")
+        if self.variables is not None and not Path(self.variables).is_file():
+            out.append(f"variables: {self.variables} does not exist")
+        return out
+
     @property
     def module_keys(self) -> list[str]:
         """The static `module` partition keys, "00" ... "15"."""

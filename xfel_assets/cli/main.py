@@ -133,11 +133,19 @@ def cmd_roi(args) -> int:
     return 0
 
 
-def _setup(args):
-    """The beamtime config and the Dagster home (created if needed), exported for Dagster and its daemon."""
+def _setup(args, strict: bool = True):
+    """The beamtime config and the Dagster home (created if needed), exported for Dagster and its daemon.
+
+    A folder or file the beamtime names that is not there is an error (``strict``), else a warning
+    (a UI started before the beamtime's first run: the sensors wait for it)."""
     cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
     os.environ[ENV_VAR] = str(cfg_path)
     cfg = load_beamtime(cfg_path)
+    missing = cfg.missing_paths()
+    if missing and strict:
+        raise ConfigError(f"{cfg_path}: " + "; ".join(missing))
+    for why in missing:
+        print(f"xfel-assets: {cfg_path}: {why} (yet)", file=sys.stderr)
     home = Path(os.environ.get("DAGSTER_HOME") or cfg_path.parent.parent / "dagster_home").resolve()
     os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, cfg.resolved_max_concurrent(),
                                                          cfg.execution.resolved_max_module_steps()))
@@ -483,7 +491,7 @@ def cmd_note(args) -> int:
 
 
 def cmd_dagster_home(args) -> int:
-    _, home = _setup(args)
+    _, home = _setup(args, strict=False)
     print(home)
     return 0
 
@@ -492,7 +500,7 @@ def cmd_ui(args) -> int:
     """The Dagster web server and our daemon (1 s sensor loop, 5 s daemon rounds) on one home, until Ctrl-C."""
     from xfel_assets.cli.ui import serve
 
-    _, home = _setup(args)
+    _, home = _setup(args, strict=False)
     return serve(home, args.host, args.port, allow_remote=args.no_login_ok)
 
 
