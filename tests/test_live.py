@@ -214,3 +214,23 @@ def test_a_beamtime_naming_what_is_not_there_is_refused_by_the_commands_and_warn
     out = subprocess.run([cli, "ui", "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=120)
     assert re.search(message + r" \(yet\)", out.stderr), out.stderr
     assert out.returncode != 0 and "--host 0.0.0.0 would let anyone who reaches this machine" in out.stderr, out.stderr
+
+
+def test_numba_caches_the_kernels_in_the_users_cache_not_in_the_package(tmp_path):
+    """Seen: numba wrote its cache into the package folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import xfel_core
+
+    package = Path(xfel_core.__file__).parent
+    before = {p: p.stat().st_mtime_ns for p in package.rglob("*.nbi")}
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", "from xfel_core import binning_kernel; binning_kernel.warm_up()"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert list((tmp_path / "xfel-assets" / "numba").rglob("*.nbi"))
+    assert {p: p.stat().st_mtime_ns for p in package.rglob("*.nbi")} == before
