@@ -234,3 +234,33 @@ def test_numba_caches_the_kernels_in_the_users_cache_not_in_the_package(tmp_path
     assert out.returncode == 0, out.stderr
     assert list((tmp_path / "xfel-assets" / "numba").rglob("*.nbi"))
     assert {p: p.stat().st_mtime_ns for p in package.rglob("*.nbi")} == before
+
+
+def test_a_failed_runs_variables_are_left_out_not_a_second_failure(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from conftest import make_beamtime, small_run
+
+    path = make_beamtime(tmp_path / "bt", [small_run(2), small_run(3)])
+    (tmp_path / "bt" / "variables.py").write_text(
+        "from xfel_core.variables import variable\n\n\n@variable(title='Frames')\n"
+        "def frames(binned_cube):\n    return float(binned_cube['count'].sum())\n")
+    data = yaml.safe_load(path.read_text())
+    data["variables"] = "variables.py"
+    path.write_text(yaml.safe_dump(data))
+    control = sorted((tmp_path / "bt" / "raw" / "r0002").glob("RAW-R0002-DA01-S*.h5"))[0]
+    control.write_bytes(control.read_bytes()[:2000])  # r0002's control data is broken: its processing fails
+    (tmp_path / "home").mkdir()
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), XFEL_BEAMTIME=str(path))
+    out = subprocess.run([str(Path(sys.executable).parent / "xfel-assets"), "materialize"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "variables_run_job [r0002] left out: it reads" in out.stdout, out.stdout
+    failures = out.stdout.split("failed (each failed output keeps")[1]
+    assert "variables_run_job" not in failures and "r0002" in failures, failures
+    assert re.search(r"^ok\s+r0003", out.stdout, re.M)

@@ -221,7 +221,7 @@ def cmd_materialize(args) -> int:
         outcomes += materialize_event_runs(ev_runs, instance, max_concurrent)
     _say_variables_error()
     outcomes += materialize_after(cfg, {"run": runs, "event_run": ev_runs, "measurement": measurements}, instance,
-                                  max_concurrent)
+                                  max_concurrent, failed=[o for o in outcomes if not o.success])
     failed = [o for o in outcomes if not o.success]
     bad = _failed_rows(failed, runs, ev_runs, samples)
     checks = {r: failed_checks(cfg, model.asset("binned_cube").partitioning, r) for r in runs}

@@ -256,17 +256,32 @@ AFTER = ("variables", "run_table")
 
 
 def materialize_after(cfg: BeamtimeConfig, keys: dict[str, list[str]], instance: dg.DagsterInstance,
-                      max_concurrent: int, log=print) -> list[StepOutcome]:
+                      max_concurrent: int, log=print, failed: list[StepOutcome] = ()) -> list[StepOutcome]:
     """The user variables of these runs (``keys`` by partitioning name: run, event_run, measurement), then
-    the run tables. A variable that fails fails its own Dagster run; the tables are made all the same."""
+    the run tables. A variable that fails fails its own Dagster run; the tables are made all the same.
+
+    A run's variables job that reads (directly or not) an output whose Dagster run failed (``failed``) is
+    left out, and said: it could only fail again, as a second failure of the same cause."""
     present = {w.name for w in model.workflows()}
     keys = {**keys, model.BEAMTIME.name: [None]}
+    lost: dict[str, set[str]] = {}  # run key: the assets that failed for it
+    for o in failed:
+        lost.setdefault(o.partition.split("|")[-1], set()).update(JOB_SELECTIONS.get(o.job, ()))
     with _Stages(max_concurrent, log, None, HEAVY_POOLS) as stages:
         for wf in (w for w in AFTER if w in present):
             for stage, jobs in _stage_jobs(wf):
                 specs = {job.name: [model.asset(a) for a in names] for job, names in jobs}
-                stages.run(stage, [(job, k) for job, ss in specs.items() if all(s.enabled(cfg) for s in ss)
-                                   for k in keys.get(ss[0].partitioning.name, [])])
+                todo = []
+                for job, ss in specs.items():
+                    if not all(s.enabled(cfg) for s in ss):
+                        continue
+                    for k in keys.get(ss[0].partitioning.name, []):
+                        why = lost.get(k, set()) & _made_before([s.name for s in ss])
+                        if why:
+                            log(f"  {job} [{k}] left out: it reads {', '.join(sorted(why))}, which failed")
+                        else:
+                            todo.append((job, k))
+                stages.run(stage, todo)
     return stages.outcomes
 
 
