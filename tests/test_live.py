@@ -264,3 +264,65 @@ def test_a_failed_runs_variables_are_left_out_not_a_second_failure(tmp_path):
     failures = out.stdout.split("failed (each failed output keeps")[1]
     assert "variables_run_job" not in failures and "r0002" in failures, failures
     assert re.search(r"^ok\s+r0003", out.stdout, re.M)
+
+
+def test_a_disk_full_while_writing_the_run_table_leaves_every_format_as_it_was_and_names_the_file(tmp_path, monkeypatch):
+    """Seen: Parquet, CSV and Excel new and HTML old, the error naming no file."""
+    import errno
+    import pathlib
+
+    from conftest import make_beamtime, small_run
+
+    from xfel_core import runtable
+    from xfel_core.config import load_beamtime
+    from xfel_core.lineage import model
+
+    from test_variables import make_all
+
+    cfg = load_beamtime(make_beamtime(tmp_path / "bt", [small_run(2)]))
+    model.load_files(cfg)
+    make_all(cfg)
+    table = runtable.output_path(cfg, "run_table")
+    files = [table.with_suffix(s) for s in (".parquet", ".csv", ".xlsx", ".html")]
+    before = {p: p.read_bytes() for p in files}
+    write_text = pathlib.Path.write_text
+
+    def full(self, *args, **kw):
+        if ".html.tmp-" in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, *args, **kw)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    spec = model.asset("run_table")
+    with pytest.raises(OSError, match=r"No space left on device: writing .*run_table\.xlsx / .*run_table\.html"):
+        spec.make(cfg, *spec.partitioning.args(None))
+    assert {p: p.read_bytes() for p in files} == before
+    assert not list(table.parent.glob(".*.tmp-*"))
+
+
+def test_two_writers_of_one_output_at_once_are_detected(tmp_path):
+    import multiprocessing
+
+    from xfel_core.exceptions import OutputBusyError
+    from xfel_core.outputs import atomic_path
+
+    out = tmp_path / "binned_cube.h5"
+    ready, go = multiprocessing.Event(), multiprocessing.Event()
+
+    def slow_writer():
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"first")
+            ready.set()
+            go.wait(30)
+
+    p = multiprocessing.get_context("fork").Process(target=slow_writer)
+    p.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(OutputBusyError, match=rf"{out} is being written by another process now \(.* pid {p.pid}\)"):
+            with atomic_path(out) as tmp:
+                tmp.write_bytes(b"second")
+    finally:
+        go.set()
+        p.join(30)
+    assert out.read_bytes() == b"first"

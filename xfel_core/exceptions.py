@@ -21,3 +21,7 @@ class RawFileChangedError(OSError):
     """A raw file changed while it was being read (truncated or rewritten by a copy or migration).
 
     An I/O error, not bad data: the step is retried, and reads the file as it is then."""
+
+
+class OutputBusyError(XfelError, RuntimeError):
+    """Another process is writing the same output now: two runs make one output at once."""

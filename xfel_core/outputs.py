@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 
 from . import __version__
+from .exceptions import OutputBusyError
 
 
 def _pid_alive(pid: int) -> bool:
@@ -47,19 +48,67 @@ def remove_abandoned_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+#: Another host's temporary of an output younger than this is taken as a writer at work (its process cannot be seen).
+FOREIGN_WRITER_S = 3600.0
+
+
+def other_writers(path: Path, ours: Path) -> list[str]:
+    """The other writers of ``path`` at work now (``host pid``): their temporaries beside it, from live processes."""
+    host, out = socket.gethostname(), []
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        if tmp == ours:
+            continue
+        writer, _, pid = tmp.name.split(".tmp-", 1)[1].rpartition("-")
+        try:
+            age = time.time() - tmp.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        alive = _pid_alive(int(pid)) if writer == host and pid.isdigit() else age < FOREIGN_WRITER_S
+        if alive:
+            out.append(f"{writer} pid {pid}")
+    return out
+
+
+@contextmanager
+def atomic_files(paths: list[Path]) -> Iterator[list[Path]]:
+    """Temporaries beside ``paths``, renamed to them together only if the block succeeds.
+
+    One output in several files (a table as Parquet, CSV, Excel and HTML) is then all new or all as
+    before. A second process writing one of them at the same time is an error (:class:`OutputBusyError`)
+    for the one that comes later, and an OSError while writing names the file.
+    """
+    paths = [Path(p) for p in paths]
+    temps = []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_abandoned_temporaries(path)
+            tmp = _temporary_name(path)
+            tmp.touch()  # seen by a writer that starts later, before it writes
+            temps.append(tmp)
+            others = other_writers(path, tmp)
+            if others:
+                raise OutputBusyError(f"{path} is being written by another process now ({', '.join(others)}): two "
+                                      "runs make the same output at once (a sensor's run and a backfill?); this one "
+                                      "stops, the other's result stands")
+        try:
+            yield temps
+        except OSError as e:
+            if e.filename is None:
+                raise OSError(e.errno, f"{e.strerror or e}: writing {' / '.join(map(str, paths))}") from e
+            raise
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_temporaries(path)
-    tmp = _temporary_name(path)
-    try:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds (see :func:`atomic_files`)."""
+    with atomic_files([path]) as (tmp,):
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 @contextmanager
@@ -105,9 +154,8 @@ def write_table(df, path: Path, attrs: dict) -> tuple[Path, Path]:
     table = table.replace_schema_metadata(meta)
     path = Path(path)
     csv = path.with_suffix(".csv")
-    with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False)
-    with atomic_path(path) as tmp:
+    with atomic_files([csv, path]) as (csv_tmp, tmp):
+        df.to_csv(csv_tmp, index=False)
         pq.write_table(table, tmp)
     return path, csv
 

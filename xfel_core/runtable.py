@@ -27,7 +27,7 @@ import pandas as pd
 from .config import BeamtimeConfig
 from .lineage import versions
 from .notes import read_notes
-from .outputs import atomic_path, done_info, read_attrs, write_table
+from .outputs import atomic_files, done_info, read_attrs, write_table
 from .variables import Variable, read_value
 
 THUMB_PX = 96  # the thumbnails' height in the HTML page
@@ -334,16 +334,16 @@ def make_run_table(cfg: BeamtimeConfig, table: Table, keys: list[str], columns: 
     path = output_path(cfg, table.name)
     attrs = {"software": "xfel-assets", "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
              "units": units, "variables_error": error or "", **vers}
-    write_table(df, path, attrs)
-    with atomic_path(path.with_suffix(".xlsx")) as tmp:
-        with pd.ExcelWriter(tmp, engine="openpyxl") as xl:
+    page = html_page(df, thumbs, f"{cfg.name}: {table.name}", table.key_column, error)
+    # The four files together: all new, or (disk full, killed) all as they were.
+    with atomic_files([path.with_suffix(".xlsx"), path.with_suffix(".html")]) as (xlsx, html_tmp):
+        with pd.ExcelWriter(xlsx, engine="openpyxl") as xl:
             df.to_excel(xl, sheet_name=table.workflow, index=False)
             ws = xl.sheets[table.workflow]
             ws.freeze_panes = "B2"
             ws.auto_filter.ref = ws.dimensions
-    page = html_page(df, thumbs, f"{cfg.name}: {table.name}", table.key_column, error)
-    with atomic_path(path.with_suffix(".html")) as tmp:
-        tmp.write_text(page)
+        html_tmp.write_text(page)
+        write_table(df, path, attrs)
     return done_info(path, t0, rows=len(df), columns=len(df.columns), html=str(path.with_suffix(".html")),
                      csv_path=str(path.with_suffix(".csv")), xlsx=str(path.with_suffix(".xlsx")),
                      latest=df.drop(columns=["preview", "output"]).tail(LATEST_ROWS), variables_error=error or "",
