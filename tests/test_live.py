@@ -67,7 +67,7 @@ def test_a_raw_file_changed_while_the_module_step_reads_fails_it_naming_the_file
         return out
 
     monkeypatch.setattr(pipeline, "reduce_frames", reduce_then_delete)
-    with pytest.raises(RawFileChangedError, match=rf"module 01: its raw files changed while they were read "
+    with pytest.raises(RawFileChangedError, match=rf"module 01 \(in .*\): its raw files changed while they were read "
                                                   rf"\({last.name} deleted"):
         pipeline.make_preprocessed_module(cfg, "r0002", 1)
     assert not cfg.output_path("r0002", "preprocessed_module", 1).exists()
@@ -326,3 +326,24 @@ def test_two_writers_of_one_output_at_once_are_detected(tmp_path):
         go.set()
         p.join(30)
     assert out.read_bytes() == b"first"
+
+
+def test_a_raw_file_truncated_while_the_module_step_reads_fails_it_naming_the_file(tmp_path, monkeypatch):
+    """Seen: a file truncated right after the step opened it gave a bare KeyError naming no file."""
+    import os
+
+    from xfel_core.exceptions import RawFileChangedError
+
+    cfg, pipeline = _taken_run(tmp_path)
+    first = pipeline.module_files(cfg, "r0002", 0)[0]
+    module_frames_of = pipeline.module_frames_of
+
+    def open_then_truncate(*args, **kw):  # the file is cut short once the step has opened it
+        frames = module_frames_of(*args, **kw)
+        os.truncate(first, 3000)
+        return frames
+
+    monkeypatch.setattr(pipeline, "module_frames_of", open_then_truncate)
+    with pytest.raises(RawFileChangedError, match=rf"module 00 \(in .*\): its raw files changed while they were read "
+                                                  rf"\({first.name} rewritten \(\d+ -> 3000 bytes\)"):
+        pipeline.make_preprocessed_module(cfg, "r0002", 0)

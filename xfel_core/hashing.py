@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -44,6 +46,30 @@ def state_changes(before: dict[str, list[int]], after: dict[str, list[int]]) -> 
     out += [f"{n} rewritten ({before[n][0]} -> {after[n][0]} bytes)" for n in sorted(before.keys() & after.keys())
             if list(before[n]) != list(after[n])]
     return out
+
+
+@contextmanager
+def files_unchanged(what: str, files: Callable[[], list[Path]], at_start: dict[str, list[int]]) -> Iterator[None]:
+    """Fail the block with RawFileChangedError naming the files if ``files()`` changed from ``at_start`` while it ran.
+
+    Checked when the block ends and when it fails: a file truncated under a reader fails it with a bare
+    KeyError or OSError from HDF5; the change, named, is the error to report."""
+    from .exceptions import RawFileChangedError
+
+    def changed() -> str:
+        return "; ".join(state_changes(at_start, file_states(files())))
+
+    try:
+        yield
+    except Exception as e:
+        why = changed()
+        if why:
+            raise RawFileChangedError(f"{what}: its raw files changed while they were read ({why}): nothing was "
+                                      f"written ({type(e).__name__}: {e})") from e
+        raise
+    why = changed()
+    if why:
+        raise RawFileChangedError(f"{what}: its raw files changed while they were read ({why}): nothing was written")
 
 
 def content_hash(path) -> str:

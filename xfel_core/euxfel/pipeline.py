@@ -16,8 +16,8 @@ from .. import previews, quality, scan
 from . import bunch_pattern, framemask, laser_delay
 from ..config import BeamtimeConfig, module_key, run_key, run_module_key
 from ..cube import build_cube, write_cube
-from ..exceptions import RawFileChangedError, RunDataError
-from ..hashing import file_states, state_changes
+from ..exceptions import RunDataError
+from ..hashing import file_states, files_unchanged, state_changes
 from .gain import apply_gain, read_gain_map
 from ..lineage import versions
 from ..outputs import done_info, provenance, read_attrs, write_png
@@ -205,19 +205,17 @@ def make_preprocessed_module(cfg: BeamtimeConfig, run: str, module: int) -> dict
     files = module_files(cfg, run, module)
     at_start = file_states(files)
     _require_files_as_taken(cfg, run, module, at_start)
-    frames = module_frames_of(cfg, run, module, files)
     ntypes = len(cfg.frame_types)
-    group, stats = assign_groups(frames, bins, fm, ntypes, cfg.frame_types)
-    sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
-                                        threads=cfg.execution.kernel_threads)
+    where = f"run {run} module {module:02d} (in {cfg.detector_dir(run)})"
+    with files_unchanged(where, lambda: module_files(cfg, run, module), at_start):
+        frames = module_frames_of(cfg, run, module, files)
+        group, stats = assign_groups(frames, bins, fm, ntypes, cfg.frame_types)
+        sums, sumsq, counts = reduce_frames(frames, group, bins.nbins * ntypes, dark, cfg.chunk_frames, stats,
+                                            threads=cfg.execution.kernel_threads)
     pixel_counts = counts if counts.ndim == 2 else None  # corrected data: per pixel, masked pixels left out
     counts = np.bincount(group[group >= 0], minlength=bins.nbins * ntypes)
     if gain is not None:
         apply_gain(sums, sumsq, gain)
-    changed = state_changes(at_start, file_states(module_files(cfg, run, module)))
-    if changed:
-        raise RawFileChangedError(f"run {run} module {module:02d}: its raw files changed while they were read "
-                                  f"({'; '.join(changed)}, in {cfg.detector_dir(run)}): nothing was written")
     checks = {"counts_add_up": quality.counts_add_up(counts, stats.kept, stats.total, stats.rejected)}
     path = cfg.output_path(run, "preprocessed_module", module)
     attrs = provenance(cfg.yaml_text(), frames.files, run=run, module=module, dark_version=dversion,
