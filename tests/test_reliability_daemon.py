@@ -6,6 +6,7 @@ Split from test_reliability.py (its helpers) so that the two files run on both w
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -80,6 +81,20 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
         text = (tmp_path / "backfill.log").read_text()
         assert f"the Dagster daemon (pid {pid}) that executes this backfill has ended" in text
         assert "it goes on when a daemon runs again" in text
+
+        # The same command resumes it (a daemon of its own); whatever the kill cut, every failed partition is
+        # named with its reason, and `backfill --stale-only` then leaves nothing stale (seen: the killed partitions
+        # failed with no reason and --stale-only found nothing to redo).
+        resumed = subprocess.run([XFEL_ASSETS, "backfill"], env=env, capture_output=True, text=True, timeout=600)
+        done = re.search(r"backfill \S+: \w+, (\d+) of (\d+) partitions done, (\d+) failed", resumed.stdout)
+        assert done, resumed.stdout + resumed.stderr
+        reasons = re.findall(r"^  FAILED (\S+) \[(\S+)\]: (.+)$", resumed.stdout, re.M)
+        assert (int(done[3]) > 0) == bool(reasons) and all(why.strip() for *_, why in reasons), resumed.stdout
+        again = subprocess.run([XFEL_ASSETS, "backfill", "--stale-only"], env=env, capture_output=True, text=True,
+                               timeout=600)
+        assert again.returncode == 0, again.stdout + again.stderr
+        stale = subprocess.run([XFEL_ASSETS, "stale"], env=env, capture_output=True, text=True, timeout=300)
+        assert "0 of " in stale.stdout and "every output was made with the current code" in stale.stdout, stale.stdout
     finally:
         if proc.poll() is None:
             proc.kill()

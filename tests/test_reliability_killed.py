@@ -107,9 +107,14 @@ def test_a_killed_materialize_frees_its_slots_and_leaves_no_workers(beamtime, tm
                              text=True, timeout=600)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "was left STARTED by a killed process: marked failed" in out.stdout
+        from xfel_assets.cli.backfill import failed_steps
+
         for r in holders:
             run = instance.get_run_by_id(r)
             assert run.status == dg.DagsterRunStatus.FAILURE
+            # Its killed step is named with the reason (backfill's failure list and --stale-only read this).
+            killed = failed_steps(instance, r)
+            assert killed and all(why.startswith("never ended: ") and "killed" in why for why in killed.values()), killed
         assert not instance.event_log_storage.get_concurrency_info(MODULE_POOL).claimed_slots
         assert "r0002" in instance.get_materialized_partitions(dg.AssetKey("binned_cube"))
 

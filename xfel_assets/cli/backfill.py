@@ -136,11 +136,31 @@ def add_partitions(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> 
             instance.add_dynamic_partitions(name, new)
 
 
-def failed_since_materialized(instance: dg.DagsterInstance, every: dict[str, list[str | None]]) -> list[StaleOutput]:
-    """Outputs (among ``every``'s partitions) whose step failed in a Dagster run after their latest materialization.
+def failed_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """{step: why} of a failed Dagster run: its failed steps, and the steps it started and never ended (the run's
+    process was killed: a daemon or worker gone), with the run's own failure message as their reason."""
+    def steps(kind) -> list:
+        return [r.event_log_entry for r in instance.get_records_for_run(run_id, of_type=kind).records]
 
-    Such a step may have written its file before it failed (a blocking check, the metadata): the
-    file's lineage then looks current, but Dagster and the scientist see a failure. Never current.
+    out = {e.dagster_event.step_key or "?": _root_message(e.dagster_event.step_failure_data.error)
+           for e in steps(dg.DagsterEventType.STEP_FAILURE)}
+    ended = set(out) | {e.dagster_event.step_key for e in steps(dg.DagsterEventType.STEP_SUCCESS)}
+    unended = [e.dagster_event.step_key for e in steps(dg.DagsterEventType.STEP_START) if e.dagster_event.step_key not in ended]
+    if unended or not out:
+        run_failure = steps(dg.DagsterEventType.RUN_FAILURE)
+        why = (run_failure[-1].message if run_failure else "") or "the run failed without a step failing (killed?)"
+        for step in unended or ["(run)"]:
+            out[step] = f"never ended: {why}"
+    return out
+
+
+def failed_since_materialized(instance: dg.DagsterInstance, every: dict[str, list[str | None]]) -> list[StaleOutput]:
+    """Outputs (among ``every``'s partitions) whose step failed, or was killed, in a Dagster run after their latest
+    materialization.
+
+    Such a step may have written its file before it failed (a blocking check, the metadata, a kill
+    between the file and Dagster's record): the file's lineage then looks current, but Dagster and the
+    scientist see a failure. Never current.
     """
     wanted = {(a, str(k)) for a, ks in every.items() for k in ks}
     assets = {a for a, _ in wanted}
@@ -151,9 +171,8 @@ def failed_since_materialized(instance: dg.DagsterInstance, every: dict[str, lis
         part = rec.dagster_run.tags.get(PARTITION_NAME_TAG)
         if part is None:
             continue
-        steps = {r.event_log_entry.dagster_event.step_key for r in
-                 instance.get_records_for_run(rec.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records}
-        for asset in sorted(steps & assets):
+        steps = failed_steps(instance, rec.dagster_run.run_id)
+        for asset in sorted(set(steps) & assets):
             if (asset, part) in seen or (asset, part) not in wanted:
                 continue
             seen.add((asset, part))
@@ -310,15 +329,13 @@ def _root_message(err) -> str:
 
 
 def failures(instance: dg.DagsterInstance, backfill_id: str) -> list[tuple[str, str, str]]:
-    """(asset, partition, why) of every failed step of the backfill's runs."""
+    """(asset, partition, why) of every failed step of the backfill's runs, killed ones included."""
     out = []
     runs = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id},
                                                    statuses=[dg.DagsterRunStatus.FAILURE]))
     for run in runs:
         partition = run.tags.get(PARTITION_NAME_TAG, "?")
-        for rec in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
-            ev = rec.event_log_entry.dagster_event
-            out.append((ev.step_key or "?", partition, _root_message(ev.step_failure_data.error)))
+        out += [(step, partition, why) for step, why in failed_steps(instance, run.run_id).items()]
     return sorted(out)
 
 
