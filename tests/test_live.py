@@ -347,3 +347,30 @@ def test_a_raw_file_truncated_while_the_module_step_reads_fails_it_naming_the_fi
     with pytest.raises(RawFileChangedError, match=rf"module 00 \(in .*\): its raw files changed while they were read "
                                                   rf"\({first.name} rewritten \(\d+ -> 3000 bytes\)"):
         pipeline.make_preprocessed_module(cfg, "r0002", 0)
+
+
+def test_a_syntax_error_in_variables_keeps_their_columns_with_the_last_values(tmp_path):
+    """Seen: a syntax error in variables.py hid every variable's column from the run table."""
+    import pandas as pd
+
+    from xfel_core.config import load_beamtime
+    from xfel_core.lineage import model
+    from xfel_core.runtable import output_path as table_path
+
+    from test_variables import dssc_beamtime, make_all
+
+    path = dssc_beamtime(tmp_path / "bt", "from xfel_core.variables import variable\n\n\n"
+                                          "@variable(title='XGM', units='uJ')\ndef xgm(run_key):\n    return 4.5\n")
+    cfg = load_beamtime(path)
+    model.load_files(cfg)
+    make_all(cfg)
+    assert pd.read_parquet(table_path(cfg, "run_table")).loc[0, "XGM (uJ)"] == 4.5
+    variables = tmp_path / "bt" / "variables.py"
+    variables.write_text(variables.read_text() + "\n@variable()\ndef oops(run:\n")
+    cfg = load_beamtime(path)
+    model.load_files(cfg)
+    spec = model.asset("run_table")
+    spec.make(cfg, *spec.partitioning.args(None))
+    df = pd.read_parquet(table_path(cfg, "run_table"))
+    assert df.loc[0, "XGM (uJ)"] == 4.5
+    assert "SyntaxError" in table_path(cfg, "run_table").with_suffix(".html").read_text()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import runtable
 from ..config import BeamtimeConfig
 from ..exceptions import ConfigError, MissingInputError
@@ -28,7 +30,7 @@ from ..limits import run_limited
 from ..lineage import model, versions
 from ..lineage.model import BEAMTIME, AssetSpec, Input, Job, Partitioning, Scope, Source, Workflow
 from ..notes import notes_version
-from ..outputs import done_info, provenance
+from ..outputs import done_info, provenance, read_attrs
 from ..variables import META_INPUTS, RAW_INPUT, WORKFLOWS, Skip, Variable, as_dataset, read_value, variables_of, \
     write_value
 from .euxfel import RUN
@@ -352,10 +354,34 @@ def _table_reads(table: runtable.Table, found: list[Variable]) -> list[str]:
     return [*table.reads, *(v.name for v in found if v.workflow == table.workflow)]
 
 
+def _not_loaded(**_: Any) -> None:
+    raise ConfigError(f"the variables file does not load: {LOAD_ERROR}")
+
+
+def saved_variables(cfg: BeamtimeConfig, workflow: str) -> list[Variable]:
+    """The variables whose values are on disk for this workflow's runs, described by their files' attributes.
+
+    While the variables file does not load (a syntax error being mended), the run table keeps their columns
+    with the values last computed, under the error shown at the top of the page."""
+    seen: dict[str, Variable] = {}
+    for key in run_keys(cfg, workflow):
+        for path in sorted((RUNS[workflow].output_dir(cfg, key) / "variables").glob("*.h5")):
+            if path.stem in seen:
+                continue
+            a = read_attrs(path)
+            if a.get("variable") == path.stem:
+                tags = a.get("tags", [])
+                seen[path.stem] = Variable(path.stem, _not_loaded, str(a.get("title", path.stem)), str(a.get("units", "")),
+                                           str(a.get("description", "")), workflow,
+                                           tuple(str(t) for t in np.atleast_1d(tags)) if len(np.atleast_1d(tags)) else ())
+    return list(seen.values())
+
+
 def _table_maker(table: runtable.Table, found: list[Variable]):
     """The make function of one run table: :func:`xfel_core.runtable.make_run_table` on the workflow's runs now."""
     def make(cfg: BeamtimeConfig) -> dict:
-        columns = [(v, lambda key, v=v: output_path(cfg, v, key)) for v in found if v.workflow == table.workflow]
+        shown = found if LOAD_ERROR is None else saved_variables(cfg, table.workflow)
+        columns = [(v, lambda key, v=v: output_path(cfg, v, key)) for v in shown if v.workflow == table.workflow]
         return runtable.make_run_table(cfg, table, run_keys(cfg, table.workflow), columns, LOAD_ERROR)
 
     make.__wrapped__ = runtable.make_run_table
