@@ -374,3 +374,20 @@ def test_a_syntax_error_in_variables_keeps_their_columns_with_the_last_values(tm
     df = pd.read_parquet(table_path(cfg, "run_table"))
     assert df.loc[0, "XGM (uJ)"] == 4.5
     assert "SyntaxError" in table_path(cfg, "run_table").with_suffix(".html").read_text()
+
+
+def test_the_readme_names_the_system_libraries_qts_x11_plugin_lacks_here():
+    """Seen: roi-gui under a virtual display needed three xcb libraries the README did not name."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    import PySide6
+
+    plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    named = set(re.search(r"apt-get install (libxcb[^`]*)`", readme)[1].split())
+    lacking = set(re.findall(r"(lib[\w-]+)\.so\.(\d+) => not found", subprocess.run(
+        ["ldd", str(plugin)], capture_output=True, text=True).stdout))
+    assert {f"{name}{major}" for name, major in lacking} <= named, (lacking, named)
+    assert "libxcb-cursor0" in named  # Qt 6.5 and later load it at start, not through the plugin's links

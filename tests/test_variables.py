@@ -339,7 +339,8 @@ def test_a_broken_variables_file_names_file_and_line_and_the_platform_still_load
     assert stale_pairs(cfg) == set()  # the platform's outputs are still current
     info = model.asset("run_table").make(cfg)
     assert re.search(message, read_attrs(table_path(cfg, "run_table"))["variables_error"])
-    assert "XGM (uJ)" not in pd.read_parquet(table_path(cfg, "run_table")).columns and info["rows"] == 2
+    # The values last computed stay in their columns while the file is mended (they were hidden: issue 33).
+    assert "XGM (uJ)" in pd.read_parquet(table_path(cfg, "run_table")).columns and info["rows"] == 2
 
 
 def test_a_variable_that_raises_fails_only_its_own_partition(beamtime):
