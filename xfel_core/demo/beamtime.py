@@ -11,6 +11,7 @@ break at different trains for different sources, format 0.5 or 1.x.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,7 @@ class GeneratedRun:
     train_ids: np.ndarray
     delays: np.ndarray  # (trains,) ps
     pulse_energy: np.ndarray  # (trains, xray frames per train) uJ
-    frames: dict[int, np.ndarray]  # module -> (trains, frames, y, x) as written (before drops)
+    frames: dict[int, np.ndarray]  # module -> (trains, frames, y, x) as written (before drops); {} for large runs
     cell_ids: np.ndarray  # (frames per train,)
 
 
@@ -129,8 +130,16 @@ def _sequence_bounds(ntrains: int, per_seq: int | None, shift: int) -> list[tupl
     return list(zip(edges[:-1], edges[1:]))
 
 
+#: A run's frames are kept in memory for the tests (GeneratedRun.frames) up to this size; larger runs are
+#: written a few trains at a time, in memory bounded by one sequence file.
+KEEP_FRAMES_BYTES = 512 * 2**20
+#: The float32 frames made at once while a module's files are written.
+TRAIN_BLOCK_BYTES = 64 * 2**20
+
+
 def write_run(raw_root: Path, spec: RunSpec) -> GeneratedRun:
-    """Write one run folder ``raw_root/rNNNN`` with one file set per module and a control file."""
+    """Write one run folder ``raw_root/rNNNN`` with one file set per module and a control file (its frames kept
+    in ``GeneratedRun.frames`` up to :data:`KEEP_FRAMES_BYTES`)."""
     rng = np.random.default_rng(spec.seed + 7919 * spec.run_number)
     run_dir = raw_root / f"r{spec.run_number:04d}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -164,23 +173,39 @@ def write_run(raw_root: Path, spec: RunSpec) -> GeneratedRun:
     counts_all = np.full(nt, nf, np.uint64)
     counts_all[list(spec.zero_frame_trains)] = 0
 
+    frame_bytes = nf * int(np.prod(spec.module_shape)) * np.dtype(spec.detector_dtype).itemsize  # one train
+    keep_frames = nt * frame_bytes * len(spec.modules) <= KEEP_FRAMES_BYTES
     for m in spec.modules:
         offsets = _cell_offsets(spec.module_shape, m, nf)
         peak = _peak_image(spec.module_shape, m)
-        img = offsets[None] + amp[:, :, None, None] * peak[None, None]
-        img += rng.normal(0, NOISE_ADU, img.shape).astype(np.float32)
-        img = np.clip(np.rint(img), 0, np.iinfo(np.uint16).max).astype(spec.detector_dtype)
-        frames_written[m] = img  # (trains, frames, y, x)
+        written = np.empty((nt, nf) + spec.module_shape, spec.detector_dtype) if keep_frames else None
+
+        def trains_of(a: int, b: int) -> Iterator[tuple[int, np.ndarray]]:
+            """(train index, its frames as written: (frames, y, x)) for trains a..b-1, made a few trains at a time:
+            the noise is drawn in train order, as one draw over the whole run would be (the same numbers)."""
+            step = max(1, TRAIN_BLOCK_BYTES // (4 * frame_bytes))
+            for c in range(a, b, step):
+                d = min(c + step, b)
+                img = offsets[None] + amp[c:d, :, None, None] * peak[None, None]
+                img += rng.normal(0, NOISE_ADU, img.shape).astype(np.float32)
+                img = np.clip(np.rint(img), 0, np.iinfo(np.uint16).max).astype(spec.detector_dtype)
+                for t in range(c, d):
+                    if written is not None:
+                        written[t] = img[t - c]
+                    yield t, img[t - c]
 
         keep = np.ones(nt, bool)
         keep[list(spec.missing_trains.get(m, []))] = False
         for seq, (a, b) in enumerate(_sequence_bounds(nt, spec.trains_per_sequence, shift=3 * m + 1)):
             sel = np.nonzero(keep[a:b])[0] + a
             counts = counts_all[sel]
-            per_train = [img[t, : int(c)] for t, c in zip(sel, counts)]
-            data = (np.concatenate(per_train) if per_train
-                    else np.zeros((0,) + spec.module_shape, img.dtype))
-            n = len(data)
+            n = int(counts.sum())
+            data = np.empty((n,) + spec.module_shape, spec.detector_dtype)
+            starts = dict(zip(sel.tolist(), np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64).tolist()))
+            for t, frames in trains_of(a, b):  # every train, the dropped ones too: the noise stays in train order
+                if t in starts:
+                    c = int(counts_all[t])
+                    data[starts[t]:starts[t] + c] = frames[:c]
             frame_tid = np.repeat(tids[sel], counts.astype(np.int64))
             frame_cell = np.concatenate([cell_ids[: int(c)] for c in counts]) if n else np.zeros(0, np.uint16)
             pulse_id = frame_cell.astype(np.uint64)
@@ -202,6 +227,9 @@ def write_run(raw_root: Path, spec: RunSpec) -> GeneratedRun:
             if spec.compression:
                 _recompress(path, f"INSTRUMENT/{src.name}/image/data", spec.compression)
             files.append(path)
+            del data, datasets, src
+        if written is not None:
+            frames_written[m] = written
 
     ctl_keep = np.ones(nt, bool)
     ctl_keep[list(spec.control_missing_trains)] = False
