@@ -109,7 +109,7 @@ def execute_requests(instance, config_path: Path, result) -> list:
 #: `make test` hands whole files to its two workers in this order (pytest-xdist ``--dist loadfile
 #: --no-loadscope-reorder``: a file's module-scoped cluster or web server starts once, and xdist does
 #: not put the files with the most tests first), so that no worker is left with one of them alone at the end.
-LONGEST_FIRST = ("test_reliability_killed.py", "test_workflow_model.py", "test_slurm.py", "test_backfill.py",
+LONGEST_FIRST = ("test_soak.py", "test_docs_commands.py", "test_live_ui.py", "test_reliability_killed.py", "test_workflow_model.py", "test_slurm.py", "test_backfill.py",
                  "test_e2e_ui.py", "test_completeness.py", "test_postgres.py", "test_reliability_daemon.py",
                  "test_reliability.py", "test_dagster.py", "test_daemon.py", "test_recalibration.py",
                  "test_insitu_dagster.py", "test_notebooks.py")

@@ -92,7 +92,9 @@ def test_failed_partition_names_the_file_and_writes_nothing(materialized_instanc
     instance, _ = materialized_instance
     cfg = load_beamtime(session_beamtime)
     bad = cfg.raw_root / "r0004"
-    shutil.copytree(cfg.raw_root / "r0003", bad)
+    bad.mkdir()
+    for f in (cfg.raw_root / "r0003").iterdir():  # r0003 copied as run 4 (files of another run are refused)
+        shutil.copy2(f, bad / f.name.replace("-R0003-", "-R0004-"))
     victim = sorted(bad.glob("*DSSC01*.h5"))[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     try:

@@ -164,6 +164,15 @@ def test_a_syntax_error_in_variables_is_said_in_the_terminal(beamtime):
                                                                            "reloaded") >= 2, timeout_s=60, log=log)
 
 
+def test_a_killed_daemon_is_started_again_by_the_ui(beamtime):
+    config, home, log, proc, url = beamtime
+    pid, _ = running_daemon(home)
+    os.kill(pid, signal.SIGKILL)  # the OOM killer, an admin
+    wait_for("the UI starts another daemon", lambda: (running_daemon(home) or (pid,))[0] != pid, timeout_s=120, log=log)
+    assert "the Dagster daemon ended (exit status -9); starting another" in log.read_text()
+    assert proc.poll() is None and answers(url)
+
+
 def test_a_second_ui_takes_over_the_daemon_and_kill_9_leaves_nothing_serving(beamtime, tmp_path):
     config, home, log, proc, url = beamtime
     first_daemon = running_daemon(home)

@@ -149,7 +149,7 @@ def failed_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
     if unended or not out:
         run_failure = steps(dg.DagsterEventType.RUN_FAILURE)
         why = (run_failure[-1].message if run_failure else "") or "the run failed without a step failing (killed?)"
-        for step in unended or ["(run)"]:
+        for step in unended or [f"(run of {instance.get_run_by_id(run_id).job_name}, before any step)"]:
             out[step] = f"never ended: {why}"
     return out
 

@@ -36,7 +36,7 @@ def cmd_demo_beamtime(args) -> int:
 
     path = write_demo_beamtime(Path(args.dir), runs=args.runs, trains=args.trains, frames=args.frames,
                                modules=args.modules, insitu=not args.no_insitu, events=not args.no_events,
-                               variables=not args.no_variables,
+                               variables=not args.no_variables, first_run=args.first_run,
                                slurm_cluster=Path(args.slurm_cluster) if args.slurm_cluster else None)
     print(f"wrote demo beamtime {path}")
     return 0
@@ -520,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     def demo_args(p):
         p.add_argument("dir", help="folder for the beamtime (raw/, processed/, beamtime.yaml)")
         p.add_argument("--runs", type=int, default=3, help="pump-probe runs (a dark run r0001 comes too)")
+        p.add_argument("--first-run", type=int, default=1,
+                       help="the dark run's number; the pump-probe runs follow it (default 1: r0001, r0002, ...)")
         p.add_argument("--trains", type=int, default=40)
         p.add_argument("--frames", type=int, default=10, help="frames per train")
         p.add_argument("--modules", type=int, default=4, help="DSSC modules (1-16)")

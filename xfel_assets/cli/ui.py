@@ -4,7 +4,7 @@ One `xfel-assets ui` runs for the days of a beamtime. Around the two Dagster pro
 
 - ties them to this command: each gets SIGTERM from the kernel when the command ends, SIGKILL included
   (``PR_SET_PDEATHSIG``), so a killed command leaves nothing serving;
-- starts a daemon of its own when the daemon it relied on (another command's) has ended;
+- starts a daemon again when the one it relied on has ended (its own, killed; or another command's);
 - watches the files the definitions load (our source, beamtime.yaml, its variables and workflow files)
   and, when one changed, reloads the web server's code location and says so, with the error if the
   new files do not load (the daemon reloads its own within one of its rounds, and each new run is
@@ -129,10 +129,19 @@ def serve(home: Path, host: str, port: int, allow_remote: bool = False, say=None
     stamps = {f: _mtime(f) for f in beamtime_files(beamtime)}
     try:
         while True:
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    say(f"the {name} ended (exit status {p.returncode}); stopping")
-                    return p.returncode or 1
+            for name, p in list(procs.items()):
+                if p.poll() is None:
+                    continue
+                if name == "daemon":  # killed (OOM, an admin), or another command's daemon took the home first
+                    del procs[name]
+                    held = running_daemon(home)
+                    say(f"the Dagster daemon ended (exit status {p.returncode}); "
+                        + (f"using the one another command started (pid {held[0]})" if held else "starting another"))
+                    if not held:
+                        take_daemon()
+                    continue
+                say(f"the {name} ended (exit status {p.returncode}); stopping")
+                return p.returncode or 1
             if "daemon" not in procs and running_daemon(home) is None:
                 say("the Dagster daemon this UI used has ended; starting one")
                 take_daemon()

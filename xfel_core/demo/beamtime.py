@@ -301,9 +301,10 @@ def beamtime_config(
 def write_demo_beamtime(
     root: Path, runs: int = 3, trains: int = 40, frames: int = 10, modules: int = 4,
     module_shape: tuple[int, int] = (128, 512), seed: int = 0, insitu: bool = True,
-    slurm_cluster: Path | None = None, events: bool = False, variables: bool = True,
+    slurm_cluster: Path | None = None, events: bool = False, variables: bool = True, first_run: int = 1,
 ) -> Path:
     """Write a dark run r0001 and ``runs`` pump-probe runs r0002..., with real-data quirks, and
+    (numbered from ``first_run`` instead of 1: the dark run, then the pump-probe runs)
     (with ``insitu``) an in-situ TIFF sample under raw/insitu, and (with ``events``) runs of
     PAL-XFEL event files under raw/events. With ``slurm_cluster`` (the folder of
     deploy/slurm/start-local-cluster.sh) the heavy assets run as jobs on that cluster. With
@@ -315,21 +316,23 @@ def write_demo_beamtime(
     raw = root / "raw"
     mods = list(range(modules))
     pattern = ["pumped", "unpumped"]
-    write_run(raw, RunSpec(run_number=1, ntrains=max(10, trains // 4), frames_per_train=frames,
+    write_run(raw, RunSpec(run_number=first_run, ntrains=max(10, trains // 4), frames_per_train=frames,
                            modules=mods, module_shape=module_shape, dark=True, seed=seed,
                            frame_pattern=pattern))
     for i in range(runs):
         nt = trains
         write_run(raw, RunSpec(
-            run_number=2 + i, ntrains=nt, frames_per_train=frames, modules=mods,
+            run_number=first_run + 1 + i, ntrains=nt, frames_per_train=frames, modules=mods,
             module_shape=module_shape, seed=seed, frame_pattern=pattern,
             trains_per_sequence=max(4, nt // 2),
-            missing_trains={m: [(5 + 7 * m + i) % nt] for m in mods},
+            # A train each module lacks, where that leaves it the coverage checks.min_module_coverage asks for.
+            missing_trains={m: [(5 + 7 * m + i) % nt] for m in mods} if nt >= 20 else {},
             zero_frame_trains=[(nt // 3) % nt],
             control_missing_trains=[(nt - 2) % nt],
         ))
-    config = beamtime_config(root, mods, module_shape, dark_run=1, frame_pattern=pattern)
+    config = beamtime_config(root, mods, module_shape, dark_run=first_run, frame_pattern=pattern)
     config["name"] = "demo"
+    config["ignore_runs"] = []  # a new dark: dark_run becomes its number, and the old dark's goes here
     if insitu:
         from .insitu import insitu_config, write_insitu_sample
 
