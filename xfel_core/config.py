@@ -887,20 +887,22 @@ class BeamtimeConfig(_Strict):
                               "which this beamtime does not have")
         return self.insitu
 
-    def missing_paths(self) -> list[str]:
-        """The folders and files this beamtime names that are not there (raw roots, the dark run, the variables file)."""
-        out = []
+    def missing_paths(self) -> tuple[list[str], list[str]]:
+        """(fatal, not yet): what this beamtime names that is not there. Fatal: the raw root of its detector
+        runs, the dark run, the variables file; not yet: the raw roots of its event runs and in-situ samples
+        (a beamtime's later parts, whose folders appear when their data does)."""
+        fatal, later = [], []
         if self.has_dssc:
             if not self.raw_root.is_dir():
-                out.append(f"raw_root {self.raw_root} does not exist")
+                fatal.append(f"raw_root {self.raw_root} does not exist")
             elif self.dark_run is not None and not self.run_dir(self.dark_run_key).is_dir():
-                out.append(f"dark_run: {self.dark_run} has no run folder {self.run_dir(self.dark_run_key)}")
+                fatal.append(f"dark_run: {self.dark_run} has no run folder {self.run_dir(self.dark_run_key)}")
         for name, section in (("events", self.events), ("insitu", self.insitu)):
             if section is not None and not section.raw_root.is_dir():
-                out.append(f"{name}.raw_root {section.raw_root} does not exist")
+                later.append(f"{name}.raw_root {section.raw_root} does not exist")
         if self.variables is not None and not Path(self.variables).is_file():
-            out.append(f"variables: {self.variables} does not exist")
-        return out
+            fatal.append(f"variables: {self.variables} does not exist")
+        return fatal, later
 
     @property
     def module_keys(self) -> list[str]:

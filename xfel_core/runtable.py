@@ -346,7 +346,7 @@ def make_run_table(cfg: BeamtimeConfig, table: Table, keys: list[str], columns: 
         write_table(df, path, attrs)
     return done_info(path, t0, rows=len(df), columns=len(df.columns), html=str(path.with_suffix(".html")),
                      csv_path=str(path.with_suffix(".csv")), xlsx=str(path.with_suffix(".xlsx")),
-                     latest=df.drop(columns=["preview", "output"]).tail(LATEST_ROWS), variables_error=error or "",
+                     latest=df.drop(columns=["preview", "output"], errors="ignore").tail(LATEST_ROWS), variables_error=error or "",
                      **vers)
 
 

@@ -42,6 +42,9 @@ run_monitoring:
   # xfel_assets/runtime/liveness.py) and its pool slots freed soon after.
   enabled: true
   poll_interval_seconds: 15
+  # A run launched by a daemon that was killed before the run started never starts: failed after this
+  # (Dagster: 180 s, during which the new-run sensor's chain of that run waits).
+  start_timeout_seconds: 60
   free_slots_after_run_end_seconds: 10
 """
 

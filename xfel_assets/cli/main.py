@@ -141,10 +141,10 @@ def _setup(args, strict: bool = True):
     cfg_path = Path(args.beamtime).resolve() if args.beamtime else beamtime_path_from_env()
     os.environ[ENV_VAR] = str(cfg_path)
     cfg = load_beamtime(cfg_path)
-    missing = cfg.missing_paths()
-    if missing and strict:
-        raise ConfigError(f"{cfg_path}: " + "; ".join(missing))
-    for why in missing:
+    fatal, later = cfg.missing_paths()
+    if fatal and strict:
+        raise ConfigError(f"{cfg_path}: " + "; ".join(fatal))
+    for why in (later + fatal if not strict else later):
         print(f"xfel-assets: {cfg_path}: {why} (yet)", file=sys.stderr)
     home = Path(os.environ.get("DAGSTER_HOME") or cfg_path.parent.parent / "dagster_home").resolve()
     os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home, cfg.resolved_max_concurrent(),
@@ -426,15 +426,25 @@ def cmd_backfill(args) -> int:
     try:
         with daemon_if_needed(instance, workspace, home / "daemon.log") as daemon:
             with GraphQL(instance, workspace, args.url) as gql:
-                with bf.launch_lock(home):  # two backfills at once: the second sees the first's
-                    overlap = bf.active_backfill_over(instance, keys)
-                    if overlap is not None and not overlap[1]:
-                        print(f"xfel-assets: backfill {overlap[0]} is still running over some of these partitions: "
-                              "wait for it (xfel-assets backfill with the same runs follows it) or cancel it in the "
-                              "web UI (Runs > Backfills), then run this command again", file=sys.stderr)
-                        return 2
-                    if overlap is None:
-                        backfill_id = bf.launch(gql, keys, title)
+                while True:
+                    with bf.launch_lock(home):  # two backfills at once: the second sees the first's
+                        overlap = bf.active_backfill_over(instance, keys)
+                        if overlap is None:
+                            backfill_id = bf.launch(gql, keys, title)
+                        if overlap is None or overlap[1]:
+                            break
+                    # Another backfill (the UI's automation, a colleague's) covers some of them: it ends first,
+                    # then what is still to do is done.
+                    print(f"backfill {overlap[0]} is running over some of these partitions: waiting for it to end, "
+                          "then the rest")
+                    bf.follow(lambda: bf.progress_from_instance(instance, overlap[0]), overlap[0],
+                              timeout_s=args.timeout, alive=daemon.check, waiting=lambda: bf.pool_waits(instance))
+                    if args.stale_only:
+                        every, stale = _stale(cfg, scope, args.workflow, instance)
+                        keys = bf.selection(every, stale)
+                        if not keys:
+                            print(f"nothing is stale in {_covered(scope)} any more: that backfill made it current")
+                            return 0
                 if overlap is not None:
                     backfill_id = overlap[0]
                     print(f"asset backfill {backfill_id} already covers these partitions and is running: following it")

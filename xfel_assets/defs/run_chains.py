@@ -63,11 +63,12 @@ def darks_in_flight(chains: dict[str, dict]) -> set[str]:
 
 
 def missing_darks(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> list[str]:
-    """Modules that have no dark materialized (none if no dark run is configured)."""
+    """Modules that have no dark of the configured dark run (none if no dark run is configured): never
+    materialized, or made from another dark run (``dark_run`` was changed: a run taken now needs the new one)."""
     if cfg.dark_run is None:
         return []
     done = set(instance.get_materialized_partitions(dg.AssetKey("dark")))
-    return [m for m in cfg.module_keys if m not in done]
+    return [m for m in cfg.module_keys if m not in done or not cfg.output_path(cfg.dark_run_key, "dark", int(m)).exists()]
 
 
 def advance(instance: dg.DagsterInstance, cfg: BeamtimeConfig, run: str, chain: dict,
