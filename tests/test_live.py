@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from dagster._core.definitions.utils import is_valid_title_and_reason
 
 from xfel_core.lineage.model import Scope
-
-from xfel_assets.cli import backfill as bf
-from xfel_assets.cli.main import _counted, _covered
 
 
 @pytest.mark.parametrize("stale_only", [False, True])
@@ -19,6 +15,11 @@ from xfel_assets.cli.main import _counted, _covered
 ])
 def test_the_backfill_title_is_one_dagster_accepts(scope, stale_only):
     """The README's `backfill --stale-only` on the demo was refused: its title had 102 characters (Dagster: 100)."""
+    from dagster._core.definitions.utils import is_valid_title_and_reason
+
+    from xfel_assets.cli import backfill as bf  # (not at collection: it would load the definitions for every test)
+    from xfel_assets.cli.main import _counted, _covered
+
     title = bf.backfill_title(stale_only, _covered(scope), _counted(scope))
     assert is_valid_title_and_reason(title) == (True, None), title
     assert title.startswith("xfel-assets backfill" + (" --stale-only" if stale_only else ""))
