@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from xfel_core.demo.beamtime import write_demo_beamtime
+
+from test_docs_commands import _answers as answers
 
 from xfel_assets.cli.home import ensure_dagster_home
 from xfel_assets.runtime.daemon import running_daemon
@@ -51,13 +52,6 @@ def wait_for(what: str, ok, timeout_s: float = TIMEOUT_S, log: Path | None = Non
             pytest.fail(f"{what}: not within {timeout_s} s" + (f"\n{log.read_text()[-4000:]}" if log else ""))
         time.sleep(every_s)
 
-
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url + "/server_info", timeout=2)
-        return True
-    except OSError:
-        return False
 
 
 def start_ui(config: Path, home: Path, log: Path) -> tuple[subprocess.Popen, str]:
