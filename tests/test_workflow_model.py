@@ -278,11 +278,40 @@ def test_every_built_in_asset_is_in_one_job_of_one_partitioning():
     """The asset jobs (the new-run chain's stages, the sensors' runs) cover the model's built-in assets once each."""
     from xfel_assets.defs.jobs import JOB_SELECTIONS
 
-    in_jobs = [a for job, sel in JOB_SELECTIONS.items() for a in sel if not job.startswith("observe_")]
     built_in = [a.name for w in model.workflows() if w.name in ("euxfel", "insitu", "events") for a in w.assets]
+    in_jobs = [a for job, sel in JOB_SELECTIONS.items() for a in sel if a in built_in]
     assert sorted(in_jobs) == sorted(built_in)
     for job, sel in JOB_SELECTIONS.items():
         assert len({model.node(a).partitioning.name for a in sel}) == 1, job
+
+
+def test_the_definitions_take_the_jobs_and_sensors_with_the_assets_whatever_the_model_holds_later(tmp_path):
+    """Seen in CI: a worker that imported the assets, then loaded a beamtime's variables into the model (another
+    test's), then imported the definitions got jobs selecting variables with no asset, and Dagster refused the
+    code location (KeyError: AssetKey roi_series at a backfill)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import dark_run, make_beamtime, small_run
+
+    from xfel_core.demo import variables as demo_variables
+
+    bt = make_beamtime(tmp_path / "bt", [small_run(2)], dark=dark_run(), variables=str(demo_variables.__file__))
+    script = (
+        "import os\n"
+        "from xfel_core.config import load_beamtime\n"
+        "from xfel_core.lineage import model\n"
+        "import xfel_assets.defs.assets\n"  # the assets of $XFEL_BEAMTIME: none there, so no variables
+        f"model.load_files(load_beamtime({str(bt)!r}))\n"
+        "from xfel_assets.definitions import defs\n"
+        "repo = defs.get_repository_def()\n"
+        "repo.load_all_definitions()\n"
+        "print(sorted(j.name for j in repo.get_all_jobs()))\n")
+    env = dict(os.environ, XFEL_BEAMTIME=str(tmp_path / "not-yet.yaml"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "variables_run_job" not in out.stdout and "run_inputs_job" in out.stdout
 
 
 def test_the_jobs_and_the_stages_of_a_run_come_from_the_model():

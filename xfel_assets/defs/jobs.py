@@ -12,10 +12,12 @@ from xfel_core.config import BeamtimeConfig, run_module_key
 from xfel_core.lineage import model
 from xfel_core.workflows.euxfel import MODULE, RUN, RUN_MODULE
 
-#: Each job's assets (its selection), for the run requests that target them by asset.
-JOB_SELECTIONS: dict[str, list[str]] = {job.name: names for job, names in model.jobs()}
+from xfel_assets.defs.assets import JOBS
 
-ALL_JOBS = [dg.define_asset_job(job.name, selection=names, description=job.description) for job, names in model.jobs()]
+#: Each job's assets (its selection), for the run requests that target them by asset.
+JOB_SELECTIONS: dict[str, list[str]] = {job.name: names for job, names in JOBS}
+
+ALL_JOBS = [dg.define_asset_job(job.name, selection=names, description=job.description) for job, names in JOBS]
 
 #: The stages of a raw run's processing, in dependency order (a Dagster run cannot mix partitionings);
 #: run_stage_work says which Dagster runs each stage is. Used by the new-run sensor's chains and by `materialize`.

@@ -34,6 +34,7 @@ from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.workflows.euxfel import raw_run_version
 
 from xfel_assets.defs import run_chains
+from xfel_assets.defs.assets import CONFIG, SPECS
 from xfel_assets.defs.jobs import RUN_STAGES, job_assets, run_stage_work
 from xfel_assets.defs.model_defs import observation, observations, source_versions
 from xfel_assets.defs.partitions import RUNS_PARTITION_SET
@@ -274,9 +275,9 @@ def refresh_sensors() -> list[dg.AutomationConditionSensorDefinition]:
     Dagster's automation evaluates each asset's condition (:func:`xfel_assets.defs.model_defs.refresh_condition`)
     at every tick: a new run's variables follow its cube, the run tables follow every run.
     """
-    cfg = config_at_load()
+    cfg = CONFIG
     # The tables of workflows the beamtime has (an event run table without event files would fail every tick).
-    names = [a.name for a in model.assets() if a.refresh and (cfg is None or a.enabled(cfg))]
+    names = [a.name for a in SPECS if a.refresh and (cfg is None or a.enabled(cfg))]
     if not names:
         return []
     return [dg.AutomationConditionSensorDefinition(

@@ -27,10 +27,15 @@ DESCRIBED = {a.key.to_user_string(): a for a in (
     raw_run, scan_variable, framemask, dark, preprocessed_module, binned_cube, dssc_smalldata,
     insitu_frames, roi_series, attenuation_corrected_series, event_smalldata, event_cube)}
 
-_CFG = config_at_load()
-if _CFG is not None:
-    model.load_files(_CFG)  # the beamtime's own workflows, before the assets are listed
-ASSETS = [DESCRIBED.get(spec.name) or generic_asset(spec.name) for spec in model.assets()]
+#: The beamtime the definitions are made for (None before it exists).
+CONFIG = config_at_load()
+if CONFIG is not None:
+    model.load_files(CONFIG)  # the beamtime's own workflows, before the assets are listed
+#: The model's assets, and below its jobs, as the definitions take them: the jobs and sensors select from these
+#: even if the model is loaded with another beamtime's files later in this process.
+SPECS = model.assets()
+ASSETS = [DESCRIBED.get(spec.name) or generic_asset(spec.name) for spec in SPECS]
 # The observed sources after the beamtime's files too: a source they declare (the notes) is observable.
 SOURCES = observed_sources()
 ALL_ASSETS = [*SOURCES, *ASSETS]
+JOBS = model.jobs()
