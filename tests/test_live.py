@@ -414,3 +414,31 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, sum(
     grown, written = map(int, out.stdout.split())
     assert written > 250e6
     assert grown < 1.6 * written, (grown, written)  # one sequence file's frames and a block of float32 trains
+
+
+def test_a_backfill_waits_for_the_daemon_to_load_the_files_edited_a_moment_ago(tmp_path, monkeypatch):
+    """Seen: a variable added, then `backfill --stale-only` at once: the daemon, still on the old code location,
+    failed the backfill (0 of 3 done, 0 failed)."""
+    import threading
+
+    from xfel_assets.runtime.daemon import CODE_FILE
+    from xfel_assets.runtime.daemon_control import wait_for_edits
+    from xfel_assets.runtime.launcher import workspace_fingerprint
+
+    config = tmp_path / "beamtime.yaml"
+    config.write_text("name: bt\n")
+    monkeypatch.setenv("XFEL_BEAMTIME", str(config))
+    code = tmp_path / CODE_FILE
+    said: list[str] = []
+    assert wait_for_edits(tmp_path, said.append, timeout_s=5) and not said  # no daemon of ours: nothing to wait for
+    code.write_text(f"{workspace_fingerprint(config)} {config.resolve()}")
+    assert wait_for_edits(tmp_path, said.append, timeout_s=5) and not said  # loaded as it is
+    config.write_text("name: bt\n# edited\n")
+    assert not wait_for_edits(tmp_path, said.append, timeout_s=1)
+    assert said == ["waiting for the Dagster daemon to load the edited code and beamtime files",
+                    "the Dagster daemon has not loaded the edited files after 1 s; launching anyway"]
+    loads = threading.Timer(1.0, lambda: code.write_text(f"{workspace_fingerprint(config)} {config.resolve()}"))
+    loads.start()
+    assert wait_for_edits(tmp_path, said.append, timeout_s=30)
+    code.write_text(f"stale {tmp_path / 'other' / 'beamtime.yaml'}")  # a daemon of another beamtime: not waited for
+    assert wait_for_edits(tmp_path, said.append, timeout_s=1)

@@ -24,7 +24,9 @@ from xfel_core.demo.beamtime import write_demo_beamtime
 from test_docs_commands import _answers as answers
 
 from xfel_assets.cli.home import ensure_dagster_home
-from xfel_assets.runtime.daemon import running_daemon
+from xfel_assets.runtime.daemon import CODE_FILE, running_daemon
+from xfel_assets.runtime.dagster_patches import loaded_code
+from xfel_assets.runtime.launcher import workspace_fingerprint
 from xfel_assets.runtime.daemon_control import stop_process_group
 
 pytestmark = pytest.mark.daemon
@@ -104,6 +106,10 @@ def test_a_syntax_error_in_variables_is_said_in_the_terminal(beamtime):
              and "SyntaxError" in log.read_text(), timeout_s=60, log=log)
     path.write_text(good)
     wait_for("the UI takes the mended file", lambda: "variables.py changed: code location reloaded" in log.read_text(),
+             timeout_s=60, log=log)
+    # The daemon says which files its code location was loaded from: a backfill launched now waits for it.
+    wait_for("the daemon has loaded the mended file",
+             lambda: loaded_code(home / CODE_FILE) == (workspace_fingerprint(config), str(config.resolve())),
              timeout_s=60, log=log)
 
 

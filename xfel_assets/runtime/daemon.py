@@ -32,6 +32,8 @@ OWNER_ENV = "XFEL_DAEMON_OWNER"
 DEFAULT_INTERVAL_S = 5
 SENSOR_LOOP_S = 1
 LOCK_NAME = ".xfel-daemon.lock"
+#: The fingerprint of the files the daemon's code location was loaded from (written by the daemon).
+CODE_FILE = ".xfel-daemon-code"
 #: Reload the code location at least this often even when no file changed (s).
 WORKSPACE_RELOAD_S = 600
 
@@ -111,8 +113,11 @@ def main() -> None:
     _lock = hold_lock(Path(home)) if home else None  # noqa: F841  (held until the process ends)
     if home and os.environ.get(OWNER_ENV) == "backfill":
         end_when_unused(Path(home))
+    code_file = Path(home) / CODE_FILE if home else None
+    if code_file is not None:
+        code_file.unlink(missing_ok=True)  # a killed daemon's: this one writes its own once loaded
     patch_daemon(interval_s=float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S), sensor_loop_s=SENSOR_LOOP_S,
-                 workspace_reload_s=WORKSPACE_RELOAD_S)
+                 workspace_reload_s=WORKSPACE_RELOAD_S, code_file=code_file)
     from xfel_assets.runtime.launcher import warm_up
 
     threading.Thread(target=warm_up, name="forkserver-warm-up", daemon=True).start()

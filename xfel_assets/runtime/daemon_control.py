@@ -110,6 +110,7 @@ def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_pat
                     ours = (_start_daemon(workspace_file, log_path, home), "backfill")
                 else:
                     say(f"using the running Dagster daemon (pid {ours[0]})")
+                    wait_for_edits(home, say)
                 watch = DaemonWatch(instance, home, log_path, ours[0])
         yield watch
     finally:
@@ -127,6 +128,30 @@ def daemon_if_needed(instance: dg.DagsterInstance, workspace_file: Path, log_pat
                     # 40 s to find that nobody sends another one.
                     instance.wipe_daemon_heartbeats()
             users.close()
+
+
+def wait_for_edits(home: Path, say=print, timeout_s: float = 120) -> bool:
+    """Wait until our running daemon has loaded the code and beamtime files as they are now (True), at most
+    ``timeout_s``: it evaluates asset backfills against its own code location, where a variable added
+    a moment ago is not yet (the backfill would fail)."""
+    from xfel_assets.runtime.dagster_patches import loaded_code
+    from xfel_assets.runtime.launcher import workspace_fingerprint
+
+    beamtime = os.environ.get("XFEL_BEAMTIME") or ""
+    resolved = str(Path(beamtime).resolve()) if beamtime else ""
+    deadline, said = time.monotonic() + timeout_s, False
+    while True:
+        loaded = loaded_code(home / daemon_mod.CODE_FILE)
+        # None: a daemon starting, which loads the files as they are now (or one not writing it: not ours).
+        if loaded is None or loaded[1] != resolved or loaded[0] == workspace_fingerprint(beamtime):
+            return True
+        if time.monotonic() > deadline:
+            say(f"the Dagster daemon has not loaded the edited files after {timeout_s:.0f} s; launching anyway")
+            return False
+        if not said:
+            say("waiting for the Dagster daemon to load the edited code and beamtime files")
+            said = True
+        time.sleep(0.5)
 
 
 def _start_daemon(workspace_file: Path, log_path: Path, home: Path, timeout_s: float = 120) -> int:

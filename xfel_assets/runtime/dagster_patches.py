@@ -35,6 +35,15 @@ def _once(name: str) -> bool:
     return True
 
 
+def loaded_code(code_file: Path) -> tuple[str, str] | None:
+    """(fingerprint, beamtime file) of the code location the daemon has loaded, as written to ``code_file``."""
+    try:
+        fp, _, beamtime = code_file.read_text().partition(" ")
+    except FileNotFoundError:
+        return None
+    return fp, beamtime
+
+
 # --- Run execution: steps waiting for pool slots -------------------------------------------------
 
 def patch_run_execution() -> None:
@@ -123,7 +132,7 @@ def _remember_true(method, keyed: bool = True):
     return cached
 
 
-def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: float) -> None:
+def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: float, code_file: Path | None = None) -> None:
     """The daemon's loop interval, its sensor loop, its code location reloads and its schema checks.
 
     - ``DEFAULT_DAEMON_INTERVAL_SECONDS`` (30 s, read at every loop) becomes ``interval_s``: an
@@ -134,7 +143,10 @@ def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: fl
     - Dagster replaces the code server every 60 s (``RELOAD_WORKSPACE_INTERVAL``) to pick up edited
       code: a full load of the definitions each minute (5-10 s of CPU here, and a new process). Ours
       reloads when :func:`workspace_fingerprint` changed (checked every 5 s), and at least every
-      ``workspace_reload_s``.
+      ``workspace_reload_s``. Once its code location is loaded, it writes the fingerprint of the files
+      it was loaded from to ``code_file`` (see :func:`loaded_code`): a backfill launched after an edit waits for
+      it, since the daemon evaluates an asset backfill against its own code location (one without a new
+      variable fails the backfill).
     - The schedule storage asks the database for its table list at every instigator-state read and
       write (a sensor tick does several): with SQLite, 40 % of an idle daemon's CPU (measured). Those
       answers, once True, are kept.
@@ -150,12 +162,22 @@ def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: fl
     controller.RELOAD_WORKSPACE_INTERVAL = workspace_reload_s
     dagster_freshness = controller.DagsterDaemonController.check_workspace_freshness
 
+    beamtime = os.environ.get("XFEL_BEAMTIME")
+    at_start = workspace_fingerprint(beamtime)  # before the daemon loads its code location: a later edit is seen
+
     def check_workspace_freshness(self, last_workspace_update_time: float) -> float:
-        fp = workspace_fingerprint(os.environ.get("XFEL_BEAMTIME"))
-        if fp != getattr(self, "_xfel_fingerprint", fp):
+        fp = workspace_fingerprint(beamtime)
+        loaded = getattr(self, "_xfel_fingerprint", at_start)
+        if fp != loaded:
             last_workspace_update_time = 0.0  # changed: reload now
-        self._xfel_fingerprint = fp
-        return dagster_freshness(self, last_workspace_update_time)
+        updated = dagster_freshness(self, last_workspace_update_time)
+        self._xfel_fingerprint = fp if updated != last_workspace_update_time else loaded
+        if code_file is not None and self._xfel_fingerprint != getattr(self, "_xfel_written", None):
+            tmp = code_file.with_name(code_file.name + ".tmp")
+            tmp.write_text(f"{self._xfel_fingerprint} {Path(beamtime).resolve() if beamtime else ''}")
+            tmp.replace(code_file)
+            self._xfel_written = self._xfel_fingerprint
+        return updated
 
     controller.DagsterDaemonController.check_workspace_freshness = check_workspace_freshness
     for name in ("has_instigators_table", "has_secondary_index_table", "has_built_index"):
