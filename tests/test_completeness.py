@@ -246,6 +246,29 @@ def test_a_run_deleted_and_copied_again_under_its_number_is_processed_again(tmp_
         assert isinstance(result, dg.SkipReason), result
 
 
+def test_a_run_a_backfill_is_making_is_not_taken_for_a_run_whose_outputs_are_gone(tmp_path, monkeypatch):
+    """Seen with a slow machine: a backfill adds its runs as partitions, then makes them; a sensor tick in between
+    found known runs without outputs and processed them a second time, alongside the backfill."""
+    import xfel_assets.cli.backfill as bf
+    from xfel_assets.cli.home import ensure_dagster_home
+    from xfel_assets.defs import sensors
+    from xfel_assets.defs.partitions import RUNS_PARTITION_SET
+    from xfel_assets.runtime.graphql import GraphQL
+
+    monkeypatch.setattr(sensors, "REDO_CHECK_S", 0.0)
+    config_path = make_beamtime(tmp_path / "bt", [small_run(2), small_run(3)], completeness={"settle_seconds": 0})
+    home = ensure_dagster_home(tmp_path / "home", max_runs=2)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(RUNS_PARTITION_SET, ["r0002", "r0003"])
+        with GraphQL(instance, home / "workspace.yaml") as gql:
+            bf.launch(gql, {"raw_run": ["r0002"], "preprocessed_module": ["00|r0003"]}, "a backfill not yet started")
+        assert sensors.runs_in_backfills(instance) == {"r0002", "r0003"}
+        cursor = None
+        for _ in range(2):
+            result, cursor = _tick(instance, config_path, cursor)
+            assert isinstance(result, dg.SkipReason) and not json.loads(cursor).get("chains"), cursor
+
+
 @pytest.mark.daemon
 def test_the_daemon_takes_runs_copied_file_by_file_once_complete_and_redoes_a_changed_one(tmp_path):
     """The real daemon and sensor; two runs copied file by file in two orders, pauses longer than the

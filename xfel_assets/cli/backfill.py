@@ -26,7 +26,7 @@ from xfel_core.lineage.staleness import StaleOutput
 from xfel_assets.defs.model_defs import BACKFILL_TAG, observation, source_versions
 from xfel_assets.defs.steps import MODULE_POOL, SLURM_POOL
 from xfel_assets.runtime.daemon_control import DaemonDied, flocked
-from xfel_assets.runtime.dagster_names import BACKFILL_ID_TAG, PARTITION_NAME_TAG, BulkActionStatus, BulkActionsFilter
+from xfel_assets.runtime.dagster_names import BACKFILL_ID_TAG, PARTITION_NAME_TAG, unfinished_backfill_targets
 from xfel_assets.runtime.graphql import GraphQL
 
 LAUNCH = """
@@ -308,17 +308,9 @@ def pool_waits(instance: dg.DagsterInstance) -> str | None:
 def active_backfill_over(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> tuple[str, bool] | None:
     """(id, covers all of them) of an unfinished asset backfill that targets some of these partitions, else None."""
     wanted = {(a, k) for a, ks in keys.items() for k in ks}
-    for bf in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
-        data = bf.asset_backfill_data
-        if data is None:
-            continue
-        target = set()
-        for key in data.target_subset.asset_keys:
-            if key in data.target_subset.partitions_subsets_by_asset_key:
-                target |= {(key.to_user_string(), str(k)) for k in
-                           data.target_subset.get_partitions_subset(key).get_partition_keys()}
+    for backfill_id, target in unfinished_backfill_targets(instance):
         if wanted & target:
-            return bf.backfill_id, wanted <= target
+            return backfill_id, wanted <= target
     return None
 
 

@@ -30,15 +30,15 @@ from xfel_core.config import BeamtimeConfig
 from xfel_core.exceptions import XfelError
 from xfel_core.outputs import read_attrs
 from xfel_core.euxfel.run_summary import data_runs
-from xfel_core.workflows.euxfel import raw_run_version
+from xfel_core.workflows.euxfel import RUN, raw_run_version
 
 from xfel_assets.defs import run_chains
-from xfel_assets.defs.assets import CONFIG, SPECS
+from xfel_assets.defs.assets import CONFIG, SPECS, SPECS_BY_NAME
 from xfel_assets.defs.jobs import RUN_STAGES, job_assets, run_stage_work
 from xfel_assets.defs.model_defs import observation, observations, source_versions
 from xfel_assets.defs.partitions import RUNS_PARTITION_SET
 from xfel_assets.defs.resources import BeamtimeResource, config_at_load
-from xfel_assets.runtime.dagster_names import backfill_request
+from xfel_assets.runtime.dagster_names import backfill_request, unfinished_backfill_targets
 from xfel_assets.runtime.dagster_patches import patch_sensor_instance
 
 #: Runs taken per tick, so that one evaluation stays well inside the sensor's 60 s limit.
@@ -68,6 +68,20 @@ def recorded_raw_version(cfg: BeamtimeConfig, run: str) -> str | None:
         return json.loads(read_attrs(cfg.output_path(run, "raw_run")).get("input_versions", "{}")).get("raw")
     except ValueError:
         return None
+
+
+def runs_in_backfills(instance: dg.DagsterInstance) -> set[str]:
+    """The runs that an unfinished asset backfill makes outputs of (a backfill adds its runs as partitions
+    before it makes them: the sensor must not take them for runs whose outputs are gone)."""
+    runs = set()
+    for _, target in unfinished_backfill_targets(instance):
+        for asset, key in target:
+            part = SPECS_BY_NAME[asset].partitioning if asset in SPECS_BY_NAME else None
+            if part is not None and part.name == RUN.name:
+                runs.add(key)
+            elif part is not None and RUN.name in {d.name for d in part.dims}:
+                runs.add(part.dim_key(key, RUN.name))
+    return runs
 
 
 def changed_runs(cfg: BeamtimeConfig, runs: list[str], redone: dict[str, str]) -> list[tuple[str, str]]:
@@ -185,8 +199,9 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     recheck = time.time() - state.get("redo_checked", 0.0) >= REDO_CHECK_S
     if recheck:
         state["redo_checked"] = time.time()
-    for run, version in (changed_runs(cfg, [r for r in known if r not in ready and r not in chains], redone)
-                         if recheck else []):
+    if recheck:
+        busy = set(ready) | set(chains) | runs_in_backfills(context.instance)
+    for run, version in (changed_runs(cfg, [r for r in known if r not in busy], redone) if recheck else []):
         why = run_readiness(cfg, run)
         if why:
             waiting.append(f"{run} (its raw files are not those it was processed from): {why}")

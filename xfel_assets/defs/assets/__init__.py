@@ -34,6 +34,7 @@ if CONFIG is not None:
 #: The model's assets, and below its jobs, as the definitions take them: the jobs and sensors select from these
 #: even if the model is loaded with another beamtime's files later in this process.
 SPECS = model.assets()
+SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
 ASSETS = [DESCRIBED.get(spec.name) or generic_asset(spec.name) for spec in SPECS]
 # The observed sources after the beamtime's files too: a source they declare (the notes) is observable.
 SOURCES = observed_sources()
