@@ -39,6 +39,7 @@ demo: $(STAMP)
 ## on tmpfs (measured), and the suite took 18.8 min with them on disk.
 test: $(STAMP)
 	$(BIN)/python -m compileall -q xfel_core xfel_assets tests
+	$(BIN)/ruff check xfel_core xfel_assets
 	@tmp=$$(mktemp -d $(TEST_TMP)/xfel-tests.XXXXXX) && chmod 755 $$tmp && trap 'rm -rf $$tmp' EXIT && \
 	echo "test temporary files: $$tmp" && TMPDIR=$$tmp $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 

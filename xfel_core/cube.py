@@ -16,9 +16,9 @@ import numpy as np
 import xarray as xr
 
 from .binning_kernel import finalize
+from .euxfel.preprocess import read_module_sums
 from .exceptions import RunDataError
 from .outputs import atomic_path
-from .euxfel.preprocess import read_module_sums
 
 
 def build_cube(module_files: dict[int, Path], trains_per_bin: np.ndarray | None, units: str,

@@ -42,11 +42,11 @@ def _child(fn: Callable[[], Any], memory_bytes: int, out: int) -> None:
         limit = _data_bytes() + memory_bytes
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
         payload = pickle.dumps(("ok", fn()))
-    except BaseException as e:  # noqa: BLE001  (every error goes back to the parent, which raises it)
+    except BaseException as e:  # every error goes back to the parent, which raises it
         tb = traceback.format_exc()
         try:
             payload = pickle.dumps(("error", e, tb))
-        except Exception:  # noqa: BLE001  (an exception that does not pickle)
+        except Exception:  # an exception that does not pickle
             payload = pickle.dumps(("error", RuntimeError(f"{type(e).__name__}: {e}"), tb))
     with os.fdopen(out, "wb") as f:
         f.write(payload)
@@ -66,7 +66,7 @@ def run_limited(fn: Callable[[], Any], what: str, timeout_s: float, memory_gb: f
         code = 0
         try:
             _child(fn, int(memory_gb * 2**30), write)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             code = 1
         os._exit(code)
     os.close(write)

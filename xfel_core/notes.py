@@ -40,7 +40,7 @@ def add_note(cfg: BeamtimeConfig, key: str, text: str, tags: list[str] | tuple[s
     """Append a note on ``key`` (a run ``r0042``, a measurement ``GaN01/GaN01_growth01`` or a sample)."""
     if not text.strip():
         raise ConfigError("a note needs a text")
-    note = Note(key, text, tuple(tags), dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    note = Note(key, text, tuple(tags), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 getpass.getuser())
     line = json.dumps({"key": note.key, "text": note.text, "tags": list(note.tags), "time": note.time,
                        "user": note.user}) + "\n"

@@ -131,7 +131,7 @@ def provenance(config_yaml: str, inputs: list[str], code_version: str | None = N
     attrs = {
         "software": "xfel-assets",
         "code_version": code_version or __version__,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
         "config_yaml": config_yaml,
         "input_files": json.dumps(sorted(str(p) for p in inputs)),
     }

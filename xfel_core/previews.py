@@ -15,7 +15,8 @@ import numpy as np
 import xarray as xr
 
 from .config import Rect, Roi
-from .plots import png as _png, subplots
+from .plots import png as _png
+from .plots import subplots
 
 #: Approximate DSSC 1M quadrant positions (mm), as in extra-geom's examples.
 DSSC_QUAD_POSITIONS = [(-130, 5), (-130, -125), (5, -125), (5, 5)]

@@ -60,7 +60,7 @@ def event_run_rows(cfg: BeamtimeConfig, runs: list[str]) -> list[dict]:
     for run in runs:
         sd, cube = read_attrs(output_path(cfg, run, SMALLDATA_FILE)), output_path(cfg, run, CUBE_FILE)
         rejected = {k: v for k, v in json.loads(sd.get("rejected_by_rule", "{}")).items() if v}
-        first = lambda k: int(np.ravel(sd[k])[0]) if k in sd else "-"  # noqa: E731 (netCDF attributes are arrays)
+        first = lambda k, sd=sd: int(np.ravel(sd[k])[0]) if k in sd else "-"  # noqa: E731 (netCDF attributes are arrays)
         rows.append({"run": run, "events": first("events"), "kept": first("kept"),
                      "rejected": ", ".join(f"{k} {v}" for k, v in rejected.items()) or "-",
                      "output": str(cube) if cube.exists() else "(not made)"})

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from .config import BeamtimeConfig, Roi
 from .exceptions import ConfigError
-from .outputs import atomic_path
 from .hashing import digest
+from .outputs import atomic_path
 
 #: FWHM of a Gaussian in units of its standard deviation.
 GAUSS_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))

@@ -55,7 +55,7 @@ def _raw_start(files_json) -> str:
         with h5py.File(files[0], "r") as f:
             raw = f["METADATA/creationDate"][0]
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return dt.datetime.strptime(text[:15], "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc).isoformat(sep=" ")
+        return dt.datetime.strptime(text[:15], "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC).isoformat(sep=" ")
     except (OSError, KeyError, IndexError, ValueError):
         return ""
 
@@ -109,7 +109,7 @@ def events_summary(cfg: BeamtimeConfig, run: str) -> dict:
     files = run_files(cfg.require_events(), run)
     if files:  # the facility's shot timestamps are its timing system's counts, not a clock: the files' times
         last = max(p.stat().st_mtime for p in files)
-        row["files written"] = dt.datetime.fromtimestamp(last, dt.timezone.utc).isoformat(sep=" ", timespec="seconds")
+        row["files written"] = dt.datetime.fromtimestamp(last, dt.UTC).isoformat(sep=" ", timespec="seconds")
     if sd.exists():
         with xr.open_dataset(sd, engine="h5netcdf") as ds:
             n, kept = int(_first(ds.attrs, "events")), int(_first(ds.attrs, "kept"))
@@ -281,9 +281,9 @@ table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: 3
 th { background: #eef; position: sticky; top: 0; } th .name { cursor: pointer; display: block; }
 th.asc .name::after { content: ' \\25B2'; } th.desc .name::after { content: ' \\25BC'; }
 th input { width: 7em; font-size: 11px; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td img { height: %dpx; } #columns label { margin-right: .8em; }
+td img { height: {thumb}px; } #columns label { margin-right: .8em; }
 .error { color: #a00; border: 1px solid #a00; padding: .5em; }
-""" % THUMB_PX
+""".replace("{thumb}", str(THUMB_PX))
 
 
 def html_page(df: pd.DataFrame, thumbs: dict, title: str, key_column: str, error: str | None) -> str:
@@ -313,7 +313,7 @@ def html_page(df: pd.DataFrame, thumbs: dict, title: str, key_column: str, error
         body.append("<tr>" + "".join(cells) + "</tr>")
     boxes = "".join(f'<label><input type="checkbox" checked data-col="{i}">{esc(c)}</label>' for i, c in enumerate(cols))
     err = f'<p class="error">variables file: {esc(error)}</p>' if error else ""
-    made = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    made = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{_HTML_STYLE}</style></head><body><h1>{esc(title)}</h1>{err}"
             f'<p>Made {made} UTC. <span id="count"></span>. Click a column name to sort; type in a filter box to '
@@ -332,7 +332,7 @@ def make_run_table(cfg: BeamtimeConfig, table: Table, keys: list[str], columns: 
     vers = versions.made_from(cfg, table.name, None)
     df, thumbs, units = table_frame(cfg, table, keys, columns)
     path = output_path(cfg, table.name)
-    attrs = {"software": "xfel-assets", "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
+    attrs = {"software": "xfel-assets", "created_utc": dt.datetime.now(dt.UTC).isoformat(),
              "units": units, "variables_error": error or "", **vers}
     page = html_page(df, thumbs, f"{cfg.name}: {table.name}", table.key_column, error)
     # The four files together: all new, or (disk full, killed) all as they were.

@@ -245,7 +245,7 @@ def progress_from_instance(instance: dg.DagsterInstance, backfill_id: str) -> Pr
     p = Progress(bf.status.value)
     order = {a: i for i, a in enumerate(asset_order())}
     for key in sorted(data.target_subset.asset_keys, key=lambda k: order.get(k.to_user_string(), len(order))):
-        def count(subset) -> int:
+        def count(subset, key=key) -> int:
             if key not in subset.asset_keys:
                 return 0
             return len(subset.get_partitions_subset(key)) if key in subset.partitions_subsets_by_asset_key else 1

@@ -111,12 +111,12 @@ def check_dagster_home(home: Path) -> None:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             instance.get_runs(limit=1)
             instance.get_dynamic_partitions("runs")
-    except Exception as first:  # noqa: BLE001  (alembic, sqlalchemy and Dagster errors alike)
+    except Exception as first:  # alembic, sqlalchemy and Dagster errors alike
         try:  # an older or half-stamped schema: what `dagster instance migrate` does
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 instance.upgrade()
                 instance.get_runs(limit=1)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             why = lambda err: f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"  # noqa: E731
             again = "" if why(e) == why(first) else f" ({why(e)})"
             raise XfelError(

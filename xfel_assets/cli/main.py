@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from xfel_core.config import ENV_VAR, RUN_KEY_RE, beamtime_path_from_env, load_beamtime, run_key
-from xfel_core.exceptions import ConfigError, XfelError
 from xfel_core.euxfel.run_summary import data_runs
+from xfel_core.exceptions import ConfigError, XfelError
 
 from xfel_assets.cli.home import ensure_dagster_home
 
@@ -113,8 +113,8 @@ def _roi_spec(text: str):
 
 
 def cmd_roi(args) -> int:
-    from xfel_core.rois import configured_rois, dump_rois, load_rois
     from xfel_core.report import format_table
+    from xfel_core.rois import configured_rois, dump_rois, load_rois
 
     if args.action == "save":
         if args.roi:
@@ -191,9 +191,13 @@ def cmd_materialize(args) -> int:
     from xfel_core.report import event_run_rows, failed_checks, format_table, mark_failed, run_rows, sample_rows
 
     from xfel_assets.cli.backfill import add_partitions, launch_lock, record_source_versions, set_pools
+    from xfel_assets.cli.materialize import (
+        materialize_after,
+        materialize_event_runs,
+        materialize_insitu,
+        materialize_runs,
+    )
     from xfel_assets.runtime.liveness import fail_dead_runs
-    from xfel_assets.cli.materialize import materialize_after, materialize_event_runs, materialize_insitu, \
-        materialize_runs
 
     instance = dg.DagsterInstance.get()
     fail_dead_runs(instance, say=print)  # a killed command's runs would hold the pools' slots forever
@@ -268,7 +272,6 @@ def _say_variables_error() -> None:
 def _failed_rows(failed, runs: list[str], ev_runs: list[str], samples: list[str]) -> dict[str, set[str]]:
     """The rows of each table that a failed Dagster run leaves without a current output."""
     from xfel_core.insitu.layout import split_measurement_key
-
     from xfel_core.lineage import model
 
     from xfel_assets.cli.materialize import AFTER
@@ -301,8 +304,8 @@ def _write_failure_log(home: Path, failed) -> Path:
 
 def _scope(args, cfg):
     """The partitions --runs and --samples choose (with only one of them, only those; neither: everything)."""
-    from xfel_core.readers.events import event_runs
     from xfel_core.lineage.model import Scope
+    from xfel_core.readers.events import event_runs
 
     want_runs, want_samples = bool(args.runs or not args.samples), bool(args.samples or not args.runs)
     runs = parse_runs(args.runs, data_runs(cfg)) if want_runs else []
@@ -439,7 +442,7 @@ def cmd_backfill(args) -> int:
                     # then what is still to do is done.
                     print(f"backfill {overlap[0]} is running over some of these partitions: waiting for it to end, "
                           "then the rest")
-                    bf.follow(lambda: bf.progress_from_instance(instance, overlap[0]), overlap[0],
+                    bf.follow(lambda b=overlap[0]: bf.progress_from_instance(instance, b), overlap[0],
                               timeout_s=args.timeout, alive=daemon.check, waiting=lambda: bf.pool_waits(instance))
                     if args.stale_only:
                         every, stale = _stale(cfg, scope, args.workflow, instance)

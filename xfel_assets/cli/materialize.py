@@ -24,11 +24,15 @@ from xfel_core.lineage import model
 from xfel_assets.definitions import defs
 from xfel_assets.defs.beamtime import config_at_load
 from xfel_assets.defs.jobs import JOB_SELECTIONS, RUN_STAGES, run_stage_work
-from xfel_assets.runtime.liveness import fail_dead_runs, pool_waits, worker_tags
 from xfel_assets.defs.partitions import (
-    EVENT_RUNS_PARTITION_SET, MEASUREMENTS_PARTITION_SET, RUNS_PARTITION_SET, SAMPLES_PARTITION_SET, module_partitions,
+    EVENT_RUNS_PARTITION_SET,
+    MEASUREMENTS_PARTITION_SET,
+    RUNS_PARTITION_SET,
+    SAMPLES_PARTITION_SET,
+    module_partitions,
 )
 from xfel_assets.defs.steps import HEAVY_POOLS
+from xfel_assets.runtime.liveness import fail_dead_runs, pool_waits, worker_tags
 
 
 def job_def(name: str) -> dg.JobDefinition:

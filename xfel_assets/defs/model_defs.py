@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import dagster as dg
 
@@ -28,7 +28,7 @@ BACKFILL_TAG = "xfel/backfill"
 POOLS = {"module": MODULE_POOL}
 
 
-@lru_cache(maxsize=None)
+@cache
 def partitions_def(p: Partitioning) -> dg.PartitionsDefinition | None:
     """The Dagster partitions of a partitioning: dynamic (added by the sensors), static (from the config
     when the definitions load), multi, or None (unpartitioned)."""

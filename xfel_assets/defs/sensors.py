@@ -27,9 +27,9 @@ import dagster as dg
 
 from xfel_core.completeness import run_completeness
 from xfel_core.config import BeamtimeConfig
+from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.exceptions import XfelError
 from xfel_core.outputs import read_attrs
-from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.workflows.euxfel import RUN, raw_run_version
 
 from xfel_assets.defs import run_chains

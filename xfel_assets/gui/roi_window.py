@@ -268,7 +268,7 @@ class RoiWindow(QtWidgets.QMainWindow):
             self.status.setText("Every output that reads these ROIs is up to date.")
         self.request_button.setEnabled(bool(stale))
 
-    def changeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def changeEvent(self, event) -> None:  # Qt's name
         """Coming back to the window: re-read the outputs' ROI versions (a backfill may have run)."""
         if event.type() == QtCore.QEvent.Type.ActivationChange and self.isActiveWindow():
             self._recorded = recorded_roi_versions(self.cfg, self.roi_file)

@@ -100,8 +100,8 @@ def end_when_unused(home: Path, check_s: float = ORPHAN_CHECK_S) -> None:
                     fcntl.flock(start, fcntl.LOCK_UN)
                     start.close()
                     continue
-            print(f"xfel_assets.daemon: no backfill uses this daemon any more (the one that started it ended "
-                  f"without stopping it); stopping", file=sys.stderr, flush=True)
+            print("xfel_assets.daemon: no backfill uses this daemon any more (the one that started it ended "
+                  "without stopping it); stopping", file=sys.stderr, flush=True)
             os.killpg(os.getpgrp(), signal.SIGTERM)  # its session (code servers too); the start lock stays held to the end
             return
 
@@ -110,7 +110,7 @@ def end_when_unused(home: Path, check_s: float = ORPHAN_CHECK_S) -> None:
 
 def main() -> None:
     home = os.environ.get("DAGSTER_HOME")
-    _lock = hold_lock(Path(home)) if home else None  # noqa: F841  (held until the process ends)
+    _lock = hold_lock(Path(home)) if home else None  # held until the process ends
     if home and os.environ.get(OWNER_ENV) == "backfill":
         end_when_unused(Path(home))
     code_file = Path(home) / CODE_FILE if home else None

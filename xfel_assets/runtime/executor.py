@@ -14,7 +14,9 @@ import os
 
 import dagster as dg
 from dagster._core.definitions.executor_definition import (
-    MULTI_PROC_CONFIG, _core_multiprocess_executor_creation, multiple_process_executor_requirements,
+    MULTI_PROC_CONFIG,
+    _core_multiprocess_executor_creation,
+    multiple_process_executor_requirements,
 )
 from dagster._core.executor.base import Executor
 from dagster._core.executor.in_process import InProcessExecutor

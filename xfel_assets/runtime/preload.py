@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import dagster._cli.api  # noqa: F401  (the run worker's entry point, used by the run launcher)
+import dagster._cli.api  # the run worker's entry point, used by the run launcher
 import matplotlib.figure  # noqa: F401  (previews: xfel_core imports matplotlib only where it draws)
+import numpy as np
 
 from xfel_core import binning_kernel, frame_kernel
 from xfel_core.euxfel import pipeline  # noqa: F401
@@ -30,7 +30,7 @@ defs.get_repository_def()
 _cfg = config_at_load()
 if _cfg is None or _cfg.events is not None:
     import pyFAI.integrator.azimuthal  # noqa: F401  (event-file profiles)
-    import scipy.stats  # noqa: F401  (the linear-model shot rule)
+    import scipy.stats  # the linear-model shot rule
     frame_kernel.warm_up()  # the event small data's kernels into numba's disk cache
     from xfel_core.events.anomalies import median3x3
 

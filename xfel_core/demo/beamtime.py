@@ -10,8 +10,8 @@ break at different trains for different sources, format 0.5 or 1.x.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +180,7 @@ def write_run(raw_root: Path, spec: RunSpec) -> GeneratedRun:
         peak = _peak_image(spec.module_shape, m)
         written = np.empty((nt, nf) + spec.module_shape, spec.detector_dtype) if keep_frames else None
 
-        def trains_of(a: int, b: int) -> Iterator[tuple[int, np.ndarray]]:
+        def trains_of(a: int, b: int, offsets=offsets, peak=peak, written=written) -> Iterator[tuple[int, np.ndarray]]:
             """(train index, its frames as written: (frames, y, x)) for trains a..b-1, made a few trains at a time:
             the noise is drawn in train order, as one draw over the whole run would be (the same numbers)."""
             step = max(1, TRAIN_BLOCK_BYTES // (4 * frame_bytes))

@@ -128,7 +128,7 @@ def write_raw_file(
         if format_version == "0.5":
             f["METADATA/dataSourceId"] = _bytes_array(source_ids)
         else:
-            now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            now = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             meta = {
                 "dataFormatVersion": format_version,
                 "creationDate": now,

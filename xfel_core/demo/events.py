@@ -21,9 +21,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from ..azimuthal import integrator
 from ..config import GeometryConfig
 from .config import write_config
-from ..azimuthal import integrator
 
 SHAPE = (192, 256)
 GEOMETRY = {"distance_m": 0.08, "pixel_size_m": [75e-6, 75e-6], "beam_centre_px": [90.0, 120.0],

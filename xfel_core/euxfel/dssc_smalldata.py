@@ -17,18 +17,18 @@ import numpy as np
 import xarray as xr
 
 from .. import scan
-from . import framemask
-from ..config import BeamtimeConfig, run_module_key
 from ..azimuthal import radial_integrator
+from ..config import BeamtimeConfig, run_module_key
 from ..exceptions import ConfigError, RunDataError
 from ..lineage import versions
-from ..rois import check_inside, roi_sums, section_rois
 from ..outputs import atomic_path, done_info, provenance, read_attrs
-from .pipeline import dark_path, module_frames_of
-from .preprocess import read_dark
 from ..quality import require_passed
 from ..readers import euxfel
+from ..rois import check_inside, roi_sums, section_rois
 from ..scan import lookup_rows
+from . import framemask
+from .pipeline import dark_path, module_frames_of
+from .preprocess import read_dark
 
 ASSET = "dssc_smalldata"
 

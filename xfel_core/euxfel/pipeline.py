@@ -13,21 +13,32 @@ from pathlib import Path
 import numpy as np
 
 from .. import previews, quality, scan
-from . import bunch_pattern, framemask, laser_delay
 from ..config import BeamtimeConfig, module_key, run_key, run_module_key
 from ..cube import build_cube, write_cube
 from ..exceptions import RunDataError
 from ..hashing import file_states, files_unchanged, state_changes
-from .gain import apply_gain, read_gain_map
 from ..lineage import versions
 from ..outputs import done_info, provenance, read_attrs, write_png
-from .preprocess import (
-    assign_groups, compute_dark, read_dark, reduce_frames, write_dark, write_module_sums,
-)
 from ..readers import euxfel
 from ..rois import section_rois
-from .run_summary import (control_files, module_files, open_module, read_frames_per_train, summarize_run,
-                          write_run_summary)
+from . import bunch_pattern, framemask, laser_delay
+from .gain import apply_gain, read_gain_map
+from .preprocess import (
+    assign_groups,
+    compute_dark,
+    read_dark,
+    reduce_frames,
+    write_dark,
+    write_module_sums,
+)
+from .run_summary import (
+    control_files,
+    module_files,
+    open_module,
+    read_frames_per_train,
+    summarize_run,
+    write_run_summary,
+)
 
 
 def make_raw_run(cfg: BeamtimeConfig, run: str) -> dict:

@@ -18,11 +18,11 @@ import numpy as np
 
 from .. import binning_kernel
 from ..exceptions import MissingInputError, RunDataError
-from .framemask import REASONS, FrameMask
 from ..outputs import atomic_h5
 from ..readers import frame_map
 from ..readers.euxfel import ModuleFrames, frame_ranges, read_entry_blocks, read_mask_blocks
 from ..scan import ScanBins, lookup_rows
+from .framemask import REASONS, FrameMask
 
 
 @dataclass

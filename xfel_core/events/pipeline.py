@@ -17,16 +17,16 @@ import numpy as np
 import xarray as xr
 
 from .. import previews
+from ..azimuthal import read_mask
 from ..config import BeamtimeConfig, EventsConfig, run_key
 from ..cube import cube_from_sums, write_cube
 from ..exceptions import MissingInputError, RunDataError
 from ..lineage import versions
-from ..rois import check_inside, section_rois
 from ..outputs import atomic_path, done_info, provenance, write_png
+from ..readers.events import read_run
+from ..rois import check_inside, section_rois
 from ..scan import bin_scan_values
 from . import anomalies
-from ..azimuthal import read_mask
-from ..readers.events import read_run
 from .smalldata import accumulate_groups, mean_image, reduce_run
 
 SMALLDATA_FILE = "event_smalldata.h5"

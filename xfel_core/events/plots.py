@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..plots import png as _png, subplots
+from ..plots import png as _png
+from ..plots import subplots
 
 
 def profile_png(radial: np.ndarray, profile: np.ndarray, unit: str, title: str) -> bytes:

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..config import GeometryConfig, Roi
 from ..azimuthal import RadialIntegrator, radial_integrator
+from ..config import GeometryConfig, Roi
 from ..frame_kernel import group_sums, reduce_frames, sum_frames
 from ..readers.event_run import close_files
 from ..readers.events import EventRun

@@ -20,12 +20,12 @@ from ..config import BeamtimeConfig, Roi
 from ..exceptions import MissingInputError, RunDataError, XfelError
 from ..lineage import versions
 from ..outputs import atomic_h5, done_info, provenance, read_attrs, write_png, write_table
+from ..readers.tiff import read_frames_into, read_headers
+from ..rois import check_inside, configured_rois, intensity_columns, roi_columns
 from . import layout
 from .attenuation import changes_table, correct_series
 from .correct import correct_frames, make_flatfield
 from .plots import roi_image_png, series_png
-from ..rois import check_inside, configured_rois, intensity_columns, roi_columns
-from ..readers.tiff import read_frames_into, read_headers
 
 FRAMES_FILE = "insitu_frames.h5"
 ROI_SERIES_FILE = "roi_series.parquet"

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import Rect, Roi
-from ..plots import png as _png, subplots
+from ..plots import png as _png
+from ..plots import subplots
 
 ROLE_COLOURS = {"com": "gold", "fwhm": "orange", "intensity": "red", "background": "limegreen"}
 

@@ -16,7 +16,7 @@ import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "xfel_core"
@@ -60,7 +60,7 @@ def _ours(module: str) -> bool:
     return (module == PACKAGE or module.startswith(PACKAGE + ".")) and not module.startswith(NOT_SCIENCE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module(name: str) -> _Module | None:
     path = module_path(name)
     if path is None:
@@ -97,7 +97,7 @@ def _segment(mod: _Module, node: ast.AST) -> str:
     return "\n".join(mod.lines[first - 1: node.end_lineno])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _uses(module: str, name: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
     """The names a definition uses, and its ``imported_name.attribute`` pairs."""
     mod = _module(module)

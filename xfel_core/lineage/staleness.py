@@ -88,12 +88,16 @@ def why_stale(exp: Expected, spec: model.AssetSpec, key: str | None) -> str | No
     return "configuration changed: " + ", ".join(keys)
 
 
+#: The default scope: every partition found on disk.
+EVERY_PARTITION = model.Scope()
+
+
 def partitions(cfg: BeamtimeConfig, spec: model.AssetSpec, scope: model.Scope) -> list[str | None]:
     """The partition keys an asset has in this beamtime (within the scope); none if it is not configured."""
     return spec.partitioning.keys(cfg, scope) if spec.enabled(cfg) else []
 
 
-def find_stale(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
+def find_stale(cfg: BeamtimeConfig, scope: model.Scope = EVERY_PARTITION,
                workflow: str | None = None) -> list[StaleOutput]:
     """Every output of the beamtime (of one workflow) that is missing or out of date, in dependency order."""
     model.load_files(cfg)
@@ -109,7 +113,7 @@ def find_stale(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
     return out
 
 
-def every_partition(cfg: BeamtimeConfig, scope: model.Scope = model.Scope(),
+def every_partition(cfg: BeamtimeConfig, scope: model.Scope = EVERY_PARTITION,
                     workflow: str | None = None) -> dict[str, list[str | None]]:
     """The partition keys of every asset (of one workflow) in the scope, in dependency order."""
     model.load_files(cfg)

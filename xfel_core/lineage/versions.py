@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .. import __version__
@@ -32,7 +32,7 @@ __all__ = ["digest", "files_fingerprint", "code_version", "config_version", "lin
            "recorded_inputs", "output_versions", "made_from", "NO_DARK", "NO_GAIN"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_version(asset: str) -> str:
     """A hash of the package version and the source of the code that computes ``asset`` (found from its make function)."""
     spec = model.asset(asset)

@@ -153,7 +153,7 @@ class ReadAhead:
         self._thread.join()
         os.close(self._fd)
 
-    def __enter__(self) -> "ReadAhead":
+    def __enter__(self) -> ReadAhead:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -246,7 +246,7 @@ class Inflater:
             self._pool.shutdown(wait=True)
         os.close(self._fd)
 
-    def __enter__(self) -> "Inflater":
+    def __enter__(self) -> Inflater:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import itertools
 
-from ..euxfel import dssc_smalldata, pipeline
 from ..config import BeamtimeConfig, run_module_key
+from ..euxfel import dssc_smalldata, pipeline
 from ..euxfel.gain import read_gain_map
+from ..euxfel.run_summary import data_runs, module_files
 from ..hashing import digest, files_fingerprint
 from ..lineage.model import BEAMTIME, AssetSpec, Check, Input, Job, Partitioning, Scope, Source, Workflow, register
 from ..lineage.versions import NO_DARK, NO_GAIN
 from ..rois import rois_version, section_rois
-from ..euxfel.run_summary import data_runs, module_files
 
 
 def run_keys(cfg: BeamtimeConfig, scope: Scope) -> list[str]:

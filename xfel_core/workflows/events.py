@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import BeamtimeConfig
-from ..config import run_key
+from ..config import BeamtimeConfig, run_key
 from ..events import pipeline
-from ..readers.events import event_runs, run_files
 from ..hashing import digest, files_fingerprint
 from ..lineage.model import BEAMTIME, AssetSpec, Input, Job, Partitioning, Scope, Source, Workflow, register
 from ..lineage.versions import NO_DARK
+from ..readers.events import event_runs, run_files
 from ..rois import rois_version, section_rois
 
 

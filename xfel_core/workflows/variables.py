@@ -31,8 +31,17 @@ from ..lineage import model, versions
 from ..lineage.model import BEAMTIME, AssetSpec, Input, Job, Partitioning, Scope, Source, Workflow
 from ..notes import notes_version
 from ..outputs import done_info, provenance, read_attrs
-from ..variables import META_INPUTS, RAW_INPUT, WORKFLOWS, Skip, Variable, as_dataset, read_value, variables_of, \
-    write_value
+from ..variables import (
+    META_INPUTS,
+    RAW_INPUT,
+    WORKFLOWS,
+    Skip,
+    Variable,
+    as_dataset,
+    read_value,
+    variables_of,
+    write_value,
+)
 from .euxfel import RUN
 from .events import EVENT_RUN
 from .insitu import MEASUREMENT

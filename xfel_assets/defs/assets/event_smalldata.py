@@ -1,4 +1,5 @@
 import dagster as dg
+
 from xfel_core.events.plots import profile_png
 
 from xfel_assets.defs.compute import ComputeResource

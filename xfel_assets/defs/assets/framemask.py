@@ -1,4 +1,5 @@
 import dagster as dg
+
 from xfel_core.previews import kept_fraction_png
 
 from xfel_assets.defs.metadata import counts_table, materialized, png_md, scalars

@@ -1,5 +1,6 @@
 import dagster as dg
 import numpy as np
+
 from xfel_core.previews import scan_points_png
 
 from xfel_assets.defs.metadata import materialized, png_md, scalars, scan_points_table
