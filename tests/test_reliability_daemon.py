@@ -88,7 +88,7 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
         resumed = subprocess.run([XFEL_ASSETS, "backfill"], env=env, capture_output=True, text=True, timeout=600)
         done = re.search(r"backfill \S+: \w+, (\d+) of (\d+) partitions done, (\d+) failed", resumed.stdout)
         assert done, resumed.stdout + resumed.stderr
-        reasons = re.findall(r"^  FAILED (\S+) \[(\S+)\]: (.+)$", resumed.stdout, re.M)
+        reasons = re.findall(r"^  FAILED (.+?) \[(\S+)\]: (.+)$", resumed.stdout, re.M)  # a step, or "(run of ...)"
         assert (int(done[3]) > 0) == bool(reasons) and all(why.strip() for *_, why in reasons), resumed.stdout
         again = subprocess.run([XFEL_ASSETS, "backfill", "--stale-only"], env=env, capture_output=True, text=True,
                                timeout=600)
