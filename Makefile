@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(DEMO)/dagster_home
 
 TEST_TMP ?= $(shell test -d /dev/shm -a -w /dev/shm && echo /dev/shm || echo /tmp)
 
-.PHONY: install constraints demo demo-slurm test ui notebooks bench clean-demo
+.PHONY: install constraints demo demo-slurm test ui notebooks bench clean-demo docs
 
 # uv installs the pinned set (constraints.txt: every package, the transitive ones too) in seconds, pip in minutes.
 # --compile-bytecode writes the .pyc files (30 s): where PYTHONDONTWRITEBYTECODE is set, as on this VM, every
@@ -26,6 +26,10 @@ install: $(STAMP)
 constraints: $(STAMP)
 	@{ sed -n 1,2p constraints.txt; $(BIN)/uv pip freeze --python $(BIN)/python --exclude-editable --exclude uv; } > constraints.new
 	mv constraints.new constraints.txt
+
+## The documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8000, rebuilt as its pages change.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 ## Generate the demo beamtime and materialize every asset of every run through Dagster.
 demo: $(STAMP)

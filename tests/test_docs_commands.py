@@ -1,4 +1,5 @@
-"""The documentation's commands are tests: every command in a ```bash block of README.md runs as written, in order.
+"""The documentation's commands are tests: every command in a ```bash block of README.md and of the documentation
+site's pages (docs/, in the order of mkdocs.yml's navigation) runs as written, in order.
 
 The blocks run in one bash session, in a copy of the project's top folder (its Makefile, pyproject.toml and
 constraints.txt, with the installed .venv linked in), with neither $DAGSTER_HOME nor $XFEL_BEAMTIME set, as a
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,24 @@ import pytest
 pytestmark = pytest.mark.daemon
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def site_pages() -> list[Path]:
+    """The documentation site's pages in the order of its navigation (mkdocs.yml), the home page (the README) first."""
+    import yaml
+
+    def walk(entries) -> list[str]:
+        out = []
+        for e in entries:
+            value = next(iter(e.values())) if isinstance(e, dict) else e
+            out += walk(value) if isinstance(value, list) else [value]
+        return out
+
+    nav = walk(yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"])
+    return [REPO / "README.md"] + [REPO / "docs" / page for page in nav if page != "index.md"]
+
+
+DOCS = site_pages()
 #: Commands the suite does not run, and why.
 NOT_RUN = {"make test": "the test suite itself, which runs this"}
 BACKGROUND = "# in a second terminal"
@@ -116,15 +135,15 @@ def test_every_bash_block_is_found_with_its_heredocs():
 
 
 def test_the_commands_table_names_only_flags_the_commands_have():
-    """The README's table of commands (their syntax, not run) against each command's --help."""
+    """The documentation's table of commands (their syntax, not run) against each command's --help."""
     cli = str(Path(sys.executable).parent / "xfel-assets")
-    rows = re.findall(r"^\| `xfel-assets ([\w-]+)([^`]*)`", (REPO / "README.md").read_text(), re.M)
+    rows = [r for page in DOCS for r in re.findall(r"^\| `xfel-assets ([\w-]+)([^`]*)`", page.read_text(), re.M)]
     assert len(rows) > 10
     for command, syntax in rows:
         helped = subprocess.run([cli, command, "--help"], capture_output=True, text=True, timeout=120)
         assert helped.returncode == 0, (command, helped.stderr)
         for flag in re.findall(r"--[\w-]+", syntax):
-            assert flag in helped.stdout, f"README's commands table: xfel-assets {command} has no {flag}"
+            assert flag in helped.stdout, f"the commands table: xfel-assets {command} has no {flag}"
 
 
 def wait_for_url(url: str, timeout_s: float = 240) -> None:
@@ -135,8 +154,11 @@ def wait_for_url(url: str, timeout_s: float = 240) -> None:
 
 
 def _answers(url: str) -> bool:
+    """Whether a web server answers at ``url`` (Dagster's at /server_info; any answer of another server counts)."""
     try:
         urllib.request.urlopen(url + "/server_info", timeout=2)
+        return True
+    except urllib.error.HTTPError:
         return True
     except OSError:
         return False
@@ -145,10 +167,12 @@ def _answers(url: str) -> bool:
 def test_the_readme_runs_as_written_with_one_ui_kept_running(tmp_path):
     work = tmp_path / "xfel-assets"
     work.mkdir()
-    for name in ("Makefile", "pyproject.toml", "constraints.txt", "README.md"):
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "README.md", "mkdocs.yml"):
         shutil.copy2(REPO / name, work / name)  # the modification times too: make sees the install current
+    shutil.copytree(REPO / "docs", work / "docs")
     (work / ".venv").symlink_to(REPO / ".venv")
     assert not _answers("http://127.0.0.1:3000"), "port 3000 is taken: `make ui` in the README needs it"
+    assert not _answers("http://127.0.0.1:8000"), "port 8000 is taken: `make docs` in the README needs it"
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "XFEL_BEAMTIME", "VIRTUAL_ENV")}
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not p.startswith(str(REPO / ".venv")))
     logs = tmp_path / "logs"
@@ -190,7 +214,7 @@ def test_the_readme_runs_as_written_with_one_ui_kept_running(tmp_path):
     by_command = {c.bare: printed[str(i)] for i, c in enumerate(cmds)}
     for command, documented in documented_outputs().items():
         missing = printed_as_documented(documented, by_command[command])
-        assert not missing, f"the README's output of `{command}` is not what it prints now; not printed:\n" + \
+        assert not missing, f"the documented output of `{command}` is not what it prints now; not printed:\n" + \
             "\n".join(missing) + f"\n\nprinted:\n{by_command[command]}"
 
     ui = next(p for p in logs.iterdir()).read_text()

@@ -378,7 +378,7 @@ def test_a_syntax_error_in_variables_keeps_their_columns_with_the_last_values(tm
 
 
 def test_the_readme_names_the_system_libraries_qts_x11_plugin_lacks_here():
-    """Seen: roi-gui under a virtual display needed three xcb libraries the README did not name."""
+    """Seen: roi-gui under a virtual display needed three xcb libraries the README did not name (now: the docs)."""
     import re
     import subprocess
     from pathlib import Path
@@ -386,8 +386,10 @@ def test_the_readme_names_the_system_libraries_qts_x11_plugin_lacks_here():
     import PySide6
 
     plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    named = set(re.search(r"apt-get install (libxcb[^`]*)`", readme)[1].split())
+    from test_docs_commands import DOCS
+
+    docs = "".join(page.read_text() for page in DOCS)
+    named = set(re.search(r"apt-get install (libxcb[^`]*)`", docs)[1].split())
     lacking = set(re.findall(r"(lib[\w-]+)\.so\.(\d+) => not found", subprocess.run(
         ["ldd", str(plugin)], capture_output=True, text=True).stdout))
     assert {f"{name}{major}" for name, major in lacking} <= named, (lacking, named)
