@@ -76,6 +76,15 @@ def test_means_finite_and_modules_present(made):
     empty["mean"].values[empty["count"].values == 0] = np.inf
     if (ds["count"].values == 0).any():
         assert not quality.means_finite(empty).passed
+    # Corrected data: a pixel masked in every frame of a bin has no mean there (pixel_count 0): not a failure.
+    masked = ds.copy(deep=True)
+    masked["pixel_count"] = xr.full_like(masked["mean"], 1, dtype=np.int32).where(masked["count"] > 0, 0)
+    sel = tuple(np.argwhere(masked["count"].values > 0)[0])
+    masked["mean"].values[sel][0, 0] = np.nan
+    masked["pixel_count"].values[sel][0, 0] = 0
+    assert quality.means_finite(masked).passed
+    masked["mean"].values[sel][0, 1] = np.nan  # averaged over frames, yet NaN
+    assert quality.means_finite(masked).description == "1 NaN or infinite means in bins with frames"
     no_frames = ds.copy(deep=True)
     no_frames["count"].loc[dict(module=1)] = 0
     out = quality.all_modules_present(no_frames, cfg.detector.modules)

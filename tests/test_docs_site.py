@@ -30,3 +30,21 @@ def test_the_readme_is_short_and_points_to_the_site():
     for page in site_pages()[1:]:
         if page.parent.name in ("tutorials", "howto", "reference") or page.parent == REPO / "docs":
             assert f"docs/{page.relative_to(REPO / 'docs')}" in readme, f"the README does not point to {page}"
+
+
+def test_the_configuration_reference_is_generated_with_every_key_described(tmp_path):
+    """The reference table is made from xfel_core.config's models: every key there, each with its description."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    rows = hooks.configuration_rows()
+    keys = [key for key, *_ in rows]
+    for key in ("raw_root", "detector.type", "scan_variable.binning.edges", "completeness.settle_seconds",
+                "execution.variable_timeout_s", "insitu.rois[].role", "events.pal.pump_rate", "slurm.jobs.insitu_frames.mem"):
+        assert key in keys, key
+    assert not [key for key, _, _, about in rows if not about], "keys without a #: comment in xfel_core/config.py"
+    page = (REPO / "docs" / "reference" / "configuration.md").read_text()
+    assert hooks.MARK in page and "| `" not in page  # the table is the generated one, not a hand copy
+    assert "| `execution.variable_memory_gb` | float | `8.0` |" in hooks.configuration_table()

@@ -41,11 +41,13 @@ class DetectorConfig(_Strict):
     #: raw: the RAW files of the run folder; corrected: the CORR files of its proc folder (calibrated float32
     #: with a per-pixel mask: masked pixels are left out of the sums and counts of every pixel).
     data: Literal["raw", "corrected"] = "raw"
+    #: Detector name in the source names; default: the type's (``SCS_DET_DSSC1M-1``).
     name: str = "SCS_DET_DSSC1M-1"
     #: Karabo source of one module; ``{module}`` is the module number (0-15).
     source: str = "SCS_DET_DSSC1M-1/DET/{module}CH0:xtdf"
     #: Aggregator part of the raw file names; ``RAW-R0042-DSSC07-S00000.h5`` for module 7.
     aggregator: str = "DSSC{module:02d}"
+    #: Module numbers (0-15) to process; default: all the type's (16; JUNGFRAU: 1-8).
     modules: list[Annotated[int, Field(ge=0, le=15)]] = Field(
         default_factory=lambda: list(range(16)), min_length=1
     )
@@ -108,8 +110,11 @@ class Binning(_Strict):
     resolution: float | None = Field(default=None, gt=0)
     #: With auto: the fewest trains (events) a step keeps; null: half the mean step length, at least 2.
     min_trains: int | None = Field(default=None, ge=1)
+    #: Scan points at multiples of this width (each value goes to the nearest one).
     bin_width: float | None = Field(default=None, gt=0)
+    #: This many equal bins over the run's range of values.
     nbins: int | None = Field(default=None, ge=1)
+    #: The listed scan values (a train's value within ``tolerance`` of one of them).
     values: list[float] | None = Field(default=None, min_length=1)
     #: With ``values``: the largest distance of a train's value from a listed value.
     tolerance: float = Field(default=1e-6, ge=0)
@@ -144,15 +149,21 @@ class LaserDelayConfig(_Strict):
 
     #: The optical delay line's motor (its position in mm; the light passes twice).
     stage_source: str | None = None
+    #: Key of the delay line's position in its source.
     stage_key: str = "actualPosition"
+    #: Delay line position (mm) at time zero.
     ref_stage: float = 0.0
     #: The laser's electronic trigger delay (ps), subtracted.
     trigger_source: str | None = None
+    #: Key of the trigger delay in its source.
     trigger_key: str = "currentOpticalDelay"
+    #: Trigger delay (ps) at time zero.
     ref_trigger: float = 0.0
     #: The bunch arrival monitor (fs, two values per bunch position): each X-ray pulse's own arrival time.
     bam_source: str | None = None
+    #: Key of the bunch arrival times in the BAM's source.
     bam_key: str = "data.absoluteTD"
+    #: Bunch arrival time (fs) at time zero.
     ref_bam: float = 0.0
     #: Subtracted from the total (ps): the delay at time zero.
     ref_delay: float = 0.0
@@ -168,11 +179,15 @@ class ScanVariableConfig(_Strict):
     """The per-train scan variable (for example the pump-probe delay) and its binning: a key of a source, or
     the laser delay built from the machine's data (``delay``)."""
 
+    #: Karabo source of the per-train scan variable (e.g. the delay stage), with ``key``.
     source: str | None = None
+    #: Key of the scan variable in ``source`` (e.g. ``actualPosition``).
     key: str | None = None
     #: The optical laser delay (ps) from the delay stage, the trigger and the BAM, instead of source and key.
     delay: LaserDelayConfig | None = None
+    #: Units of the scan variable (the cube's axis and the plots).
     units: str = ""
+    #: How the scan values become scan points (one of bin_width, nbins, values, edges, auto).
     binning: Binning
 
     @model_validator(mode="after")
@@ -190,9 +205,11 @@ class FramemaskConfig(_Strict):
 
     #: Source and key of the gas monitor's pulse energy per pulse (uJ), one row per train.
     xgm_source: str | None = "SCS_BLU_XGM/XGM/DOOCS:output"
+    #: Key of the pulse energies in ``xgm_source``.
     xgm_key: str = "data.intensitySa3TD"
     #: Frames of X-ray pulses below this energy (uJ) are rejected; null: no energy rule.
     min_pulse_energy_uj: float | None = None
+    #: Train IDs whose frames are all rejected.
     exclude_trains: list[int] = Field(default_factory=list)
     #: Frame positions within every train to reject (0 is the first frame of a train).
     exclude_frames: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
@@ -271,6 +288,7 @@ class CompletenessConfig(_Strict):
     marker: str | None = None
     #: A command (no shell; {run_dir}, {run}, {number} are filled in) that must print "complete"; null: none.
     command: str | None = None
+    #: Seconds the completeness ``command`` may take (then the run waits).
     command_timeout_s: float = Field(default=30.0, gt=0)
     #: Seconds between the new-run sensor's ticks (each tick also starts the next stage of the runs
     #: being processed, so this bounds the wait between stages).
@@ -292,6 +310,7 @@ class ExecutionConfig(_Strict):
     max_module_steps: int | None = Field(default=None, ge=1)
     #: Retries of a step that failed with an I/O error, with exponential backoff from retry_delay_s.
     retries: int = Field(default=2, ge=0)
+    #: Seconds before the first retry (doubled for each next one).
     retry_delay_s: float = Field(default=2.0, ge=0)
     #: How the new-run sensor launches a complete run: "stages": each stage's Dagster runs (inputs,
     #: modules, cube) as soon as the stage before has succeeded, seconds apart; "backfill": one
@@ -320,7 +339,9 @@ def _ordered_range(v: tuple[int, int], what: str) -> tuple[int, int]:
 class Rect(_Strict):
     """A rectangle of detector pixels: rows y[0] <= row < y[1], columns x[0] <= column < x[1]."""
 
+    #: Rows [first, last) of the rectangle, in the detector's pixels.
     y: tuple[int, int]
+    #: Columns [first, last) of the rectangle, in the detector's pixels.
     x: tuple[int, int]
 
     @field_validator("y", "x")
@@ -348,13 +369,16 @@ class Roi(Rect):
     (times the area) from the intensity ROIs as ``<name>_net``.
     """
 
+    #: The ROI's name (letters, digits and _; starts with a letter): its columns are named after it.
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    #: What is computed in it: com, fwhm, intensity or background.
     role: RoiRole
 
 
 class AttenuationOverride(_Strict):
     """A manual correction of one attenuator change of a sample (the seed's hand-picked points)."""
 
+    #: The sample whose attenuator change this corrects.
     sample: str
     #: The change happens before the first frame at or after this time: UNIX seconds, or an ISO
     #: date-time (in insitu.timezone unless it carries its own offset).
@@ -446,8 +470,11 @@ class InsituConfig(_Strict):
 class PalLayoutConfig(_Strict):
     """PAL-XFEL raw files: <raw_root>/run=NNN/scan=NNN/pNNNN.h5 (see README, 'Event files')."""
 
+    #: Experimental hutch in the file paths (``eh1``), as the PAL-XFEL toolkit's config ``hutch``.
     hutch: str = "eh1"
+    #: Detector name in the files (``jungfrau2``), as the toolkit's ``detector``.
     detector: str = "jungfrau2"
+    #: Beam-position monitor whose sum is I0 (``qbpm1``).
     qbpm: str = "qbpm1"
     #: The X-ray line: HX (hard) or SX (soft), as the PAL-XFEL toolkit's config ``xray``.
     xray_line: Literal["HX", "SX"] = "HX"
@@ -494,6 +521,7 @@ class GenericLayoutConfig(_Strict):
     i0: str
     #: Scan variable per event (e.g. the nominal delay).
     scan: str
+    #: Timestamp per event (seconds); null: none.
     timestamps: str | None = None
     #: Pump laser on (nonzero) / off per event; null: all on.
     laser: str | None = None
@@ -529,6 +557,7 @@ class AnomalyConfig(_Strict):
 class ExtraGeomLayout(_Strict):
     """A European XFEL multi-module detector's pixel positions, from extra-geom (its ``to_pyfai_detector``)."""
 
+    #: extra-geom's geometry class of the detector.
     detector: Literal["DSSC_1M"] = "DSSC_1M"
     #: The four quadrants' positions (x, y) in mm, as extra-geom's ``from_quad_positions`` takes them; the beam
     #: is at the origin of these coordinates.
@@ -545,6 +574,7 @@ class GeometryConfig(_Strict):
     #: A PONI file as pyFAI-calib2 writes it: distance, PONI, the three tilts, the detector (pixel sizes)
     #: and the wavelength, instead of distance_m, pixel_size_m and beam_centre_px.
     poni_file: Path | None = None
+    #: Sample-detector distance in metres (without a PONI file).
     distance_m: float | None = Field(default=None, gt=0)
     #: Pixel size (y, x) in metres.
     pixel_size_m: tuple[float, float] | None = None
@@ -557,12 +587,15 @@ class GeometryConfig(_Strict):
     extra_geom: ExtraGeomLayout | None = None
     #: X-ray wavelength (m); or give energy_kev. With a PONI file: replaces its wavelength.
     wavelength_m: float | None = Field(default=None, gt=0)
+    #: X-ray photon energy (keV), instead of wavelength_m.
     energy_kev: float | None = Field(default=None, gt=0)
     #: HDF5 file with a (y, x) mask (nonzero: masked pixel) in mask_dataset; null: none.
     mask_file: Path | None = None
+    #: Dataset of the mask in ``mask_file``.
     mask_dataset: str = "mask"
     #: Radial bins and unit of the profile.
     npt: int = Field(default=200, ge=2)
+    #: Unit of the radial axis: q_A^-1, q_nm^-1, 2th_deg or r_mm (pyFAI's).
     unit: Literal["q_A^-1", "q_nm^-1", "2th_deg", "r_mm"] = "q_A^-1"
     #: Radial range in `unit`; null: the detector's whole range.
     radial_range: tuple[float, float] | None = None
@@ -618,6 +651,7 @@ class GeometryConfig(_Strict):
 class NormalisationConfig(_Strict):
     """How event images and profiles are normalised: x mean(I0) / I0, or by a region's intensity."""
 
+    #: i0: each shot x mean(I0) / its I0; region: by a ROI's intensity; none: not normalised.
     by: Literal["i0", "region", "none"] = "i0"
     #: With by: region, the ROI whose intensity normalises (x its run mean / the shot's).
     region: str | None = None
@@ -626,23 +660,29 @@ class NormalisationConfig(_Strict):
 class EventsConfig(_Strict):
     """Per-event (shot) files: PAL-XFEL's layout or a generic per-run HDF5 file."""
 
+    #: pal: PAL-XFEL's run=NNN/scan=NNN/pNNNN.h5 files; generic: one HDF5 file per run (see generic).
     layout: Literal["pal", "generic"]
     #: Folder of the runs (pal: run=NNN folders; generic: the files of `generic.file`).
     raw_root: Path
+    #: PAL-XFEL's file layout (for layout: pal).
     pal: PalLayoutConfig = Field(default_factory=PalLayoutConfig)
+    #: Which dataset holds what (for layout: generic).
     generic: GenericLayoutConfig | None = None
     #: A run of the same layout whose mean image is subtracted (the dark); null: none.
     dark_run: int | None = Field(default=None, ge=0)
     #: Runs that are not data: the sensor and the commands leave them out (as the dark run).
     ignore_runs: list[int] = Field(default_factory=list)
+    #: ROIs in the detector's pixels: per-shot sums and the quantities of their roles.
     rois: list[Roi] = Field(default_factory=list)
     #: A ROI file (`xfel-assets roi save`); replaces rois.
     roi_file: Path | None = None
+    #: The detector geometry of the radial profiles (pyFAI).
     geometry: GeometryConfig
     anomalies: AnomalyConfig = Field(default_factory=AnomalyConfig)
     normalisation: NormalisationConfig = Field(default_factory=NormalisationConfig)
     #: Binning of the (timing-tool corrected) scan value for event_cube.
     binning: Binning
+    #: Units of the scan value (the cube's axis).
     scan_units: str = ""
     #: The timing-tool value times this is added to the scan value (e.g. 1e-3 for fs to ps).
     timing_tool_scale: float = 1.0
@@ -663,6 +703,7 @@ class DsscSmalldataConfig(_Strict):
 
     #: ROIs in each module's own pixels (y, x), the same on every module.
     rois: list[Roi] = Field(default_factory=list)
+    #: A ROI file (``xfel-assets roi save``); replaces rois.
     roi_file: Path | None = None
     #: Geometry of one module for its radial profile (pixel_size_m ~ (236e-6, 204e-6) for the DSSC's
     #: hexagonal pixels); beam_centre_px in that module's pixels (it may lie outside the module).
@@ -686,6 +727,7 @@ SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
 class SlurmJobSize(_Strict):
     """What one SLURM job of an asset asks for."""
 
+    #: CPUs per job.
     cpus: int = Field(default=2, ge=1)
     #: Memory per job, SLURM's syntax: 8000 (MB), 8G.
     mem: str = "8G"
@@ -717,8 +759,11 @@ class SlurmJobSize(_Strict):
 class SlurmJobsConfig(_Strict):
     """Job size per asset kind."""
 
+    #: Job size of a DSSC module step (preprocessed_module).
     preprocessed_module: SlurmJobSize = Field(default_factory=SlurmJobSize)
+    #: Job size of an event run's small data (event_smalldata).
     event_smalldata: SlurmJobSize = Field(default_factory=SlurmJobSize)
+    #: Job size of an in-situ measurement's frames (insitu_frames).
     insitu_frames: SlurmJobSize = Field(default_factory=SlurmJobSize)
 
 
@@ -729,9 +774,13 @@ SLURM_ASSETS = tuple(SlurmJobsConfig.model_fields)
 class SlurmSshConfig(_Strict):
     """The cluster's login node, reached over SSH with a key (no prompts: Dagster runs unattended)."""
 
+    #: The login node's host name.
     host: str
+    #: Its SSH port.
     port: int = Field(default=22, ge=1, le=65535)
+    #: User name on the cluster.
     user: str
+    #: Private key file; null: the SSH agent's or ~/.ssh's default keys.
     key_path: Path | None = None
     #: Known-hosts file holding the login node's host key; null: ~/.ssh/known_hosts. Host keys are always checked.
     known_hosts: Path | None = None
@@ -744,13 +793,17 @@ class SlurmConfig(_Strict):
     machine and the cluster, at the same paths.
     """
 
+    #: The login node the jobs are submitted from.
     ssh: SlurmSshConfig
     #: Virtual environment on the cluster with this release of xfel-assets installed.
     python_env: Path
     #: Folder on the cluster for job scripts, logs and Pipes messages (one subfolder per Dagster run).
     remote_base: Path
+    #: SLURM partition of the jobs; empty: the cluster's default.
     partition: str = ""
+    #: SLURM account charged; null: the user's default.
     account: str | None = None
+    #: SLURM quality of service; null: the default.
     qos: str | None = None
     #: SLURM jobs queued or running at once, across all Dagster runs (a Dagster concurrency pool).
     max_jobs: int = Field(default=4, ge=1)
@@ -778,8 +831,12 @@ SHELL_SAFE = re.compile(r"[A-Za-z0-9._/+,:@=-]*")
 class BeamtimeConfig(_Strict):
     """One beamtime: where its data lives and how its runs are reduced."""
 
+    #: The beamtime's name (in the previews' titles, the run tables' pages and the commands' output).
     name: str
+    #: Folder of the run folders ``r0001/``, ``r0002/``, ... holding ``RAW-R####-<aggregator>-S#####.h5``.
     raw_root: Path
+    #: Where the outputs go: ``<processed_root>/<run>/...`` per run, the event runs' under ``events/``, the run tables under
+    #: ``run_table/`` (in-situ samples: ``insitu.processed_root``).
     processed_root: Path
     #: The facility's proc folder of corrected data (``detector.data: corrected``): ``<proc_root>/r0042``
     #: holds ``CORR-R0042-<aggregator>-S#####.h5``; null: ``proc`` beside ``raw_root``.

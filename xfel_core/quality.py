@@ -51,9 +51,13 @@ def counts_add_up(counts: np.ndarray, frames_kept: int, frames_total: int, rejec
 
 
 def means_finite(ds: xr.Dataset) -> CheckOutcome:
-    """No NaN or infinite mean where frames were averaged (empty bins are NaN by design) and no inf anywhere."""
+    """No NaN or infinite mean where frames were averaged and no inf anywhere: empty bins are NaN by design, and so
+    is a pixel of corrected data masked in every frame of its bin (its ``pixel_count`` is 0)."""
     mean = ds["mean"].values
-    has_frames = np.broadcast_to((ds["count"].values > 0)[..., None, None], mean.shape)
+    if "pixel_count" in ds:
+        has_frames = ds["pixel_count"].values > 0
+    else:
+        has_frames = np.broadcast_to((ds["count"].values > 0)[..., None, None], mean.shape)
     bad = int((~np.isfinite(mean) & has_frames).sum()) + int(np.isinf(mean[~has_frames]).sum())
     return CheckOutcome(bad == 0, f"{bad} NaN or infinite means in bins with frames",
                         {"bad_values": bad, "empty_bins": int((ds["count"].values == 0).sum())})
