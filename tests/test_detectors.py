@@ -104,6 +104,30 @@ def test_corrected_file_without_a_mask_is_named(tmp_path):
         cube_of(cfg)
 
 
+def test_a_later_sequence_file_without_the_mask_is_named(tmp_path):
+    """Seen: corrected data whose mask is missing only in a later sequence file gave a bare KeyError naming neither
+    the file nor the source (the first file was checked)."""
+    import shutil
+
+    import h5py
+    from extra_data import RunDirectory
+
+    from xfel_core.euxfel.detectors import KINDS
+    from xfel_core.readers.euxfel import module_frames
+
+    run = write_mock_run(tmp_path / "raw", tmp_path / "proc", "LPD1M", 2, [0], corrected=True, ntrains=4)
+    first = run.files[0]
+    later = first.with_name(first.name.replace("-S00000", "-S00001"))
+    shutil.copy2(first, later)
+    with h5py.File(later, "r+") as f:  # the next four trains, without the mask
+        inst = next(f"{a}/{b}/{c}" for a in f["INSTRUMENT"] for b in f[f"INSTRUMENT/{a}"] for c in f[f"INSTRUMENT/{a}/{b}"])
+        for ids in ("INDEX/trainId", f"INSTRUMENT/{inst}/image/trainId"):
+            f[ids][:] = np.where(f[ids][()] > 0, f[ids][()] + 4, 0)  # (0: the writer's padding)
+        del f[f"INSTRUMENT/{inst}/image/mask"]
+    with pytest.raises(RunDataError, match=rf"{later.name}: corrected data of {inst} without a mask"):
+        module_frames(RunDirectory(str(first.parent)), inst, 0, (256, 256), KINDS["LPD1M"], corrected=True)
+
+
 def test_wrong_detector_name_is_named(tmp_path):
     write_mock_run(tmp_path / "raw", tmp_path / "proc", "AGIPD1M", 2, [0])
     cfg = beamtime(tmp_path, "AGIPD1M", [0], False, name="MID_DET_AGIPD1M-1")

@@ -104,6 +104,20 @@ def test_frames_corrected_against_truth(samples):
     assert abs(images[:, :24, :].mean()) < 0.05
 
 
+def test_the_frames_file_opens_with_xarrays_defaults_its_times_decoded(samples):
+    """Seen: insitu_frames.h5 did not open with xr.open_dataset's defaults (its time units could not be decoded)."""
+    import xarray as xr
+
+    cfg, truth, _ = samples
+    path = layout.measurement_output(cfg, keys_of("GaN01")[0], ip.FRAMES_FILE)
+    with h5py.File(path, "r") as f:
+        seconds = f["time"][()]
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        decoded = ds["time"].values
+    assert decoded.dtype.kind == "M"
+    np.testing.assert_allclose((decoded - np.datetime64(0, "s")) / np.timedelta64(1, "ms") / 1e3, seconds, atol=1e-3)
+
+
 def test_roi_series_follows_the_peak(samples):
     cfg, truth, _ = samples
     tr = truth["GaN01"]

@@ -96,7 +96,8 @@ def make_insitu_frames(cfg: BeamtimeConfig, key: str, overwrite: bool = False) -
             mean_image += corrected.sum(axis=0, dtype=np.float64)
         mean_image /= n
         images.attrs.update(axes="frame, y, x", units="counts per exposure (flat-field corrected, background subtracted)")
-        for name, data, units in (("time", times, f"s since 1970-01-01 UTC (headers in {ins.timezone})"),
+        # CF's time units (xarray decodes them to datetime64); the headers' local times are in ``timezone`` (attrs).
+        for name, data, units in (("time", times, "seconds since 1970-01-01 00:00:00"),
                                   ("exposure_s", exposure, "s"), ("transmission", transmission, "1 (NaN: not in header)"),
                                   ("background", background, "counts per pixel per exposure"),
                                   ("bad_pixels_per_frame", bad_per_frame, "pixels")):

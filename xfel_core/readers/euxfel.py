@@ -257,13 +257,7 @@ def module_frames(dc, source: str, module: int, frame_shape: tuple[int, int], ki
             f"{tuple(frame_shape)}: a {kind_.name} {'corrected' if corrected else 'raw'} module's entries would be "
             f"{expected} (check detector.type, data and module_shape)"
         )
-    mask_ds = None
-    if corrected:
-        mask_key = f"{group}.{kind_.mask_key}"
-        if mask_key not in dc[source].keys():
-            raise RunDataError(f"{kd.files[0].filename}: corrected data of {source} without a mask ({mask_key}): "
-                               "masked pixels would be summed as data; use the correction's output with its mask")
-        mask_ds = f"INSTRUMENT/{source}/{group}/{kind_.mask_key}"
+    mask_ds = f"INSTRUMENT/{source}/{group}/{kind_.mask_key}" if corrected else None
     wanted = np.asarray(dc.train_ids, dtype=np.uint64)
     segments: list[FrameSegment] = []
     for fa in kd.files:
@@ -287,6 +281,9 @@ def module_frames(dc, source: str, module: int, frame_shape: tuple[int, int], ki
         starts = np.repeat(np.cumsum(counts) - counts, counts)
         positions.append((np.arange(seg.frames) - starts).astype(np.int32))
         with h5py.File(seg.path, "r") as f:
+            if mask_ds is not None and mask_ds not in f:  # every sequence file: the first may have it, a later not
+                raise RunDataError(f"{seg.path}: corrected data of {source} without a mask ({group}.{kind_.mask_key}): "
+                                   "masked pixels would be summed as data; use the correction's output with its mask")
             cell_ds = f[seg.dataset.rsplit("/", 1)[0] + "/" + kind_.cell_key]
             cell = np.asarray(cell_ds[seg.first: seg.first + seg.total])
             cells.append(cell.reshape(seg.frames) if fpe > 1 else cell.reshape(seg.total, -1)[:, 0])
