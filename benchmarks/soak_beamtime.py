@@ -1,6 +1,6 @@
 """A beamtime soak: one `xfel-assets ui` kept running while runs arrive file by file and a beamtime happens to it.
 
-    python benchmarks/soak_beamtime.py [--runs 40] [--pace-s 20] [--settle-s 10] [--dir DIR]
+    python benchmarks/soak_beamtime.py [--runs 40] [--pace-s 30] [--settle-s 10] [--dir DIR]
     python benchmarks/soak_beamtime.py --short      # the few-minute version `make test` runs (tests/test_soak.py)
 
 A generator copies runs into the raw root file by file, at a beamline's pace: DSSC runs, runs of event files and
@@ -434,7 +434,7 @@ def print_report(r: dict, seconds: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=40, help="DSSC pump-probe runs")
-    ap.add_argument("--pace-s", type=float, default=20.0, help="seconds to copy one run's files")
+    ap.add_argument("--pace-s", type=float, default=30.0, help="seconds to copy one run's files (30: about 32 min in all)")
     ap.add_argument("--settle-s", type=float, default=10.0, help="completeness.settle_seconds")
     ap.add_argument("--short", action="store_true", help="a few runs at a fast pace (make test)")
     ap.add_argument("--dir", help="folder for the soak (default: a temporary one, removed at the end)")
