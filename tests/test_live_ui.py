@@ -76,6 +76,19 @@ def cli(config: Path, home: Path, *args: str, timeout: float = 900) -> subproces
     return out
 
 
+def asset_description(url: str, asset: str) -> str:
+    """An asset's description as the web server's GraphQL API gives it to the UI."""
+    import json
+    import urllib.request
+
+    query = "query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) { description } }"
+    req = urllib.request.Request(url + "/graphql", data=json.dumps({"query": query, "variables": {
+        "k": [{"path": [asset]}]}}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        nodes = json.loads(resp.read())["data"]["assetNodes"]
+    return (nodes[0]["description"] or "") if nodes else ""
+
+
 @pytest.fixture(scope="module")
 def beamtime(tmp_path_factory):
     """(config, home, ui log, ui process, url): `xfel-assets ui` running on a small demo beamtime."""
@@ -104,8 +117,14 @@ def test_a_syntax_error_in_variables_is_said_in_the_terminal(beamtime):
     path.write_text(good + "\n@variable()\ndef oops(run:\n")
     wait_for("the UI says the variables file does not load", lambda: "NOT taken as it is" in log.read_text()
              and "SyntaxError" in log.read_text(), timeout_s=60, log=log)
+    # ... and its web UI: the run table's asset says so (its description), as the reloaded code location has it.
+    wait_for("the web UI shows the error on the run table", lambda: "variables file does not load now"
+             in asset_description(url, "run_table") and "SyntaxError" in asset_description(url, "run_table"),
+             timeout_s=60, log=log)
     path.write_text(good)
     wait_for("the UI takes the mended file", lambda: "variables.py changed: code location reloaded" in log.read_text(),
+             timeout_s=60, log=log)
+    wait_for("the web UI no longer shows an error", lambda: "does not load" not in asset_description(url, "run_table"),
              timeout_s=60, log=log)
     # The daemon says which files its code location was loaded from: a backfill launched now waits for it.
     wait_for("the daemon has loaded the mended file",

@@ -341,7 +341,7 @@ def load(cfg: BeamtimeConfig | None) -> None:
                 for w in WORKFLOWS if any(v.workflow == w for v in found)]
         model.register(Workflow(VARIABLES, "The beamtime's own per-run variables (its variables file)",
                                 assets=[variable_spec(v) for v in found], jobs=jobs))
-    model.register(run_tables(found))
+    model.register(run_tables(found, LOAD_ERROR))
 
 
 def variables() -> list[Variable]:
@@ -403,8 +403,11 @@ def _every_run(workflow: str, name: str):
     return lambda cfg, key: {f"{name}:{run}": run for run in run_keys(cfg, workflow)}
 
 
-def run_tables(found: list[Variable]) -> Workflow:
-    """The run tables' workflow for a beamtime with these variables (one table per workflow)."""
+def run_tables(found: list[Variable], load_error: str | None = None) -> Workflow:
+    """The run tables' workflow for a beamtime with these variables (one table per workflow); a variables file
+    that does not load is said in each table's description (the web UI shows it on the asset)."""
+    broken = f" The variables file does not load now (the tables keep the values made before): {load_error}" \
+        if load_error else ""
     tables = runtable.TABLES
     return Workflow(RUN_TABLES, "The run tables: one row per run, with the user variables and the notes", sources=[
         Source(NOTES_SOURCE, BEAMTIME, notes_version, "The notes on runs (xfel-assets note); version: a hash of the "
@@ -416,7 +419,7 @@ def run_tables(found: list[Variable]) -> Workflow:
                   kinds=("parquet", "csv", "html"), overview=True, refresh=True, job=f"{t.name}_job",
                   enabled=lambda cfg, w=t.workflow: _workflow_enabled(cfg, w),
                   description=f"One row per {t.key_column} of the {t.workflow} workflow: the platform's summary, "
-                              "every user variable and the notes (Parquet, CSV, Excel and a sortable HTML page).")
+                              "every user variable and the notes (Parquet, CSV, Excel and a sortable HTML page)." + broken)
         for t in tables
     ], jobs=[Job(f"{t.name}_job", f"Write the {t.name}.", stage="tables") for t in tables])
 
