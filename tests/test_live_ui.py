@@ -25,8 +25,7 @@ from test_docs_commands import _answers as answers
 
 from xfel_assets.cli.home import ensure_dagster_home
 from xfel_assets.runtime.daemon import CODE_FILE, running_daemon
-from xfel_assets.runtime.dagster_patches import loaded_code
-from xfel_assets.runtime.launcher import workspace_fingerprint
+from xfel_assets.runtime.launcher import loaded_code, workspace_fingerprint
 from xfel_assets.runtime.daemon_control import stop_process_group
 
 pytestmark = pytest.mark.daemon
@@ -78,14 +77,10 @@ def cli(config: Path, home: Path, *args: str, timeout: float = 900) -> subproces
 
 def asset_description(url: str, asset: str) -> str:
     """An asset's description as the web server's GraphQL API gives it to the UI."""
-    import json
-    import urllib.request
+    from xfel_assets.runtime.graphql import GraphQL
 
-    query = "query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) { description } }"
-    req = urllib.request.Request(url + "/graphql", data=json.dumps({"query": query, "variables": {
-        "k": [{"path": [asset]}]}}).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        nodes = json.loads(resp.read())["data"]["assetNodes"]
+    nodes = GraphQL(None, None, url)("query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) { description } }",
+                                     {"k": [{"path": [asset]}]})["assetNodes"]
     return (nodes[0]["description"] or "") if nodes else ""
 
 

@@ -127,9 +127,8 @@ def add_partitions(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> 
     for asset, ks in keys.items():
         p = model.asset(asset).partitioning
         for k in ks:
-            for d in p.dims or (p,):
-                if d.dynamic:
-                    wanted.setdefault(d.dynamic, set()).add(p.dim_key(k, d.name) if p.dims else k)
+            for name, key in p.dynamic_keys(k).items():
+                wanted.setdefault(name, set()).add(key)
     for name, ks in wanted.items():
         new = sorted(k for k in ks if not instance.has_dynamic_partition(name, k))
         if new:
@@ -244,14 +243,16 @@ def progress_from_instance(instance: dg.DagsterInstance, backfill_id: str) -> Pr
     data = bf.asset_backfill_data
     p = Progress(bf.status.value)
     order = {a: i for i, a in enumerate(asset_order())}
+
+    def count(subset, key) -> int:
+        if key not in subset.asset_keys:
+            return 0
+        return len(subset.get_partitions_subset(key)) if key in subset.partitions_subsets_by_asset_key else 1
+
     for key in sorted(data.target_subset.asset_keys, key=lambda k: order.get(k.to_user_string(), len(order))):
-        def count(subset, key=key) -> int:
-            if key not in subset.asset_keys:
-                return 0
-            return len(subset.get_partitions_subset(key)) if key in subset.partitions_subsets_by_asset_key else 1
-        targeted, done, failed = count(data.target_subset), count(data.materialized_subset), \
-            count(data.failed_and_downstream_subset)
-        p.add(key.to_user_string(), targeted, done, failed, max(count(data.requested_subset) - done - failed, 0))
+        targeted, done, failed = count(data.target_subset, key), count(data.materialized_subset, key), \
+            count(data.failed_and_downstream_subset, key)
+        p.add(key.to_user_string(), targeted, done, failed, max(count(data.requested_subset, key) - done - failed, 0))
     return p
 
 
@@ -347,6 +348,18 @@ def set_pools(instance: dg.DagsterInstance, cfg: BeamtimeConfig) -> int:
     if cfg.compute == "slurm":
         instance.event_log_storage.set_concurrency_slots(SLURM_POOL, cfg.slurm.max_jobs)
     return n
+
+
+def prepare_home(instance: dg.DagsterInstance, home: Path, cfg: BeamtimeConfig, partitions: dict[str, list[str]]) -> int:
+    """Before a command's work: the pools set, the dynamic partitions it names added and the sources' data versions
+    recorded (each materialization records them, so a later change of a source, a new dark run, shows its
+    dependents stale in the web UI); under the home's launch lock, since commands starting at once would add the
+    same partitions (a UNIQUE constraint). Returns the module step limit."""
+    with launch_lock(home):
+        slots = set_pools(instance, cfg)
+        add_partitions(instance, partitions)
+        record_source_versions(instance, cfg)
+    return slots
 
 
 def launch_lock(home: Path):

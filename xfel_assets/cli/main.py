@@ -190,7 +190,7 @@ def cmd_materialize(args) -> int:
     from xfel_core.lineage import model
     from xfel_core.report import event_run_rows, failed_checks, format_table, mark_failed, run_rows, sample_rows
 
-    from xfel_assets.cli.backfill import add_partitions, launch_lock, record_source_versions, set_pools
+    from xfel_assets.cli.backfill import prepare_home
     from xfel_assets.cli.materialize import (
         materialize_after,
         materialize_event_runs,
@@ -201,13 +201,8 @@ def cmd_materialize(args) -> int:
 
     instance = dg.DagsterInstance.get()
     fail_dead_runs(instance, say=print)  # a killed command's runs would hold the pools' slots forever
-    with launch_lock(home):  # commands starting at once would add the same partitions (UNIQUE constraint)
-        set_pools(instance, cfg)
-        # The sources' data versions now, before their dependents are made: each materialization records
-        # them, so a later change of a source (a new dark run) shows its dependents stale in the web UI.
-        add_partitions(instance, {"raw_run": runs, "event_smalldata": ev_runs, "insitu_frames": measurements,
-                                  "attenuation_corrected_series": sorted({k.split("/")[0] for k in measurements})})
-        record_source_versions(instance, cfg)
+    prepare_home(instance, home, cfg, {"raw_run": runs, "event_smalldata": ev_runs, "insitu_frames": measurements,
+                                       "attenuation_corrected_series": sorted({k.split("/")[0] for k in measurements})})
     max_concurrent = cfg.resolved_max_concurrent()
     outcomes = []
     if runs:
@@ -408,10 +403,7 @@ def cmd_backfill(args) -> int:
         print(f"nothing to process: no runs, event runs or in-situ samples in {_covered(scope)}", file=sys.stderr)
         return 1
     keys = bf.selection(every, stale)
-    with bf.launch_lock(home):  # two commands starting at once would add the same partitions (UNIQUE constraint)
-        bf.add_partitions(instance, {a: [str(k) for k in ks] for a, ks in every.items()})
-        bf.record_source_versions(instance, cfg)
-        slots = bf.set_pools(instance, cfg)
+    slots = bf.prepare_home(instance, home, cfg, {a: [str(k) for k in ks] for a, ks in every.items()})
     if stale is not None:
         reasons: dict[str, int] = {}
         for st in stale:

@@ -30,7 +30,7 @@ from xfel_core.config import BeamtimeConfig
 from xfel_core.euxfel.run_summary import data_runs
 from xfel_core.exceptions import XfelError
 from xfel_core.outputs import read_attrs
-from xfel_core.workflows.euxfel import RUN, raw_run_version
+from xfel_core.workflows.euxfel import raw_run_version
 
 from xfel_assets.defs import run_chains
 from xfel_assets.defs.assets import CONFIG, SPECS, SPECS_BY_NAME
@@ -73,15 +73,9 @@ def recorded_raw_version(cfg: BeamtimeConfig, run: str) -> str | None:
 def runs_in_backfills(instance: dg.DagsterInstance) -> set[str]:
     """The runs that an unfinished asset backfill makes outputs of (a backfill adds its runs as partitions
     before it makes them: the sensor must not take them for runs whose outputs are gone)."""
-    runs = set()
-    for _, target in unfinished_backfill_targets(instance):
-        for asset, key in target:
-            part = SPECS_BY_NAME[asset].partitioning if asset in SPECS_BY_NAME else None
-            if part is not None and part.name == RUN.name:
-                runs.add(key)
-            elif part is not None and RUN.name in {d.name for d in part.dims}:
-                runs.add(part.dim_key(key, RUN.name))
-    return runs
+    runs = {SPECS_BY_NAME[asset].partitioning.dynamic_keys(key).get(RUNS_PARTITION_SET)
+            for _, target in unfinished_backfill_targets(instance) for asset, key in target if asset in SPECS_BY_NAME}
+    return runs - {None}
 
 
 def changed_runs(cfg: BeamtimeConfig, runs: list[str], redone: dict[str, str]) -> list[tuple[str, str]]:
@@ -199,15 +193,14 @@ def new_run_sensor(context: dg.SensorEvaluationContext, beamtime: BeamtimeResour
     recheck = time.time() - state.get("redo_checked", 0.0) >= REDO_CHECK_S
     if recheck:
         state["redo_checked"] = time.time()
-    if recheck:
         busy = set(ready) | set(chains) | runs_in_backfills(context.instance)
-    for run, version in (changed_runs(cfg, [r for r in known if r not in busy], redone) if recheck else []):
-        why = run_readiness(cfg, run)
-        if why:
-            waiting.append(f"{run} (its raw files are not those it was processed from): {why}")
-        else:
-            redo.append(run)
-            redone[run] = version
+        for run, version in changed_runs(cfg, [r for r in known if r not in busy], redone):
+            why = run_readiness(cfg, run)
+            if why:
+                waiting.append(f"{run} (its raw files are not those it was processed from): {why}")
+            else:
+                redo.append(run)
+                redone[run] = version
 
     requests, events = [], []
     # The runs being processed: the next stage of each whose stage before has succeeded.
@@ -289,9 +282,8 @@ def refresh_sensors() -> list[dg.AutomationConditionSensorDefinition]:
     Dagster's automation evaluates each asset's condition (:func:`xfel_assets.defs.model_defs.refresh_condition`)
     at every tick: a new run's variables follow its cube, the run tables follow every run.
     """
-    cfg = CONFIG
     # The tables of workflows the beamtime has (an event run table without event files would fail every tick).
-    names = [a.name for a in SPECS if a.refresh and (cfg is None or a.enabled(cfg))]
+    names = [a.name for a in SPECS if a.refresh and (CONFIG is None or a.enabled(CONFIG))]
     if not names:
         return []
     return [dg.AutomationConditionSensorDefinition(

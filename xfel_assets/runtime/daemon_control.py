@@ -134,8 +134,7 @@ def wait_for_edits(home: Path, say=print, timeout_s: float = 120) -> bool:
     """Wait until our running daemon has loaded the code and beamtime files as they are now (True), at most
     ``timeout_s``: it evaluates asset backfills against its own code location, where a variable added
     a moment ago is not yet (the backfill would fail)."""
-    from xfel_assets.runtime.dagster_patches import loaded_code
-    from xfel_assets.runtime.launcher import workspace_fingerprint
+    from xfel_assets.runtime.launcher import loaded_code, workspace_fingerprint
 
     beamtime = os.environ.get("XFEL_BEAMTIME") or ""
     resolved = str(Path(beamtime).resolve()) if beamtime else ""

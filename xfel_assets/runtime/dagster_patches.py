@@ -22,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from xfel_assets.runtime.launcher import workspace_fingerprint
+from xfel_assets.runtime.launcher import workspace_fingerprint, write_loaded_code
 
 _applied: set[str] = set()
 
@@ -33,15 +33,6 @@ def _once(name: str) -> bool:
         return False
     _applied.add(name)
     return True
-
-
-def loaded_code(code_file: Path) -> tuple[str, str] | None:
-    """(fingerprint, beamtime file) of the code location the daemon has loaded, as written to ``code_file``."""
-    try:
-        fp, _, beamtime = code_file.read_text().partition(" ")
-    except FileNotFoundError:
-        return None
-    return fp, beamtime
 
 
 # --- Run execution: steps waiting for pool slots -------------------------------------------------
@@ -173,9 +164,7 @@ def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: fl
         updated = dagster_freshness(self, last_workspace_update_time)
         self._xfel_fingerprint = fp if updated != last_workspace_update_time else loaded
         if code_file is not None and self._xfel_fingerprint != getattr(self, "_xfel_written", None):
-            tmp = code_file.with_name(code_file.name + ".tmp")
-            tmp.write_text(f"{self._xfel_fingerprint} {Path(beamtime).resolve() if beamtime else ''}")
-            tmp.replace(code_file)
+            write_loaded_code(code_file, self._xfel_fingerprint, beamtime)
             self._xfel_written = self._xfel_fingerprint
         return updated
 

@@ -82,6 +82,22 @@ def workspace_fingerprint(beamtime: str | Path | None) -> str:
     return h.hexdigest()
 
 
+def write_loaded_code(code_file: Path, fingerprint: str, beamtime: str | Path | None) -> None:
+    """Say in ``code_file`` which files a process (the daemon) loaded: their fingerprint and the beamtime file."""
+    tmp = code_file.with_name(code_file.name + ".tmp")
+    tmp.write_text(f"{fingerprint} {Path(beamtime).resolve() if beamtime else ''}")
+    tmp.replace(code_file)
+
+
+def loaded_code(code_file: Path) -> tuple[str, str] | None:
+    """(fingerprint, resolved beamtime file) as :func:`write_loaded_code` wrote them; None if nothing was."""
+    try:
+        fp, _, beamtime = code_file.read_text().partition(" ")
+    except FileNotFoundError:
+        return None
+    return fp, beamtime
+
+
 _server_lock = threading.Lock()
 #: The fingerprint of the code and beamtime files that this process's forkserver imported (None: not started by us).
 _server_fingerprint: str | None = None

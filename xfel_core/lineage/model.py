@@ -52,6 +52,10 @@ class Partitioning:
     dynamic: str | None = None
     dims: tuple[Partitioning, ...] = ()
 
+    def dynamic_keys(self, key: str) -> dict[str, str]:
+        """{dynamic partition set: its key} that a partition key names (``03|r0002``: ``{"runs": "r0002"}``)."""
+        return {d.dynamic: (self.dim_key(key, d.name) if self.dims else key) for d in self.dims or (self,) if d.dynamic}
+
     def dim_key(self, key: str, dim: str) -> str:
         """The component of a multi-partition key along one dimension (``03|r0002``, run: ``r0002``)."""
         names = sorted(d.name for d in self.dims)
