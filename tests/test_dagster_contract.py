@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,9 @@ NAMES: dict[tuple[str, str], list[str] | None] = {
     ("dagster", "SensorEvaluationContext.instance"): None,
     ("dagster._daemon.controller", "DagsterDaemonController.check_workspace_freshness"): ["self", "last_workspace_update_time"],
     ("dagster._daemon.controller", "DEFAULT_DAEMON_INTERVAL_SECONDS"): None,
+    ("dagster._daemon.daemon", "BackfillDaemon.core_loop"): ["self", "workspace_process_context", "shutdown_event"],
+    ("dagster._daemon.backfill", "execute_backfill_iteration_loop"): [
+        "workspace_process_context", "logger", "shutdown_event"],
     ("dagster._daemon.controller", "RELOAD_WORKSPACE_INTERVAL"): None,
     ("dagster._daemon.sensor", "MIN_INTERVAL_LOOP_TIME"): None,
     ("dagster._core.storage.schedules.sql_schedule_storage", "SqlScheduleStorage"): None,
@@ -142,3 +146,12 @@ def test_every_private_dagster_import_of_ours_is_in_the_contract():
                 missing += [f"{path.relative_to(REPO)}: {a.name}" for a in node.names
                             if a.name.startswith("dagster._") and a.name not in listed_modules]
     assert not missing, "private Dagster names not in tests/test_dagster_contract.py:\n" + "\n".join(missing)
+
+
+def test_the_backfill_loop_uses_of_its_shutdown_event_only_what_our_wrapper_has():
+    """The daemon patch hands the backfill loop a wrapper of its shutdown event (waking it when a run ends)."""
+    from xfel_assets.runtime.dagster_patches import _WakeOnRunEnd
+
+    source = inspect.getsource(resolve("dagster._daemon.backfill", "execute_backfill_iteration_loop"))
+    used = set(re.findall(r"shutdown_event\.(\w+)", source))
+    assert used and all(hasattr(_WakeOnRunEnd, name) for name in used), used

@@ -181,7 +181,7 @@ def test_the_readme_runs_as_written_with_one_ui_kept_running(tmp_path):
     # One bash session: each command as written between markers; background ones into logs of their own.
     script, cmds = ["cd " + str(work)], [c for c in doc_commands() if c.bare not in NOT_RUN]
     for i, c in enumerate(cmds):
-        script.append(f"echo '@@@ {i} start'")
+        script.append(f"echo \"@@@ {i} start\"; echo \"@@@ {i} at $EPOCHREALTIME\"")
         if c.background:
             script.append(f"( {c.bare} ) > {logs}/bg{i}.log 2>&1 &")
             url = re.search(r"https?://[\w.:]+", c.text)
@@ -204,8 +204,13 @@ def test_the_readme_runs_as_written_with_one_ui_kept_running(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    started = {int(i): float(t) for i, t in re.findall(r"@@@ (\d+) at ([\d.]+)\n", out)}
+    out = re.sub(r"@@@ \d+ at [\d.]+\n", "", out)
     printed = dict(re.findall(r"@@@ (\d+) start\n(.*?)@@@ \1 rc", out, re.S))
     codes = dict(re.findall(r"@@@ (\d+) rc (\d+)", out))
+    ends = sorted(started.items()) + [(len(cmds), time.time())]
+    for (i, t0), (_, t1) in zip(ends, ends[1:]):  # shown with -s, and with a failure
+        print(f"{t1 - t0:7.1f} s  {cmds[i].doc}:{cmds[i].line}  {cmds[i].bare.splitlines()[0]}")
     failures = [f"{c.doc}:{c.line}: `{c.bare}` exit {codes.get(str(i), 'none (not reached)')}:\n"
                 f"{printed.get(str(i), '')[-3000:]}" for i, c in enumerate(cmds) if codes.get(str(i)) != "0"]
     assert not failures, "\n\n".join(failures) + "\n\nbackground logs:\n" + "\n".join(

@@ -13,9 +13,9 @@ import time
 
 import dagster as dg
 import pytest
-
 from conftest import make_beamtime, small_run
 from test_reliability import XFEL_ASSETS, env_for
+
 from xfel_assets.cli.home import ensure_dagster_home
 from xfel_assets.defs.steps import MODULE_POOL
 
@@ -57,8 +57,9 @@ def test_two_backfills_at_once_share_one_daemon_and_do_the_work_once(tmp_path):
 
 @pytest.mark.daemon
 def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path):
-    from xfel_assets.runtime.daemon_control import daemon_command
     from xfel_assets.runtime.daemon import running_daemon
+    from xfel_assets.runtime.daemon_control import daemon_command
+    from xfel_assets.runtime.liveness import PID_TAG, START_TAG, worker_tags
 
     config = make_beamtime(tmp_path / "bt", [small_run(2)])
     home = ensure_dagster_home(tmp_path / "home", max_runs=2)
@@ -73,6 +74,7 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
                 time.sleep(0.2)
         pid, owner = running_daemon(home)
         assert owner == "backfill"
+        start = worker_tags(pid)[START_TAG]
         second = subprocess.run(daemon_command(home / "workspace.yaml"), env=env, capture_output=True, text=True,
                                 timeout=120)
         assert second.returncode != 0 and f"a Dagster daemon already runs on {home} (pid {pid}, started by backfill)" in second.stderr
@@ -81,6 +83,12 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
         text = (tmp_path / "backfill.log").read_text()
         assert f"the Dagster daemon (pid {pid}) that executes this backfill has ended" in text
         assert "it goes on when a daemon runs again" in text
+        # A run the killed daemon launched whose worker never started (a kill between the two): the next daemon
+        # fails it at once, naming the daemon (run monitoring would wait its start timeout, holding the queue).
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            orphan = dg.DagsterRun(job_name="module_job", status=dg.DagsterRunStatus.STARTING,
+                                   tags={**worker_tags(role="launcher"), PID_TAG: str(pid), START_TAG: start})
+            instance.add_run(orphan)
 
         # The same command resumes it (a daemon of its own); whatever the kill cut, every failed partition is
         # named with its reason, and `backfill --stale-only` then leaves nothing stale (seen: the killed partitions
@@ -90,6 +98,10 @@ def test_a_second_daemon_refuses_and_a_backfill_notices_its_daemon_died(tmp_path
         assert done, resumed.stdout + resumed.stderr
         reasons = re.findall(r"^  FAILED (.+?) \[(\S+)\]: (.+)$", resumed.stdout, re.M)  # a step, or "(run of ...)"
         assert (int(done[3]) > 0) == bool(reasons) and all(why.strip() for *_, why in reasons), resumed.stdout
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            failed = instance.get_run_by_id(orphan.run_id)
+            assert failed.status == dg.DagsterRunStatus.FAILURE
+            assert f"the daemon that launched the run (process {pid} on" in str(instance.all_logs(orphan.run_id))
         again = subprocess.run([XFEL_ASSETS, "backfill", "--stale-only"], env=env, capture_output=True, text=True,
                                timeout=600)
         assert again.returncode == 0, again.stdout + again.stderr

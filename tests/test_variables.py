@@ -504,18 +504,29 @@ from xfel_assets.definitions import defs
 def requested(r):
     return sorted(n for n in ("xgm", "last", "broken", "run_table") if r.get_num_requested(dg.AssetKey(n)))
 
+{TICKS}
 with dg.DagsterInstance.get() as instance:
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at(1))
     print("tick1", requested(r))
     subprocess.run(["{CLI}", "note", "--beamtime", "{path}", "r0002", "refilled"], check=True)
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor, evaluation_time=at(2))
     print("tick2", requested(r))
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor, evaluation_time=at(3))
     print("tick3", requested(r))
 """
     ticks = automation_ticks(script, path, home)
     assert "run_table" not in ticks["tick1"] and "'xgm'" not in ticks["tick1"], ticks  # all current
     assert ticks["tick2"] == "[]" and ticks["tick3"] == "['run_table']", ticks  # the note: the table, a tick on
+
+
+#: The ticks' times in the scripts: ``at(s)`` is s seconds into the current minute (a run table is also
+#: made at the first tick of each minute, so the minute they pass is said, not left to the clock).
+TICKS = """
+import datetime
+_minute = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
+def at(s):
+    return _minute + datetime.timedelta(seconds=s)
+"""
 
 
 def automation_ticks(script: str, path: Path, home: Path) -> dict[str, str]:
@@ -613,7 +624,8 @@ def test_the_run_table_page_sorts_filters_and_hides_columns_in_the_browser(beamt
 def test_a_run_table_waits_for_the_variables_its_inputs_change(tmp_path):
     """The refresh sensor's conditions (evaluated as the daemon does): a variable's input changes; the variable is
     requested, the run table waits (made beside it, it would miss its value) until a tick sees no new update and
-    nothing being made; then it is requested once."""
+    nothing being made; then it is requested once. While inputs change at every tick, it is requested at the
+    first tick of the next minute."""
     path = dssc_beamtime(tmp_path / "bt", DSSC_VARIABLES.replace('raise ValueError("this variable has a bug")',
                                                                  "return 2 * last"))
     home = tmp_path / "home"
@@ -632,20 +644,28 @@ def make(name, key=None):
     dg.materialize(ALL_ASSETS, selection=dg.AssetSelection.assets(name), partition_key=key, instance=instance,
                    resources=resources_for(Path("{path}")))
 
+{TICKS}
 with dg.DagsterInstance.get() as instance:
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at(1))
     print("tick1", requested(r))
     make("last", "r0002")
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor, evaluation_time=at(2))
     print("tick2", requested(r))
     make("broken", "r0002")
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor, evaluation_time=at(3))
     print("tick3", requested(r))
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor, evaluation_time=at(4))
     print("tick4", requested(r))
     make("run_table")
-    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor)
+    r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor, evaluation_time=at(5))
     print("tick5", requested(r))
+    # Runs keep arriving: an input changes at every tick, no tick is quiet; the table waits for the next minute.
+    for i, t in enumerate((6, 30, 61), start=6):
+        make("last", "r0002")
+        r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r.cursor, evaluation_time=at(t))
+        print(f"tick{{i}}", requested(r))
 """
     ticks = automation_ticks(script, path, home)
-    assert ticks == {"tick1": "[]", "tick2": "['broken']", "tick3": "[]", "tick4": "['run_table']", "tick5": "[]"}, ticks
+    assert ticks == {"tick1": "[]", "tick2": "['broken']", "tick3": "[]", "tick4": "['run_table']", "tick5": "[]",
+                     **{k: ticks[k] for k in ("tick6", "tick7", "tick8")}}, ticks
+    assert ["run_table" in ticks[k] for k in ("tick6", "tick7", "tick8")] == [False, False, True], ticks

@@ -357,3 +357,37 @@ def test_a_broken_workflow_file_is_named_and_leaves_the_model_as_it_was(tmp_path
     with pytest.raises(ConfigError, match=r"broken\.py does not load: ValueError: half-written"):
         model.load_files(load_beamtime(path))
     assert {w.name for w in model.workflows()} == names
+
+
+def test_code_versions_are_kept_on_disk_under_everything_they_depend_on(beamtime, monkeypatch, tmp_path):
+    """Found once (parsing the code each asset reaches), then read from the user's cache by every process; a
+    cache entry is named by the package's sources, the asset and its functions' own files, so an edit misses it."""
+    monkeypatch.setattr(versions, "CODE_VERSIONS_DIR", tmp_path / "code-versions")
+    names = [a.name for a in model.assets()]
+
+    def fresh() -> dict[str, str]:
+        code.forget()
+        versions.code_version.cache_clear()
+        return {n: versions.code_version(n) for n in names}
+
+    try:
+        found = fresh()
+        entries = sorted((tmp_path / "code-versions").iterdir())
+        assert len(entries) == len(names) and {p.read_text() for p in entries} == set(found.values())
+        assert fresh() == found  # read back
+        entries[0].write_text("from-cache")
+        assert "from-cache" in fresh().values()  # the entries are what a process reads, not recomputed
+        # An edited source file of the package: every entry is missed, found again, the same where unaffected.
+        import xfel_core.events.anomalies as anomalies
+
+        edited = tmp_path / "anomalies.py"
+        edited.write_text(Path(anomalies.__file__).read_text().replace("def hot_pixels(", "def hot_pixels(  # x\n", 1))
+        real = code.module_path
+        monkeypatch.setattr(code, "module_path", lambda n: edited if n == "xfel_core.events.anomalies" else real(n))
+        after = fresh()
+        assert {n for n in names if after[n] != found[n]} == {"event_smalldata"}
+        assert len(list((tmp_path / "code-versions").iterdir())) == 2 * len(names)
+    finally:
+        monkeypatch.undo()
+        code.forget()
+        versions.code_version.cache_clear()

@@ -98,6 +98,9 @@ def refresh_condition(spec: model.AssetSpec) -> dg.AutomationCondition | None:
     requests are not visible across partitionings within one tick: the table would be made without
     their values); the updates' and the request's times, not the ticks that saw them, decide whether a
     change is still to be shown. A table whose run failed waits for the next change.
+    While runs keep arriving there is no quiet tick (some run's steps are always in progress): then a
+    change waits at most until the next minute (``TABLE_AT_LEAST``); the variables still being made
+    change the inputs again, and the table is made again with them.
     """
     if not spec.refresh:
         return None
@@ -105,9 +108,14 @@ def refresh_condition(spec: model.AssetSpec) -> dg.AutomationCondition | None:
         return dg.AutomationCondition.eager()
     # newly_updated directly under the deps operator and since: only so does Dagster keep the updates' times.
     changed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
+    quiet = ~changed & ~dg.AutomationCondition.any_deps_in_progress()
     return (changed.since(dg.AutomationCondition.newly_updated()) & changed.since(dg.AutomationCondition.newly_requested())
-            & ~changed & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress()
+            & ~dg.AutomationCondition.in_progress() & (quiet | dg.AutomationCondition.cron_tick_passed(TABLE_AT_LEAST))
             ).with_label("after its inputs change")
+
+
+#: A run table shows its inputs' changes at least this often (cron), even while runs keep being made.
+TABLE_AT_LEAST = "* * * * *"
 
 
 def make(context: dg.AssetExecutionContext, cfg: BeamtimeConfig, *extra, compute=None) -> dict:

@@ -108,6 +108,16 @@ def end_when_unused(home: Path, check_s: float = ORPHAN_CHECK_S) -> None:
     threading.Thread(target=watch, name="end-when-unused", daemon=True).start()
 
 
+def fail_runs_of_dead_processes() -> None:
+    """Fail the runs a killed daemon or worker left unfinished (run monitoring checks STARTED runs only, later)."""
+    import dagster as dg
+
+    from xfel_assets.runtime.liveness import fail_dead_runs
+
+    with dg.DagsterInstance.get() as instance:
+        fail_dead_runs(instance, say=lambda msg: print(msg, flush=True))
+
+
 def main() -> None:
     home = os.environ.get("DAGSTER_HOME")
     _lock = hold_lock(Path(home)) if home else None  # held until the process ends
@@ -121,6 +131,8 @@ def main() -> None:
     from xfel_assets.runtime.launcher import warm_up
 
     threading.Thread(target=warm_up, name="forkserver-warm-up", daemon=True).start()
+    if home:
+        threading.Thread(target=fail_runs_of_dead_processes, name="dead-runs", daemon=True).start()
     sys.argv[0] = "dagster-daemon"
     dagster_daemon_main()
 

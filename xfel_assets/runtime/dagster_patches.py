@@ -102,8 +102,51 @@ class _RoundInterval(float):
     here at least the round's own duration, so that evaluating a large backfill (seconds per round for
     thousands of partitions) takes at most half a core from the runs it launches."""
 
+    #: The last round's duration (s): the least wait, also when a run's end wakes the loop early.
+    last_round: float = 0.0
+
     def __sub__(self, round_duration: float) -> float:
+        _RoundInterval.last_round = round_duration
         return max(float(self) - round_duration, round_duration)
+
+
+#: Seconds between the looks for a run that ended while the backfill loop waits.
+RUN_END_POLL_S = 0.5
+_ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+class _WakeOnRunEnd:
+    """The backfill loop's shutdown event, whose wait between rounds also ends once a Dagster run has ended.
+
+    An asset backfill advances one level of the asset graph per round (inputs, modules, cube, variables):
+    waiting the whole interval after a level's runs have ended cost a backfill of one run about half an
+    interval per level. The wait is never shorter than the round before it took."""
+
+    def __init__(self, event: threading.Event, instance: dg.DagsterInstance):
+        self._event, self._instance = event, instance
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        import datetime
+
+        if timeout is None:
+            return self._event.wait()
+        start = time.monotonic()
+        since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=_RoundInterval.last_round + 1)
+        ended = dg.RunsFilter(statuses=_ENDED, updated_after=since)
+        while True:
+            left = timeout - (time.monotonic() - start)
+            if left <= 0:
+                return False
+            if self._event.wait(min(RUN_END_POLL_S, left)):
+                return True
+            if time.monotonic() - start >= _RoundInterval.last_round and self._instance.get_runs_count(ended):
+                return False
 
 
 def _remember_true(method, keyed: bool = True):
@@ -128,7 +171,8 @@ def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: fl
 
     - ``DEFAULT_DAEMON_INTERVAL_SECONDS`` (30 s, read at every loop) becomes ``interval_s``: an
       asset backfill advances one level of the asset graph per round. The wait after a round is
-      never shorter than the round took (:class:`_RoundInterval`).
+      never shorter than the round took (:class:`_RoundInterval`), and ends early once a Dagster run
+      has ended (:class:`_WakeOnRunEnd`, passed to the backfill loop as its shutdown event).
     - The sensor loop looks at the sensors every ``sensor_loop_s`` (Dagster: 5 s), so that a run
       is taken within its sensor's interval.
     - Dagster replaces the code server every 60 s (``RELOAD_WORKSPACE_INTERVAL``) to pick up edited
@@ -145,10 +189,18 @@ def patch_daemon(interval_s: float, sensor_loop_s: float, workspace_reload_s: fl
     if not _once("daemon"):
         return
     import dagster._daemon.controller as controller
+    import dagster._daemon.daemon as daemons
     import dagster._daemon.sensor as sensor_daemon
     from dagster._core.storage.schedules.sql_schedule_storage import SqlScheduleStorage
 
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = _RoundInterval(interval_s)
+    backfill_loop = daemons.BackfillDaemon.core_loop
+
+    def core_loop(self, workspace_process_context, shutdown_event):
+        yield from backfill_loop(self, workspace_process_context,
+                                 _WakeOnRunEnd(shutdown_event, workspace_process_context.instance))
+
+    daemons.BackfillDaemon.core_loop = core_loop
     sensor_daemon.MIN_INTERVAL_LOOP_TIME = sensor_loop_s
     controller.RELOAD_WORKSPACE_INTERVAL = workspace_reload_s
     dagster_freshness = controller.DagsterDaemonController.check_workspace_freshness

@@ -162,6 +162,9 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
+        # Until its worker names itself: a run whose launching daemon dies first is found dead at once, not
+        # after run monitoring's start timeout (the daemon started next sweeps them: runtime/daemon.py).
+        self._instance.add_run_tags(run.run_id, worker_tags(role="launcher"))
         with self._lock:
             self._reap()
             proc = forkserver_context(self._preload).Process(target=_run_worker, args=(self._instance.get_ref(), run.run_id),

@@ -22,6 +22,8 @@ import dagster as dg
 HOST_TAG = "xfel/worker_host"
 PID_TAG = "xfel/worker_pid"
 START_TAG = "xfel/worker_start"
+#: "launcher" while the tags name the daemon that launched the run (before its worker started), else "worker".
+ROLE_TAG = "xfel/worker_role"
 
 #: Statuses of a run that has a worker (or is about to): a dead one holds the queue and pool slots.
 ACTIVE_STATUSES = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
@@ -41,10 +43,10 @@ def _process_start(pid: int) -> str | None:
     return fields[19]
 
 
-def worker_tags(pid: int | None = None) -> dict[str, str]:
-    """Tags naming this process (or ``pid``) as the run's worker."""
+def worker_tags(pid: int | None = None, role: str = "worker") -> dict[str, str]:
+    """Tags naming this process (or ``pid``) as the run's worker (or, ``role="launcher"``, as the one starting it)."""
     pid = os.getpid() if pid is None else pid
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: _process_start(pid) or ""}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: _process_start(pid) or "", ROLE_TAG: role}
 
 
 def worker_alive(tags: Mapping[str, str]) -> bool | None:
@@ -79,6 +81,9 @@ def dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
 
 
 def death_message(run: dg.DagsterRun) -> str:
+    if run.tags.get(ROLE_TAG) == "launcher":
+        return (f"the daemon that launched the run (process {run.tags.get(PID_TAG)} on {run.tags.get(HOST_TAG)}) "
+                "is gone and the run's worker never started: run marked failed")
     return (f"the run's worker process {run.tags.get(PID_TAG)} on {run.tags.get(HOST_TAG)} is gone (killed, "
             "e.g. by SIGKILL, the OOM killer or a closed terminal): run marked failed, its pool slots freed")
 

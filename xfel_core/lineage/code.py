@@ -12,6 +12,7 @@ are not the science and are not followed.
 from __future__ import annotations
 
 import ast
+import hashlib
 import inspect
 import sys
 from collections.abc import Callable
@@ -162,7 +163,30 @@ def code_modules(fn: Callable) -> list[str]:
     return list(reached(fn))
 
 
+@cache
+def sources_digest() -> str:
+    """A hash of the bytes of every source file of the package: what an asset's code can reach in it."""
+    h = hashlib.sha256()
+    for file in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = file.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        path = module_path(name) or file  # as the code is read (:func:`_module`)
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def function_key(fn: Callable) -> str:
+    """What :func:`code_text` of ``fn`` depends on besides the package's sources: its name and its own module's file."""
+    fn = inspect.unwrap(fn)
+    key = f"{fn.__module__}:{fn.__qualname__}"
+    path = module_path(fn.__module__)
+    if path is not None and not path.resolve().is_relative_to(PACKAGE_DIR):
+        key += ":" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return key
+
+
 def forget() -> None:
     """Read the source files again at the next call (after a file was edited in this process)."""
     _module.cache_clear()
     _uses.cache_clear()
+    sources_digest.cache_clear()
