@@ -237,6 +237,21 @@ def test_numba_caches_the_kernels_in_the_users_cache_not_in_the_package(tmp_path
     assert {p: p.stat().st_mtime_ns for p in package.rglob("*.nbi")} == before
 
 
+def test_loading_the_definitions_leaves_numba_unimported_until_a_kernel_runs(session_beamtime):
+    """Every command and code server loads the definitions; few run a kernel (numba's import: 0.5 s of CPU)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, numpy as np, xfel_assets.definitions\n"
+              "from xfel_core import binning_kernel\n"
+              "assert 'numba' not in sys.modules, 'numba imported'\n"
+              "m, s = binning_kernel.finalize(np.array([[2.0, 4.0]]), np.array([[4.0, 16.0]]), np.array([1]))\n"
+              "assert 'numba' in sys.modules and type(binning_kernel._finalize).__module__.startswith('numba')\n"
+              "print(m.tolist())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[[2.0, 4.0]]", out.stderr[-2000:]
+
+
 def test_a_failed_runs_variables_are_left_out_not_a_second_failure(tmp_path):
     import os
     import re

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import scipy.sparse as sp
 
 from .config import ExtraGeomLayout, GeometryConfig
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 #: pyFAI's method equivalent to this integration (no pixel splitting, histogram).
@@ -160,6 +160,8 @@ class RadialIntegrator:
     @functools.cached_property
     def matrix(self) -> sp.csr_matrix:
         """(npt, pixels) 0/1 sparse matrix of the binning (solid-angle weights are in norm, not here)."""
+        import scipy.sparse as sp  # here: not paid by every process that loads the pipeline
+
         pixels = np.flatnonzero(self.bin_of >= 0)
         return sp.csr_matrix((np.ones(len(pixels), dtype=np.float32), (self.bin_of[pixels], pixels)),
                              shape=(len(self.norm), self.bin_of.size))

@@ -24,12 +24,14 @@ nothing, and a (groups, pixels) count says from how many frames each pixel's sum
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a pinned dependency
-    numba = None
+from . import jit
+
+numba: Any = None  # the module, set by kernels.ready()
+kernels = jit.Kernels(globals())
 
 #: Consecutive frames per batch (128 MB of raw DSSC frames, ten trains), sorted by group and memory
 #: cell: each cell's dark row serves about ten frames while in cache (10 % faster than 256, measured).
@@ -66,9 +68,9 @@ def accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, co
                 pixel_counts[gid] += good[g == gid].sum(axis=0)
 
 
-if numba is not None:
+if jit.AVAILABLE:
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _add_batch(data, offsets, group, dark_row, dark, use_dark, lo, hi, sums, sumsq):
         """Frames lo:hi (sorted by group) into the accumulators, pixel block by pixel block.
 
@@ -119,7 +121,7 @@ if numba is not None:
                     k += 1
                 i = j
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _add_batch_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, lo, hi, sums, sumsq,
                           pixel_counts):
         """:func:`_add_batch` with a per-pixel mask: one frame at a time, a masked pixel adds nothing."""
@@ -142,14 +144,14 @@ if numba is not None:
                         q[p] += v * v
                         c[p] += 1
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _add_serial_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds, sums,
                            sumsq, pixel_counts):
         for k in range(len(bounds) - 1):
             _add_batch_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds[k],
                               bounds[k + 1], sums, sumsq, pixel_counts)
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @kernels.njit(parallel=True, cache=True, nogil=True)
     def _add_parallel_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds,
                              priv_sums, priv_sumsq, priv_counts):
         nthreads = priv_sums.shape[0]
@@ -159,12 +161,12 @@ if numba is not None:
                 _add_batch_masked(data, offsets, mdata, moffsets, bits, group, dark_row, dark, use_dark, bounds[k],
                                   bounds[k + 1], priv_sums[t], priv_sumsq[t], priv_counts[t])
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _add_serial(data, offsets, group, dark_row, dark, use_dark, bounds, sums, sumsq):
         for k in range(len(bounds) - 1):
             _add_batch(data, offsets, group, dark_row, dark, use_dark, bounds[k], bounds[k + 1], sums, sumsq)
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @kernels.njit(parallel=True, cache=True, nogil=True)
     def _add_parallel(data, offsets, group, dark_row, dark, use_dark, bounds, priv_sums, priv_sumsq):
         nthreads = priv_sums.shape[0]
         nbatches = len(bounds) - 1
@@ -200,7 +202,7 @@ class Accumulators:
         self.pixel_counts = np.zeros((ngroups, npix), np.int64) if per_pixel else None
         self.threads = max(1, threads)
         self._priv = None
-        if self.threads > 1 and numba is not None:
+        if self.threads > 1 and jit.AVAILABLE:
             shape = (self.threads, ngroups, npix)
             self._priv = (np.zeros(shape), np.zeros(shape), np.zeros(shape, np.int64) if per_pixel else None)
 
@@ -228,6 +230,7 @@ class Accumulators:
 def accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None,
                      mask=None) -> None:
     """Compiled kernel with the contract of :func:`accumulate_numpy`; ``private`` for threads."""
+    kernels.ready()
     group = np.asarray(group, np.int64)
     use_dark = dark is not None
     if not use_dark:
@@ -257,7 +260,7 @@ def accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, co
 
 
 def accumulate(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private=None, mask=None) -> None:
-    if numba is None:
+    if not jit.AVAILABLE:
         accumulate_numpy(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, mask)
     else:
         accumulate_numba(data, offsets, npix, group, dark_row, dark, sums, sumsq, counts, private, mask)
@@ -269,8 +272,9 @@ def warm_up() -> None:
     Called in the executor's forkserver so forked steps inherit it. Only the serial kernel:
     numba's parallel machinery does not survive a fork.
     """
-    if numba is None:
+    if not jit.AVAILABLE:
         return
+    numba = kernels.ready()
     i8 = numba.int64[::1]
     for frame_type in (numba.uint16, numba.float32):
         _add_serial.compile((frame_type[::1], i8, i8, i8, numba.float32[:, ::1], numba.boolean, i8,
@@ -293,9 +297,9 @@ def finalize_numpy(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> t
     return mean, sem
 
 
-if numba is not None:
+if jit.AVAILABLE:
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _finalize(sums, sumsq, n, mean, sem):
         for i in range(sums.shape[0]):
             c = n[i]
@@ -315,8 +319,9 @@ def finalize(sums: np.ndarray, sumsq: np.ndarray, counts: np.ndarray) -> tuple[n
     """Mean and standard error of the mean from the accumulators (NaN where count < 1 or < 2); ``counts`` per
     group, or per group and pixel (the shape of ``sums``). One compiled pass (the numpy reference makes a
     dozen temporaries of the cube's size: 0.69 s against 0.04 s for 10 Mpixels, measured)."""
-    if numba is None:
+    if not jit.AVAILABLE:
         return finalize_numpy(sums, sumsq, counts)
+    kernels.ready()
     n = np.broadcast_to(counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim)), sums.shape)
     mean, sem = np.empty(sums.shape), np.empty(sums.shape)
     _finalize(np.ascontiguousarray(sums, np.float64).reshape(-1), np.ascontiguousarray(sumsq, np.float64).reshape(-1),

@@ -41,12 +41,14 @@ sums and sums of squares in one pass.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a pinned dependency
-    numba = None
+from . import jit
+
+numba: Any = None  # the module, set by kernels.ready()
+kernels = jit.Kernels(globals())
 
 
 def reduce_numpy(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,
@@ -86,9 +88,9 @@ def sum_numpy(images, dark, acc) -> None:
     acc += x.sum(axis=0)
 
 
-if numba is not None:
+if jit.AVAILABLE:
 
-    @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+    @kernels.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
     def _reduce(data, starts, ny, nx, dark, off, bin_of, rects, sp_ptr, sp_x, sp_col, cand, acc, use_acc, total,
                 peak_bits, roi, hist):
         # (The order and the tricks: see the module docstring.)
@@ -137,7 +139,7 @@ if numba is not None:
                             s += row[x]
                         roi[i, r] += s
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _sum(data, starts, dark, use_dark, acc):
         npix = acc.shape[0]
         for i in range(starts.shape[0]):
@@ -149,7 +151,7 @@ if numba is not None:
                 acc[p] += v
 
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _group_sums(data, starts, npix, dark, use_dark, masked, weights, groups, sums, sumsq):
         for i in range(starts.shape[0]):
             g = groups[i]
@@ -187,8 +189,9 @@ def group_sums_numpy(images, dark, masked, weights, groups, sums, sumsq, counts)
 
 def group_sums(images, dark, masked, weights, groups, sums, sumsq, counts) -> None:
     """:func:`group_sums_numpy` in one compiled pass over each image (an array or :class:`Frames`)."""
-    if numba is None:
+    if not jit.AVAILABLE:
         return group_sums_numpy(images, dark, masked, weights, groups, sums, sumsq, counts)
+    kernels.ready()
     data, starts, ny, nx = _flat(images)
     npix = ny * nx
     d, use_dark = _dark_arg(dark, npix)
@@ -242,6 +245,7 @@ def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, h
                  acc=None) -> None:
     """Compiled kernel with the contract of :func:`reduce_numpy` (the outputs are set, not added to; ``acc`` added to);
     ``images`` an array or :class:`Frames`."""
+    kernels.ready()
     data, starts, ny, nx = _flat(images)
     k, npix = len(starts), ny * nx
     d = np.zeros(npix, np.float32) if dark is None else np.ascontiguousarray(dark, np.float32).reshape(npix)
@@ -266,6 +270,7 @@ def reduce_numba(images, dark, masked, bin_of, nbins, rects, total, peak, roi, h
 
 def sum_numba(images, dark, acc) -> None:
     """Compiled :func:`sum_numpy`; ``images`` an array or :class:`Frames`."""
+    kernels.ready()
     data, starts, _, _ = _flat(images)
     d, use_dark = _dark_arg(dark, acc.shape[0])
     _sum(data, starts, d, use_dark, acc)
@@ -274,18 +279,18 @@ def sum_numba(images, dark, acc) -> None:
 def reduce_frames(images, dark, masked, bin_of, nbins, rects, total, peak, roi, hist, special=None, cand=None,
                   acc=None) -> None:
     """The contract above, compiled where numba is installed."""
-    (reduce_numpy if numba is None else reduce_numba)(images, dark, masked, bin_of, nbins, rects, total, peak, roi,
+    (reduce_numba if jit.AVAILABLE else reduce_numpy)(images, dark, masked, bin_of, nbins, rects, total, peak, roi,
                                                       hist, special, cand, acc)
 
 
 def sum_frames(images, dark, acc) -> None:
     """Add each ``image - dark`` into ``acc``, compiled where numba is installed."""
-    (sum_numpy if numba is None else sum_numba)(images, dark, acc)
+    (sum_numba if jit.AVAILABLE else sum_numpy)(images, dark, acc)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's disk cache) the kernels for float32 and uint16 images."""
-    if numba is None:
+    if not jit.AVAILABLE:
         return
     for dtype in (np.float32, np.uint16):
         images = np.zeros((1, 2, 2), dtype)

@@ -7,14 +7,15 @@ so the outliers being looked for do not widen the band that should catch them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from .. import jit
 from ..config import AnomalyConfig
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a pinned dependency
-    numba = None
+numba: Any = None  # the module, set by kernels.ready()
+kernels = jit.Kernels(globals())
 
 RULES = ("i0_band", "i0_min", "ratio", "linear_model", "saturated", "empty")
 
@@ -96,9 +97,9 @@ def median3x3_scipy(image: np.ndarray) -> np.ndarray:
     return ndimage.median_filter(image, size=3, mode="nearest")
 
 
-if numba is not None:
+if jit.AVAILABLE:
 
-    @numba.njit(cache=True, nogil=True, inline="always")
+    @kernels.njit(cache=True, nogil=True, inline="always")
     def _med9(p0, p1, p2, p3, p4, p5, p6, p7, p8):
         """The 5th smallest of nine values: a sorting network of 19 compare-exchanges (Paeth's)."""
         p1, p2 = min(p1, p2), max(p1, p2)
@@ -121,7 +122,7 @@ if numba is not None:
         p4 = max(p6, p4)
         return min(p4, p2)
 
-    @numba.njit(cache=True, nogil=True)
+    @kernels.njit(cache=True, nogil=True)
     def _median3x3(img, out):
         ny, nx = img.shape
         for y in range(ny):
@@ -135,8 +136,9 @@ if numba is not None:
 
 def median3x3(image: np.ndarray) -> np.ndarray:
     """The 3 x 3 median of a float64 (y, x) image, edges repeated: :func:`median3x3_scipy`, compiled (10 x faster)."""
-    if numba is None or image.ndim != 2 or not np.isfinite(image).all():
+    if not jit.AVAILABLE or image.ndim != 2 or not np.isfinite(image).all():
         return median3x3_scipy(image)
+    kernels.ready()
     out = np.empty_like(image)
     _median3x3(np.ascontiguousarray(image), out)
     return out
