@@ -130,7 +130,7 @@ def add_partitions(instance: dg.DagsterInstance, keys: dict[str, list[str]]) -> 
             for name, key in p.dynamic_keys(k).items():
                 wanted.setdefault(name, set()).add(key)
     for name, ks in wanted.items():
-        new = sorted(k for k in ks if not instance.has_dynamic_partition(name, k))
+        new = sorted(ks - set(instance.get_dynamic_partitions(name)))
         if new:
             instance.add_dynamic_partitions(name, new)
 

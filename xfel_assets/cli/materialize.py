@@ -93,7 +93,8 @@ def _worker_instance() -> dg.DagsterInstance:
 
 
 def _add_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> None:
-    instance.add_dynamic_partitions(name, [k for k in keys if not instance.has_dynamic_partition(name, k)])
+    known = set(instance.get_dynamic_partitions(name))
+    instance.add_dynamic_partitions(name, [k for k in keys if k not in known])
 
 
 #: Seconds between the checks of a stage that is still running: who holds the pools' slots it waits for.

@@ -125,12 +125,6 @@ class _WakeOnRunEnd:
     def __init__(self, event: threading.Event, instance: dg.DagsterInstance):
         self._event, self._instance = event, instance
 
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def set(self) -> None:
-        self._event.set()
-
     def wait(self, timeout: float | None = None) -> bool:
         import datetime
 

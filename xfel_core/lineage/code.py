@@ -181,8 +181,14 @@ def function_key(fn: Callable) -> str:
     key = f"{fn.__module__}:{fn.__qualname__}"
     path = module_path(fn.__module__)
     if path is not None and not path.resolve().is_relative_to(PACKAGE_DIR):
-        key += ":" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        key += ":" + _file_digest(path)
     return key
+
+
+@cache
+def _file_digest(path: Path) -> str:
+    """A file's bytes, hashed once per process (a variables file serves each of its variables)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def forget() -> None:
@@ -190,3 +196,4 @@ def forget() -> None:
     _module.cache_clear()
     _uses.cache_clear()
     sources_digest.cache_clear()
+    _file_digest.cache_clear()
